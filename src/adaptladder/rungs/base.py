@@ -1,0 +1,167 @@
+"""The contract every rung of the ladder follows (scikit-learn style).
+
+A rung is one adaptation strategy (a classical floor, a prompt, a frozen encoder + head, a
+fine-tuned model, ...). ``__init__`` only stores parameters; ``fit`` learns and returns self;
+learned state ends in ``_``; ``predict_proba`` returns an ``(n, n_classes)`` array whose columns
+follow the integer label codes ``0..K-1``; ``predict`` is its argmax. ``save(dir)`` writes
+everything needed to predict again, and ``load_rung(dir)`` brings it back with identical
+predictions. The shared conformance test in ``tests/test_rung_conformance.py`` checks all of it.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from adaptladder.errors import AdaptError
+
+RUNG_FILE = "rung.json"
+
+
+class Rung(ABC):
+    """Base class of every rung.
+
+    Class attributes a subclass sets:
+
+    * ``name``: the registry name used on the command line (``"tfidf"``).
+    * ``family``: ``floor`` | ``prompting`` | ``features`` | ``finetune`` | ``distill``.
+    * ``cost_rank``: adaptation cost order; the ladder climbs from low to high.
+    * ``description``: one line for listings and reports.
+    """
+
+    name: ClassVar[str] = ""
+    family: ClassVar[str] = ""
+    cost_rank: ClassVar[int] = 0
+    description: ClassVar[str] = ""
+
+    def __init__(self, **params: Any) -> None:
+        self.params: dict[str, Any] = dict(params)
+
+    # ------------------------------------------------------------------ contract
+    @abstractmethod
+    def fit(
+        self,
+        texts: Sequence[str],
+        y: np.ndarray,
+        *,
+        label_names: Sequence[str],
+        val_texts: Sequence[str] | None = None,
+        val_y: np.ndarray | None = None,
+    ) -> Rung:
+        """Learn from the training split.
+
+        ``val_texts`` / ``val_y`` may be used for model selection or early stopping only,
+        never the test split.
+        """
+
+    @abstractmethod
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        """Class probabilities, shape ``(len(texts), n_classes)``, rows summing to 1."""
+
+    def predict(self, texts: Sequence[str]) -> np.ndarray:
+        return np.asarray(self.predict_proba(texts)).argmax(axis=1)
+
+    @abstractmethod
+    def _save(self, path: Path) -> None:
+        """Write the fitted state (not ``rung.json``) into the existing directory ``path``."""
+
+    @classmethod
+    @abstractmethod
+    def _load(cls, path: Path, meta: dict[str, Any]) -> Rung:
+        """Rebuild a fitted rung from ``path``; ``meta`` is the content of ``rung.json``."""
+
+    # ------------------------------------------------------------------ optional hooks
+    @classmethod
+    def unavailable_reason(cls, params: dict[str, Any]) -> str | None:
+        """Why this rung cannot run here (e.g. ``"needs CUDA"``), or None when it can.
+
+        The ladder reports such a rung as *skipped* with this reason (and whatever
+        :meth:`skip_details` adds) instead of failing the run.
+        """
+        return None
+
+    @classmethod
+    def skip_details(cls, params: dict[str, Any]) -> dict[str, Any]:
+        """Extra facts reported for a skipped rung (e.g. the estimated GPU memory / cost)."""
+        return {}
+
+    def extra_info(self) -> dict[str, Any]:
+        """Rung-specific, JSON-serialisable measurements and artefacts for the report.
+
+        Examples: trainable parameters, tokens per request, the prompt template used,
+        the head chosen on validation, epochs run. Called after ``fit``.
+        """
+        return {}
+
+    # ------------------------------------------------------------------ helpers
+    def get_params(self) -> dict[str, Any]:
+        return dict(self.params)
+
+    def save(self, path: str | Path) -> Path:
+        """Save into directory ``path`` (created; existing files in it are replaced)."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        self._save(path)
+        meta = {
+            "name": self.name,
+            "class": f"{type(self).__module__}:{type(self).__qualname__}",
+            "params": _jsonable(self.params),
+            "label_names": list(getattr(self, "label_names_", [])),
+        }
+        tmp = path / (RUNG_FILE + ".tmp")
+        tmp.write_text(json.dumps(meta, indent=2))
+        tmp.replace(path / RUNG_FILE)
+        return path
+
+    def _check_fitted(self) -> None:
+        if not hasattr(self, "label_names_"):
+            raise AdaptError(f"the {self.name} rung is not fitted yet: call fit() before predicting.")
+
+
+def load_rung(path: str | Path) -> Rung:
+    """Load any saved rung from its directory (reads ``rung.json`` to find the class)."""
+    from adaptladder.rungs import import_object
+
+    path = Path(path)
+    meta_file = path / RUNG_FILE
+    if not meta_file.is_file():
+        raise AdaptError(f"{path} holds no saved rung ({RUNG_FILE} is missing): pass a rung's model directory.")
+    meta = json.loads(meta_file.read_text())
+    cls = import_object(meta["class"])
+    return cls._load(path, meta)
+
+
+def check_inputs(texts: Sequence[str], y: np.ndarray | None = None) -> tuple[list[str], np.ndarray | None]:
+    """Shared validation for ``fit`` / ``predict`` inputs."""
+    if isinstance(texts, str):
+        raise AdaptError("texts must be a list of strings, not one string: wrap it in a list.")
+    texts = list(texts)
+    for i, t in enumerate(texts):
+        if not isinstance(t, str):
+            raise AdaptError(f"text #{i} is {type(t).__name__}, not a string: convert the text column to strings.")
+    if y is not None:
+        y = np.asarray(y)
+        if y.ndim != 1 or len(y) != len(texts):
+            raise AdaptError(f"got {len(texts)} texts but labels of shape {y.shape}: pass one label per text.")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise AdaptError("labels must be integer codes 0..K-1 (a Task provides them).")
+    return texts, y
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {str(k): _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (np.floating,)):
+        return float(obj)
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

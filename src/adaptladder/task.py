@@ -1,0 +1,441 @@
+"""A labelled text-classification task: texts, integer labels, label names and splits.
+
+Everything downstream (audit, rungs, measurement) takes a :class:`Task`; every problem with
+the user's files is caught here and raised as one :class:`AdaptError` sentence.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from adaptladder.errors import AdaptError
+
+SPLITS = ("train", "validation", "test")
+_SPLIT_ALIASES = {
+    "train": "train", "training": "train", "trn": "train",
+    "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
+    "test": "test", "testing": "test", "tst": "test",
+}
+DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
+
+
+@dataclass
+class Task:
+    """A labelled data set with a train / validation / test split.
+
+    ``labels`` are integer codes into ``label_names``; ``split`` holds one of
+    ``train`` / ``validation`` / ``test`` per row.
+    """
+
+    name: str
+    texts: list[str]
+    labels: np.ndarray
+    label_names: list[str]
+    split: np.ndarray
+    source: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray(self.labels, dtype=np.int64)
+        self.split = np.asarray(self.split, dtype=object)
+        if not (len(self.texts) == len(self.labels) == len(self.split)):
+            raise AdaptError("texts, labels and split must have the same length.")
+
+    # ---------------------------------------------------------------- access
+    @property
+    def n_classes(self) -> int:
+        return len(self.label_names)
+
+    def indices(self, part: str) -> np.ndarray:
+        if part not in SPLITS:
+            raise AdaptError(f"unknown split {part!r}: use one of {', '.join(SPLITS)}.")
+        return np.flatnonzero(self.split == part)
+
+    def part(self, part: str) -> tuple[list[str], np.ndarray]:
+        """Texts and label codes of one split."""
+        idx = self.indices(part)
+        return [self.texts[i] for i in idx], self.labels[idx]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Per split, per label name: number of rows."""
+        out: dict[str, dict[str, int]] = {}
+        for part in SPLITS:
+            idx = self.indices(part)
+            c = np.bincount(self.labels[idx], minlength=self.n_classes)
+            out[part] = {self.label_names[k]: int(c[k]) for k in range(self.n_classes)}
+        return out
+
+    def fingerprint(self) -> str:
+        """A hash of texts, labels, label names and split: changes when the data changes."""
+        h = hashlib.sha256()
+        h.update(json.dumps(self.label_names).encode())
+        for t, y, s in zip(self.texts, self.labels.tolist(), self.split.tolist(), strict=True):
+            h.update(t.encode("utf-8", "surrogatepass"))
+            h.update(b"\x00%d\x00%s\x01" % (y, s.encode()))
+        return h.hexdigest()[:16]
+
+    def sample(self, max_per_split: dict[str, int] | int, seed: int = 0) -> Task:
+        """A stratified subsample with at most ``max_per_split`` rows per split (for quick runs)."""
+        if isinstance(max_per_split, int):
+            max_per_split = {p: max_per_split for p in SPLITS}
+        keep: list[np.ndarray] = []
+        for part in SPLITS:
+            idx = self.indices(part)
+            cap = max_per_split.get(part)
+            if cap is None or len(idx) <= cap:
+                keep.append(idx)
+            else:
+                keep.append(idx[stratified_subset(self.labels[idx], cap, seed)])
+        sel = np.sort(np.concatenate(keep))
+        src = dict(self.source, sampled=max_per_split, sample_seed=seed)
+        return Task(self.name, [self.texts[i] for i in sel], self.labels[sel], list(self.label_names),
+                    self.split[sel], src)
+
+    def split_frame(self) -> pd.DataFrame:
+        """One row per example: its row number in the source, split, label (for the run directory)."""
+        rows = self.source.get("row_ids")
+        return pd.DataFrame({
+            "row": rows if rows is not None else np.arange(len(self.texts)),
+            "split": self.split,
+            "label": [self.label_names[k] for k in self.labels],
+        })
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "n": len(self.texts),
+            "n_classes": self.n_classes,
+            "label_names": list(self.label_names),
+            "split_sizes": {p: int((self.split == p).sum()) for p in SPLITS},
+            "counts": self.counts(),
+            "fingerprint": self.fingerprint(),
+            "source": {k: v for k, v in self.source.items() if k != "row_ids"},
+        }
+
+
+# -------------------------------------------------------------------- splitting
+def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Positions of a seeded, stratified subset of size ``n`` (every class kept when possible)."""
+    from sklearn.model_selection import train_test_split
+
+    y = np.asarray(y)
+    if n >= len(y):
+        return np.arange(len(y))
+    counts = np.bincount(y)
+    strat = y if (counts[counts > 0].min() >= 2 and n >= (counts > 0).sum()) else None
+    pos, _ = train_test_split(np.arange(len(y)), train_size=n, random_state=seed, stratify=strat)
+    return np.sort(pos)
+
+
+def stratified_split(
+    labels: np.ndarray,
+    label_names: Sequence[str],
+    seed: int = 13,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    where: str = "the data",
+) -> np.ndarray:
+    """Seeded, stratified train / validation / test assignment for each row."""
+    from sklearn.model_selection import train_test_split
+
+    labels = np.asarray(labels)
+    counts = np.bincount(labels, minlength=len(label_names))
+    need = 3  # one example in each split, at least
+    for k, c in enumerate(counts):
+        if c < need:
+            raise AdaptError(
+                f"class {label_names[k]!r} in {where} has {c} example(s), fewer than the {need} a "
+                "train/validation/test split needs: add examples, drop the class, or give a split column."
+            )
+    f_train, f_val, f_test = fractions
+    idx = np.arange(len(labels))
+    rest_frac = f_val + f_test
+    train_idx, rest_idx = train_test_split(idx, test_size=rest_frac, random_state=seed, stratify=labels)
+    val_idx, test_idx = train_test_split(
+        rest_idx, test_size=f_test / rest_frac, random_state=seed, stratify=labels[rest_idx]
+    )
+    split = np.empty(len(labels), dtype=object)
+    split[train_idx], split[val_idx], split[test_idx] = "train", "validation", "test"
+    return split
+
+
+# -------------------------------------------------------------------- file loading
+def read_table(path: str | Path) -> pd.DataFrame:
+    """Read CSV / TSV / JSONL / Parquet into a DataFrame of strings, with one-line errors."""
+    path = Path(path)
+    if not path.exists():
+        raise AdaptError(f"{path}: file not found; check the path.")
+    if path.is_dir():
+        raise AdaptError(f"{path} is a directory; pass a CSV, TSV, JSONL or Parquet file.")
+    if path.stat().st_size == 0:
+        raise AdaptError(f"{path} is empty; pass a file with a header row and labelled examples.")
+    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() in {".gz", ".bz2", ".zst"} else path.suffix.lower()
+    kind = suffix.split(".")[1] if suffix.count(".") else ""
+    try:
+        if kind in ("csv",):
+            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+        elif kind in ("tsv", "tab", "txt"):
+            df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8", quoting=3)
+        elif kind in ("jsonl", "ndjson"):
+            df = pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+        elif kind in ("json",):
+            try:
+                df = pd.read_json(path, dtype=False, encoding="utf-8")
+            except ValueError:
+                df = pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+        elif kind in ("parquet", "pq"):
+            df = pd.read_parquet(path)
+        else:
+            raise AdaptError(f"{path}: unknown file type {path.suffix!r}; use .csv, .tsv, .jsonl or .parquet.")
+    except UnicodeDecodeError as e:
+        raise AdaptError(
+            f"{path}: bytes at position {e.start} are not valid UTF-8; re-save the file as UTF-8."
+        ) from e
+    except AdaptError:
+        raise
+    except pd.errors.EmptyDataError as e:
+        raise AdaptError(f"{path} has no rows or header; pass a file with a header row and examples.") from e
+    except (pd.errors.ParserError, ValueError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise AdaptError(f"{path} could not be parsed as {kind.upper()} ({first}); check the file's format.") from e
+    except ImportError as e:  # parquet engine missing
+        raise AdaptError(f"{path}: reading {kind} needs an extra package ({e}); install pyarrow.") from e
+    if len(df) == 0:
+        raise AdaptError(f"{path} has a header but no rows; add labelled examples.")
+    df.columns = [str(c) for c in df.columns]
+    return df
+
+
+def _pick_column(df: pd.DataFrame, wanted: str | None, candidates: Sequence[str], what: str, path: Path,
+                 flag: str) -> str:
+    cols = list(df.columns)
+    if wanted is not None:
+        if wanted not in cols:
+            raise AdaptError(
+                f"{path} has no column {wanted!r} (columns: {', '.join(cols)}); pass the right name with {flag}."
+            )
+        return wanted
+    lower = {c.lower(): c for c in cols}
+    for c in candidates:
+        if c in lower:
+            return lower[c]
+    raise AdaptError(
+        f"{path}: cannot tell which column holds the {what} (columns: {', '.join(cols)}); pass it with {flag}."
+    )
+
+
+TEXT_CANDIDATES = ("text", "sentence", "content", "message", "review", "question", "document", "input")
+LABEL_CANDIDATES = ("label", "labels", "category", "class", "target", "sentiment", "y", "intent")
+
+
+def _clean_labels(raw: pd.Series, path: Path, col: str, offset: int = 2) -> list[str]:
+    """Validate a label column and return its values as strings."""
+    values = raw.tolist()
+    out: list[str] = []
+    kinds: set[str] = set()
+    for i, v in enumerate(values):
+        if v is None or (isinstance(v, float) and np.isnan(v)) or (isinstance(v, str) and not v.strip()):
+            raise AdaptError(
+                f"{path}: row {i + offset} has no label in column {col!r}; fill it in or drop the row."
+            )
+        if isinstance(v, (list, dict)):
+            raise AdaptError(f"{path}: row {i + offset} has a {type(v).__name__} label in {col!r}; "
+                             "only single labels (one class per text) are supported.")
+        s = str(v).strip()
+        if isinstance(v, bool):
+            kinds.add("bool")
+        elif isinstance(v, (int, np.integer)) or (isinstance(v, float) and float(v).is_integer()):
+            kinds.add("number")
+            s = str(int(v))
+        elif isinstance(v, (float, np.floating)):
+            kinds.add("number")
+        else:
+            kinds.add("number" if _is_number(s) else "string")
+        out.append(s)
+    if kinds == {"number", "string"}:
+        nums = [v for v in out if _is_number(v)][:3]
+        strs = [v for v in out if not _is_number(v)][:3]
+        raise AdaptError(
+            f"{path}: label column {col!r} mixes numbers ({', '.join(nums)}) and words ({', '.join(strs)}); "
+            "use one kind of label throughout."
+        )
+    if "number" in kinds:  # normalise '1.0' and '1'
+        out = [str(int(float(v))) if _is_number(v) and float(v).is_integer() else v for v in out]
+    return out
+
+
+def _is_number(s: str) -> bool:
+    try:
+        float(s)
+    except ValueError:
+        return False
+    return True
+
+
+def _clean_texts(raw: pd.Series, path: Path, col: str, offset: int = 2) -> list[str]:
+    texts: list[str] = []
+    for i, v in enumerate(raw.tolist()):
+        if v is None or (isinstance(v, float) and np.isnan(v)):
+            raise AdaptError(f"{path}: row {i + offset} has no text in column {col!r}; fill it in or drop the row.")
+        s = v if isinstance(v, str) else str(v)
+        if not s.strip():
+            raise AdaptError(
+                f"{path}: row {i + offset} has an empty text in column {col!r}; fill it in or drop the row."
+            )
+        texts.append(s)
+    return texts
+
+
+def _encode_labels(label_strs: list[str], label_order: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    names = list(label_order) if label_order is not None else sorted(set(label_strs), key=_label_sort_key)
+    index = {n: k for k, n in enumerate(names)}
+    return np.array([index[s] for s in label_strs], dtype=np.int64), names
+
+
+def _label_sort_key(s: str) -> tuple[int, float, str]:
+    return (0, float(s), s) if _is_number(s) else (1, 0.0, s)
+
+
+def load_task(
+    data: str | Path | None = None,
+    *,
+    text_col: str | None = None,
+    label_col: str | None = None,
+    split_col: str | None = None,
+    train: str | Path | None = None,
+    validation: str | Path | None = None,
+    test: str | Path | None = None,
+    seed: int = 13,
+    fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
+    name: str | None = None,
+) -> Task:
+    """Load a task from a built-in name, one file (optionally with a split column), or split files.
+
+    With no split given, a seeded stratified train / validation / test split is made
+    (``fractions``); with ``train`` + ``test`` files and no validation file, validation is carved
+    from train, stratified.
+    """
+    from adaptladder.datasets import BUILTIN, load_builtin
+
+    if data is not None and train is not None:
+        raise AdaptError("pass either one data file (or built-in name) or --train/--test files, not both.")
+    if data is None and train is None:
+        raise AdaptError("no data given: pass a built-in data set name, a file, or --train and --test files.")
+    if data is not None and str(data) in BUILTIN and not Path(str(data)).exists():
+        return load_builtin(str(data), seed=seed, fractions=fractions)
+
+    if data is not None:
+        path = Path(data)
+        df = read_table(path)
+        tcol = _pick_column(df, text_col, TEXT_CANDIDATES, "text", path, "--text-col")
+        lcol = _pick_column(df, label_col, LABEL_CANDIDATES, "labels", path, "--label-col")
+        if tcol == lcol:
+            raise AdaptError(f"{path}: the text and label columns are both {tcol!r}; pass --text-col and --label-col.")
+        texts = _clean_texts(df[tcol], path, tcol)
+        label_strs = _clean_labels(df[lcol], path, lcol)
+        codes, names = _encode_labels(label_strs)
+        _check_classes(names, path, lcol)
+        source: dict[str, Any] = {"kind": "file", "path": str(path.resolve()), "text_col": tcol, "label_col": lcol,
+                                  "seed": seed}
+        if split_col is not None:
+            if split_col not in df.columns:
+                raise AdaptError(
+                    f"{path} has no column {split_col!r} (columns: {', '.join(df.columns)}); fix --split-col."
+                )
+            split = _parse_split_column(df[split_col], path, split_col)
+            source["split"] = f"column {split_col}"
+            if not (split == "validation").any():
+                split = _carve_validation(split, codes, names, seed, where=str(path))
+                source["split"] += " (validation carved from train, stratified)"
+            _check_split_has(split, path, ("train", "test"))
+        else:
+            split = stratified_split(codes, names, seed, fractions, where=str(path))
+            source["split"] = f"seeded stratified {fractions[0]:.0%}/{fractions[1]:.0%}/{fractions[2]:.0%}"
+        return Task(name or path.stem, texts, codes, names, split, source)
+
+    # separate files
+    if test is None:
+        raise AdaptError("--train needs a --test file too (or pass one data file and let adaptladder split it).")
+    parts: list[tuple[str, Path]] = [("train", Path(train)), ("test", Path(test))]
+    if validation is not None:
+        parts.insert(1, ("validation", Path(validation)))
+    all_texts: list[str] = []
+    all_labels: list[str] = []
+    all_split: list[str] = []
+    tcol = lcol = None
+    for part, path in parts:
+        df = read_table(path)
+        tcol_p = _pick_column(df, text_col, TEXT_CANDIDATES, "text", path, "--text-col")
+        lcol_p = _pick_column(df, label_col, LABEL_CANDIDATES, "labels", path, "--label-col")
+        tcol, lcol = tcol or tcol_p, lcol or lcol_p
+        all_texts += _clean_texts(df[tcol_p], path, tcol_p)
+        all_labels += _clean_labels(df[lcol_p], path, lcol_p)
+        all_split += [part] * len(df)
+    train_labels = {s for s, p in zip(all_labels, all_split, strict=True) if p == "train"}
+    unseen = sorted({s for s, p in zip(all_labels, all_split, strict=True) if p != "train"} - train_labels)
+    if unseen:
+        raise AdaptError(
+            f"labels {', '.join(map(repr, unseen[:5]))} appear in the test/validation file but never in {train}; "
+            "add training examples for them."
+        )
+    codes, names = _encode_labels(all_labels)
+    _check_classes(names, Path(train), lcol or "label")
+    split = np.array(all_split, dtype=object)
+    source = {"kind": "files", "train": str(Path(train).resolve()), "test": str(Path(test).resolve()),
+              "text_col": tcol, "label_col": lcol, "seed": seed, "split": "given files"}
+    if validation is None:
+        split = _carve_validation(split, codes, names, seed, where=str(train))
+        source["split"] = "given train/test files; validation carved from train, stratified"
+    else:
+        source["validation"] = str(Path(validation).resolve())
+    return Task(name or Path(train).stem, all_texts, codes, names, split, source)
+
+
+def _check_classes(names: list[str], path: Path, col: str) -> None:
+    if len(names) < 2:
+        raise AdaptError(
+            f"{path}: column {col!r} holds a single class ({names[0]!r}); classification needs at least two."
+        )
+
+
+def _parse_split_column(raw: pd.Series, path: Path, col: str) -> np.ndarray:
+    out = []
+    for i, v in enumerate(raw.tolist()):
+        key = str(v).strip().lower()
+        if key not in _SPLIT_ALIASES:
+            raise AdaptError(
+                f"{path}: row {i + 2} has split value {v!r} in {col!r}; use train, validation or test."
+            )
+        out.append(_SPLIT_ALIASES[key])
+    return np.array(out, dtype=object)
+
+
+def _check_split_has(split: np.ndarray, path: Path, parts: Sequence[str]) -> None:
+    for p in parts:
+        if not (split == p).any():
+            raise AdaptError(f"{path}: the split column has no {p!r} rows; every split needs examples.")
+
+
+def _carve_validation(split: np.ndarray, codes: np.ndarray, names: list[str], seed: int, where: str,
+                      frac: float = 0.15) -> np.ndarray:
+    from sklearn.model_selection import train_test_split
+
+    split = split.copy()
+    tr = np.flatnonzero(split == "train")
+    counts = np.bincount(codes[tr], minlength=len(names))
+    for k, c in enumerate(counts):
+        if 0 < c < 2:
+            raise AdaptError(
+                f"class {names[k]!r} has {c} training example in {where}, too few to carve a validation split; "
+                "add examples or give a validation file."
+            )
+    n_val = max(int(round(frac * len(tr))), int((counts > 0).sum()))
+    _, val = train_test_split(tr, test_size=n_val, random_state=seed, stratify=codes[tr])
+    split[val] = "validation"
+    return split
