@@ -1,0 +1,3 @@
+from adaptladder.cli import main
+
+main()

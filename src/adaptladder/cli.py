@@ -1,0 +1,83 @@
+"""The `adaptladder` command line: parse, call the API, render with rich; no logic of its own.
+
+Every :class:`AdaptError` becomes one line on stderr and exit code 2 (``--debug`` shows the
+traceback). Feature areas add their commands from their own module under
+``adaptladder.commands`` (each exposes ``register(app)``), listed in ``COMMAND_MODULES``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from adaptladder.errors import AdaptError
+
+app = typer.Typer(
+    name="adaptladder",
+    help="Prompting, feature extraction or fine-tuning: measure the cheapest strategy good enough for your task.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+# Modules under adaptladder.commands that add commands to the app (``register(app)``).
+COMMAND_MODULES: list[str] = []
+
+
+@app.callback()
+def _root(
+    debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+) -> None:
+    if debug:
+        os.environ["ADAPTLADDER_DEBUG"] = "1"
+
+
+@app.command("datasets")
+def datasets_cmd() -> None:
+    """List the built-in data sets (read from installed packages, no network)."""
+    from adaptladder.datasets import describe_builtins
+
+    table = Table(title="Built-in data sets")
+    for col in ("name", "rows", "labels", "description", "package"):
+        table.add_column(col)
+    for row in describe_builtins():
+        labels = row.get("labels") or {}
+        shown = ", ".join(f"{k} {v:,}" for k, v in list(labels.items())[:6])  # type: ignore[union-attr]
+        if len(labels) > 6:  # type: ignore[arg-type]
+            shown += f", ... ({len(labels)} labels)"  # type: ignore[arg-type]
+        rows = f"{row['rows']:,}" if row.get("rows") else f"[red]{row.get('error')}[/red]"
+        table.add_row(str(row["name"]), rows, shown, str(row["description"]), str(row["package"]))
+    console.print(table)
+
+
+def _register_commands() -> None:
+    for mod in COMMAND_MODULES:
+        importlib.import_module(f"adaptladder.commands.{mod}").register(app)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console-script entry point: one line and exit 2 for user errors."""
+    debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("ADAPTLADDER_DEBUG") == "1"
+    _register_commands()
+    try:
+        app(args=argv, standalone_mode=True)
+    except AdaptError as e:
+        if debug:
+            raise
+        err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished rungs are saved and a re-run resumes from them.")
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
