@@ -43,7 +43,7 @@ class EmbeddingCache:
         with self._lock, self._connect() as con:
             for i in range(0, len(keys), 900):
                 chunk = keys[i:i + 900]
-                q = "SELECT key, vec FROM emb WHERE key IN (%s)" % ",".join("?" * len(chunk))
+                q = f"SELECT key, vec FROM emb WHERE key IN ({','.join('?' * len(chunk))})"
                 for k, v in con.execute(q, chunk):
                     out[k] = np.frombuffer(v, dtype=np.float32)
         return out

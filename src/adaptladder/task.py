@@ -153,7 +153,7 @@ def stratified_split(
                 f"class {label_names[k]!r} in {where} has {c} example(s), fewer than the {need} a "
                 "train/validation/test split needs: add examples, drop the class, or give a split column."
             )
-    f_train, f_val, f_test = fractions
+    _, f_val, f_test = fractions
     idx = np.arange(len(labels))
     rest_frac = f_val + f_test
     train_idx, rest_idx = train_test_split(idx, test_size=rest_frac, random_state=seed, stratify=labels)
@@ -175,7 +175,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise AdaptError(f"{path} is a directory; pass a CSV, TSV, JSONL or Parquet file.")
     if path.stat().st_size == 0:
         raise AdaptError(f"{path} is empty; pass a file with a header row and labelled examples.")
-    suffix = "".join(path.suffixes[-2:]).lower() if path.suffix.lower() in {".gz", ".bz2", ".zst"} else path.suffix.lower()
+    compressed = path.suffix.lower() in {".gz", ".bz2", ".zst"}
+    suffix = "".join(path.suffixes[-2:]).lower() if compressed else path.suffix.lower()
     kind = suffix.split(".")[1] if suffix.count(".") else ""
     try:
         if kind in ("csv",):
@@ -435,7 +436,7 @@ def _carve_validation(split: np.ndarray, codes: np.ndarray, names: list[str], se
                 f"class {names[k]!r} has {c} training example in {where}, too few to carve a validation split; "
                 "add examples or give a validation file."
             )
-    n_val = max(int(round(frac * len(tr))), int((counts > 0).sum()))
+    n_val = max(round(frac * len(tr)), int((counts > 0).sum()))
     _, val = train_test_split(tr, test_size=n_val, random_state=seed, stratify=codes[tr])
     split[val] = "validation"
     return split

@@ -38,6 +38,9 @@ class Rung(ABC):
     family: ClassVar[str] = ""
     cost_rank: ClassVar[int] = 0
     description: ClassVar[str] = ""
+    #: Evaluate on at most this many validation / test examples (a stratified, seeded sample,
+    #: stated in the report) when predicting is slow, e.g. prompting a language model on a CPU.
+    eval_cap: ClassVar[int | None] = None
 
     def __init__(self, **params: Any) -> None:
         self.params: dict[str, Any] = dict(params)
@@ -94,7 +97,10 @@ class Rung(ABC):
         """Rung-specific, JSON-serialisable measurements and artefacts for the report.
 
         Examples: trainable parameters, tokens per request, the prompt template used,
-        the head chosen on validation, epochs run. Called after ``fit``.
+        the head chosen on validation, epochs run. Called after ``fit`` and after the
+        ladder's predictions, so it may report usage accumulated while predicting.
+        A rung priced per token (an API model) reports ``cost_per_1k_usd`` here; otherwise
+        the ladder prices it from measured latency and the price table's $/hour.
         """
         return {}
 
