@@ -61,7 +61,7 @@ def test_conformance(name: str, toy_texts: tuple[list[str], np.ndarray, list[str
 
 
 def test_load_rung_on_a_non_rung_dir(tmp_path: Path) -> None:
-    with pytest.raises(AdaptError, match="rung.json"):
+    with pytest.raises(AdaptError, match=r"rung\.json"):
         load_rung(tmp_path)
 
 
