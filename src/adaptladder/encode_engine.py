@@ -35,6 +35,10 @@ ENGINE_PRECISIONS = ("fp32", "bf16", "int8")
 DEFAULT_TOKEN_BUDGET = 4096
 #: The most texts in one batch (short texts): beyond this, per-batch overheads are already tiny.
 MAX_BATCH = 256
+#: Batches keep at least this many texts (when the budget allows) before cutting on length.
+MIN_BATCH = 16
+#: Past MIN_BATCH, a batch stops at the first text shorter than this fraction of its longest.
+MIN_FILL = 0.8
 
 
 def cpu_threads() -> int:
@@ -105,11 +109,14 @@ def tokenize(tokenizer: Any, texts: Sequence[str], max_length: int, lowercase: b
 
 
 def plan_batches(lengths: Sequence[int], token_budget: int = DEFAULT_TOKEN_BUDGET,
-                 max_batch: int = MAX_BATCH) -> list[np.ndarray]:
+                 max_batch: int = MAX_BATCH, min_batch: int = MIN_BATCH,
+                 min_fill: float = MIN_FILL) -> list[np.ndarray]:
     """Row indices per batch: longest first, each batch padded to its own longest text.
 
-    Sorting by length puts similar lengths together, and the token budget sizes each batch so
-    that (texts x longest length) stays about constant.
+    Sorting by length puts similar lengths together. A batch grows while (texts x longest
+    length) stays within the token budget; past ``min_batch`` texts it also stops at the
+    first text shorter than ``min_fill`` x the longest, so padding stays small without
+    making batches so small that per-batch overheads dominate.
     """
     lengths = np.asarray(lengths, dtype=np.int64)
     order = np.argsort(-lengths, kind="stable")
@@ -117,9 +124,12 @@ def plan_batches(lengths: Sequence[int], token_budget: int = DEFAULT_TOKEN_BUDGE
     i = 0
     while i < len(order):
         longest = max(1, int(lengths[order[i]]))
-        n = max(1, min(max_batch, token_budget // longest))
-        out.append(order[i:i + n])
-        i += n
+        cap = max(1, min(max_batch, token_budget // longest))
+        j = i + 1
+        while j < len(order) and j - i < cap and (j - i < min_batch or lengths[order[j]] >= min_fill * longest):
+            j += 1
+        out.append(order[i:j])
+        i = j
     return out
 
 

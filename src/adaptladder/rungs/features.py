@@ -72,6 +72,9 @@ class FeaturesRung(Rung):
         k = len(label_names)
         enc = self._encoder()
         t0 = time.perf_counter()
+        # precision="auto": pick the fastest precision whose embeddings keep the head's validation
+        # score (checked on a sample of this task's own texts); the record goes into the report
+        self.precision_check_ = enc.calibrate(texts, y, val_texts, val_y) if enc.precision == "auto" else None
         X = enc.encode(texts, progress=True, desc="encoding train")
         Xv = enc.encode(list(val_texts), progress=True, desc="encoding validation") if val_texts is not None else None
         self.encode_seconds_ = time.perf_counter() - t0
@@ -104,7 +107,8 @@ class FeaturesRung(Rung):
 
     def _save(self, path: Path) -> None:
         joblib.dump({"head": self.head_, "head_kind": self.head_kind_, "head_scores": self.head_scores_,
-                     "precision_used": self.precision_used_, "encoder_info": self.encoder_info_},
+                     "precision_used": self.precision_used_, "encoder_info": self.encoder_info_,
+                     "precision_check": getattr(self, "precision_check_", None)},
                     path / "head.joblib")
 
     @classmethod
@@ -113,6 +117,7 @@ class FeaturesRung(Rung):
         state = joblib.load(path / "head.joblib")
         rung.head_, rung.head_kind_, rung.head_scores_ = state["head"], state["head_kind"], state["head_scores"]
         rung.precision_used_, rung.encoder_info_ = state["precision_used"], state["encoder_info"]
+        rung.precision_check_ = state.get("precision_check")
         rung.label_names_ = meta["label_names"]
         return rung
 
@@ -123,4 +128,5 @@ class FeaturesRung(Rung):
             "head_fit_seconds": getattr(self, "head_fit_seconds_", {}),
             "encode_seconds": getattr(self, "encode_seconds_", None),
             "encoder": self.encoder_info_,
+            "precision_check": getattr(self, "precision_check_", None),
         }
