@@ -198,16 +198,17 @@ def run_set(name: str, n: int, n_train: int, repeats: int, do_profile: bool) -> 
 
 
 def markdown(res: dict[str, Any]) -> str:
-    lines = ["| data set (texts, mean tokens) | method | texts/s | speed-up vs ST | GFLOP/s | % of peak "
-             "| cosine to fp32 (mean / min) | test macro-F1 (delta vs fp32) |",
-             "|---|---|---:|---:|---:|---:|---|---|"]
+    lines = ["| data set (texts, mean tokens) | method | texts/s | speed-up vs ST | CPU-s / 1k texts | GFLOP/s "
+             "| % of peak | cosine to fp32 (mean / min) | test macro-F1 (delta vs fp32) |",
+             "|---|---|---:|---:|---:|---:|---:|---|---|"]
     for name, r in res["sets"].items():
         for m, v in r["methods"].items():
             peak = r["peak_bf16_gflops"] if m == "bf16" else r["peak_fp32_gflops"]
             pct = f"{100 * v['gflops'] / peak:.0f}% of {'bf16' if m == 'bf16' else 'fp32'}"
             lines.append(
                 f"| {name} ({r['n_texts']}, {r['mean_tokens']:.0f}) | {m} | {v['texts_per_s']:.0f} | "
-                f"{v['speedup']:.2f}x | {v['gflops']:.0f} | {pct} | {v['mean_cosine_to_fp32']:.5f} / "
+                f"{v['speedup']:.2f}x | {v['cpu_s_per_1k']:.0f} | {v['gflops']:.0f} | {pct} | "
+                f"{v['mean_cosine_to_fp32']:.5f} / "
                 f"{v['min_cosine_to_fp32']:.4f} | {v['test_macro_f1']:.4f} ({v['f1_delta_vs_fp32']:+.4f}) |")
     lines.append("")
     lines.append("| data set | matmul peak fp32 / bf16 GFLOP/s | auto picks | auto's check |")
@@ -231,7 +232,11 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--profile", action="store_true", help="add a torch.profiler breakdown per set")
     ap.add_argument("--out", default=str(Path(__file__).parent / "results" / "encode.json"))
+    ap.add_argument("--render", metavar="JSON", help="only print the tables of an earlier run's JSON")
     args = ap.parse_args()
+    if args.render:
+        print(markdown(json.loads(Path(args.render).read_text())))
+        return
 
     import torch
 
