@@ -367,3 +367,25 @@ def test_near_duplicates_with_packaged_minilm(tmp_path: Path, monkeypatch: pytes
     assert r.stats["near_duplicates"]["pairs"] == 1
     again = run_audit(task, encoder=enc, near_dup_threshold=0.9, label_errors=False)
     assert again.stats == r.stats and enc.stats["hits"] >= len(texts)  # the second run reads the cache
+
+
+def test_audit_for_run_gate(tmp_path: Path) -> None:
+    from types import SimpleNamespace
+
+    from adaptladder.audit import audit_for_run
+
+    task = _clean_task()
+    te, tr = np.flatnonzero(task.split == "test"), np.flatnonzero(task.split == "train")
+    texts = list(task.texts)
+    texts[te[0]] = texts[tr[0]]
+    leaky = Task("leaky", texts, task.labels, task.label_names, task.split, {})
+    lines: list[str] = []
+    cfg = SimpleNamespace(no_audit=False, force=False, encoder=None, seed=13)
+    with pytest.raises(AdaptError, match="--force"):
+        audit_for_run(leaky, cfg, tmp_path, lines.append)
+    assert json.loads((tmp_path / "audit.json").read_text())["has_errors"]  # written before stopping
+    cfg.force = True
+    d = audit_for_run(leaky, cfg, tmp_path, lines.append)
+    assert d["has_errors"] and any("--force" in s for s in lines)
+    assert AuditReport.from_dict(d).to_markdown() == run_audit(leaky, encoder=None).to_markdown()
+    assert audit_for_run(leaky, SimpleNamespace(no_audit=True), tmp_path) is None

@@ -144,6 +144,18 @@ class AuditReport:
     timings: dict[str, float]
     _plan: _Plan | None = field(default=None, repr=False, compare=False)
 
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AuditReport:
+        """Rebuild a report from ``to_dict()`` output (e.g. results.json["audit"]) to render it again.
+
+        The row-level plan is not serialised, so :func:`write_clean_splits` needs a fresh audit.
+        """
+        findings = [Finding(f["severity"], f["code"], f["message"], f.get("count", 0), f.get("examples", []),
+                            f.get("advice", "")) for f in d.get("findings", [])]
+        return cls(d.get("task", {}), d.get("task_type", ""), d.get("task_type_reason", ""), findings,
+                   d.get("stats", {}), d.get("family_support", {}), d.get("settings", {}),
+                   {k: float(v) for k, v in d.get("timings_s", {}).items()})
+
     # ---------------------------------------------------------------- views
     @property
     def supported_families(self) -> list[str]:
@@ -337,7 +349,7 @@ def _noise_kind(text: str) -> str | None:
         return "URL only"
     visible = len(_SPACE.sub("", s))  # regex counts: a Python loop over every character is slow on long texts
     alnum = len(_NOT_ALNUM.sub("", s))
-    if visible >= 4 and alnum / visible < 0.5:
+    if visible >= 4 and alnum / visible < 0.3:
         return "mostly symbols"
     return None
 
@@ -1305,3 +1317,27 @@ def write_clean_splits(task: Task, report: AuditReport, out_dir: str | Path,
     return {"out_dir": str(out), "kept": counts, "removed": len(plan),
             "removed_by_reason": plan["reason"].value_counts().to_dict() if len(plan) else {},
             "files": {n: str(out / n) for n in names}}
+
+
+def audit_for_run(task: Task, cfg: Any, run_dir: str | Path, log: Any = None) -> dict[str, Any] | None:
+    """The ladder's audit step: audit, write ``run_dir/audit.json``, log, and stop on errors unless forced.
+
+    ``cfg`` is the ladder's ``RunConfig`` (reads ``no_audit``, ``force``, ``encoder``, ``seed``).
+    Returns the report as a dict for results.json (``None`` when skipped); raises
+    :class:`AdaptError` when the audit found errors and ``cfg.force`` is false.
+    """
+    log = log or (lambda s: None)
+    if getattr(cfg, "no_audit", False):
+        log("data audit skipped (--no-audit)")
+        return None
+    log("data audit: sizes, balance, duplicates, leakage, label conflicts and errors, hygiene")
+    report = run_audit(task, encoder=getattr(cfg, "encoder", "minilm"), seed=getattr(cfg, "seed", 13))
+    report.write_json(Path(run_dir) / "audit.json")
+    for f in report.errors + report.warnings:
+        colour = "red" if f.severity == "error" else "yellow"
+        log(f"audit [{colour}]{f.severity}[/{colour}] {f.code}: {f.message}")
+    log(f"audit: {report.summary_line()} ({report.timings['total']:.1f} s; details in audit.json)")
+    if report.has_errors and getattr(cfg, "force", False):
+        log(f"[red]continuing despite {len(report.errors)} audit error(s) (--force)[/red]")
+    enforce_audit(report, force=bool(getattr(cfg, "force", False)))
+    return report.to_dict()
