@@ -861,7 +861,7 @@ def near_duplicate_pairs(emb: np.ndarray, threshold: float, block: int = 1024,
     for s in range(0, n, block):
         b = min(block, n - s)
         sims = emb[s:s + b] @ emb[s:].T  # (b, n - s): only columns j >= i's block start
-        sims[np.tril_indices(b, 0, n - s)] = -np.inf  # keep j > i
+        sims[:, :b][np.tri(b, dtype=bool)] = -np.inf  # keep j > i: mask the diagonal block's lower triangle
         r, c = np.nonzero(sims >= threshold)
         total += len(r)
         if kept < max_pairs and len(r):
