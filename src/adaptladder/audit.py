@@ -1063,7 +1063,7 @@ def out_of_fold_probs(texts: Sequence[str], y: np.ndarray, *, model: str = "tfid
 
         def make() -> Any:
             return SGDClassifier(loss="log_loss", alpha=2e-5, max_iter=8, tol=None, average=True,
-                                 random_state=seed)
+                                 random_state=seed, n_jobs=2)
     else:
         if emb is None:
             raise AdaptError("the features label-error model needs embeddings; give an encoder.")
@@ -1084,7 +1084,7 @@ def _check_label_errors(ctx: _Ctx, model: str, emb: np.ndarray | None, findings:
                         stats: dict[str, Any]) -> None:
     from cleanlab.filter import find_label_issues
 
-    folds = 5
+    folds = 5 if len(ctx.y) <= 10_000 else 3  # 3 folds halve the training work on large sets
     counts = np.bincount(ctx.y, minlength=len(ctx.names))
     ok_classes = np.flatnonzero(counts >= folds)
     rows = np.flatnonzero(np.isin(ctx.y, ok_classes))
@@ -1167,8 +1167,10 @@ def _check_hygiene(ctx: _Ctx, encoder: Any, findings: list[Finding], stats: dict
         findings.append(Finding("error", "empty_text", f"{len(empty):,} empty or whitespace-only text(s)",
                                 len(empty), [ctx.ex(i) for i in empty[: ctx.max_ex]],
                                 advice="fill them in or drop the rows."))
-    words = np.fromiter((len(_WORD.findall(t)) for t in texts), dtype=np.int64, count=n)
     short_k = int(cfg.get("short_text_tokens", 3))
+    # word counts only matter below short_k: look at the first 300 characters unless that is not enough
+    words = np.fromiter((w if (w := len(_WORD.findall(t[:300]))) >= short_k or len(t) <= 300
+                         else len(_WORD.findall(t)) for t in texts), dtype=np.int64, count=n)
     short = np.flatnonzero((words < short_k) & (words > 0))
     share = len(short) / max(n, 1)
     if len(short):
@@ -1176,23 +1178,34 @@ def _check_hygiene(ctx: _Ctx, encoder: Any, findings: list[Finding], stats: dict
                                 "short_texts", f"{len(short):,} text(s) ({share:.1%}) have fewer than {short_k} words",
                                 len(short), [ctx.ex(int(i)) for i in short[: ctx.max_ex]],
                                 advice="very short texts carry little signal; check they are complete."))
-    lengths, tok_name = token_lengths(texts, encoder if isinstance(encoder, str) else "minilm")
-    pct = {f"p{q}": float(np.percentile(lengths, q)) for q in (50, 90, 95, 99)} if n else {}
+    # token lengths: exact up to length_sample texts, else a seeded random sample (long documents are slow)
+    cap = int(cfg.get("length_sample", 5000))
+    sample = (np.arange(n) if n <= cap else
+              np.sort(np.random.default_rng(ctx.seed).choice(n, cap, replace=False)))
+    lengths, tok_name = token_lengths([texts[i] for i in sample], encoder if isinstance(encoder, str) else "minilm")
+    m = len(sample)
+    pct = {f"p{q}": float(np.percentile(lengths, q)) for q in (50, 90, 95, 99)} if m else {}
     windows = [int(w) for w in cfg.get("context_windows", [256, 512])]
-    over = {str(w): int((lengths > w).sum()) for w in windows}
-    stats["lengths"] = {"tokenizer": tok_name, "tokens": {**pct, "max": int(lengths.max()) if n else 0,
-                                                          "mean": float(lengths.mean()) if n else 0.0},
-                        "over_window": over, "words_mean": float(words.mean()) if n else 0.0}
+    over_share = {str(w): float((lengths > w).mean()) if m else 0.0 for w in windows}
+    over = {w: round(v * n) for w, v in over_share.items()}
+    estimated = m < n
+    stats["lengths"] = {"tokenizer": tok_name, "tokens": {**pct, "max": int(lengths.max()) if m else 0,
+                                                          "mean": float(lengths.mean()) if m else 0.0},
+                        "over_window": over, "over_window_share": over_share,
+                        "sampled": m if estimated else None}
     w0 = windows[0]
     n_long = over[str(w0)]
-    long_share = n_long / max(n, 1)
+    long_share = over_share[str(w0)]
     msg = (f"token lengths p50 {pct.get('p50', 0):.0f}, p90 {pct.get('p90', 0):.0f}, p99 {pct.get('p99', 0):.0f}, "
            f"max {stats['lengths']['tokens']['max']:,}" + (" (lower bound: long texts cut)"
                                                              if stats['lengths']['tokens']['max'] > 800 else "")
-           + "; " + ", ".join(f"{over[str(w)]:,} ({over[str(w)] / max(n, 1):.1%}) over {w}" for w in windows))
-    order = np.argsort(-lengths, kind="stable")[: min(ctx.max_ex, n_long)]
+           + "; " + ", ".join(f"{'~' if estimated else ''}{over[str(w)]:,} ({over_share[str(w)]:.1%}) over {w}"
+                              for w in windows)
+           + (f" (estimated from a seeded sample of {m:,} texts)" if estimated else ""))
+    order = np.argsort(-lengths, kind="stable")[: min(ctx.max_ex, int((lengths > w0).sum()))]
     findings.append(Finding("warning" if long_share > float(cfg.get("long_text_share_warn", 0.10)) else "info",
-                            "text_length", msg, n_long, [ctx.ex(int(i), tokens=int(lengths[i])) for i in order],
+                            "text_length", msg, n_long,
+                            [ctx.ex(int(sample[i]), tokens=int(lengths[i])) for i in order],
                             advice=f"the encoder reads the first {w0} tokens; longer texts are truncated, so put the "
                                    "deciding part first or expect lower scores from encoder rungs."))
     kinds: dict[str, list[int]] = {}
