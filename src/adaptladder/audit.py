@@ -633,6 +633,8 @@ def run_audit(
     settings = {"encoder": encoder if isinstance(encoder, str) or encoder is None else type(encoder).__name__,
                 "near_dup_threshold": near_dup_threshold, "label_errors": label_errors,
                 "label_error_model": label_error_model, "seed": seed, "requirements": reqs}
+    if ctx.embed_stats:
+        stats["embedding"] = ctx.embed_stats  # this audit's cache hits / misses (unique texts encoded)
     if encoder is not None and hasattr(encoder, "info"):
         settings["encoder_info"] = encoder.info()
     elif isinstance(encoder, str):
@@ -667,6 +669,7 @@ class _Ctx:
         self.cross_pairs = np.zeros((0, 2), dtype=np.int64)
         self.pair_sims = np.zeros(0, dtype=np.float32)
         self.near_done = False
+        self.embed_stats: dict[str, int] = {}
 
     def ex(self, i: int, **extra: Any) -> dict[str, Any]:
         d = {"where": self.refs[i], "split": str(self.split[i]), "label": self.names[int(self.y[i])],
@@ -841,7 +844,11 @@ def _embed_groups(ctx: _Ctx, encoder: str | SupportsEncode, progress: bool) -> n
     else:
         enc = encoder
     reps = [ctx.task.texts[int(i)] for i in ctx.first_row]
+    before = dict(getattr(enc, "stats", {}) or {})
     emb = np.asarray(enc.encode(reps, progress=progress, desc="audit: embedding"), dtype=np.float32)
+    after = dict(getattr(enc, "stats", {}) or {})
+    ctx.embed_stats = {"texts": len(reps), **{k: int(after.get(k, 0) - before.get(k, 0)) for k in ("hits", "misses")
+                                              if k in after}}
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     return emb / np.maximum(norms, 1e-12)
 
@@ -967,7 +974,8 @@ def _check_leakage(ctx: _Ctx, pairs: np.ndarray, findings: list[Finding], stats:
         if not (n_exact or n_near):
             continue
         examples = []
-        for i in rows[exact][: ctx.max_ex]:
+        n_near_ex = min(n_near, ctx.max_ex // 2)
+        for i in rows[exact][: ctx.max_ex - n_near_ex]:
             j = int(np.flatnonzero((ctx.group == ctx.group[i]) & (ctx.split == source))[0])
             examples.append(ctx.ex(int(i), kind="exact", matches=ctx.refs[j],
                                    matched_label=ctx.names[int(ctx.y[j])]))
