@@ -87,5 +87,11 @@ def audit_cmd(
                       f"{res['kept']['validation']:,}, test {res['kept']['test']:,}; removed {res['removed']:,} "
                       f"({why}); see removed.csv. Use them with: adaptladder run --train {dedupe}/train.csv "
                       f"--validation {dedupe}/validation.csv --test {dedupe}/test.csv")
+        if no_near_dups:
+            console.print("[yellow]near-duplicate leaks were not searched (--no-near-dups); only exact copies "
+                          "were removed.[/]")
+        if task.source.get("kind") == "lenient":
+            console.print("[yellow]the input could not be loaded strictly: rows without a text or label are left "
+                          "out of the clean files, and the split is the audit's approximation.[/]")
     if report.has_errors:
         raise typer.Exit(1)
