@@ -761,7 +761,9 @@ def _check_size(ctx: _Ctx, reqs: dict[str, Any], task_type: str, findings: list[
         min_train, min_pc = int(rule.get("min_train", 0)), int(rule.get("min_per_class", 0))
         short = [names[i] for i in range(k) if train[i] < min_pc]
         ok = n_train >= min_train and not short
-        if ok:
+        if ok and min_train == 0 and min_pc == 0:
+            reason = f"{rule.get('why', '')}; needs no training examples"
+        elif ok:
             reason = f"{rule.get('why', '')}; needs {min_train:,}+ training examples and {min_pc}+ per class"
         elif n_train < min_train:
             reason = f"needs {min_train:,}+ training examples, has {n_train:,}"
@@ -906,7 +908,12 @@ def _check_near(ctx: _Ctx, emb: np.ndarray, thr: float, findings: list[Finding],
                                 "pairs_with_different_labels": int(disagree.sum()),
                                 "truncated": bool(total > len(pairs))}
     order = np.argsort(-sims[same], kind="stable")[: ctx.max_ex]
-    examples = [_pair_example(ctx, int(within[o, 0]), int(within[o, 1]), float(sims[same][o])) for o in order]
+
+    def shared_split(g1: int, g2: int) -> str:
+        return next(p for p in SPLITS if ins[p][g1] and ins[p][g2])
+
+    examples = [_pair_example(ctx, int(within[o, 0]), int(within[o, 1]), float(sims[same][o]),
+                              shared_split(int(within[o, 0]), int(within[o, 1]))) for o in order]
     n_within = int(same.sum())
     if n_within:
         share = rows_involved / max(len(ctx.y), 1)
@@ -937,8 +944,15 @@ def _check_near(ctx: _Ctx, emb: np.ndarray, thr: float, findings: list[Finding],
     return pairs
 
 
-def _pair_example(ctx: _Ctx, g1: int, g2: int, sim: float) -> dict[str, Any]:
-    i, j = int(ctx.first_row[g1]), int(ctx.first_row[g2])
+def _pair_example(ctx: _Ctx, g1: int, g2: int, sim: float, split: str | None = None) -> dict[str, Any]:
+    def row(g: int) -> int:  # a row of the group, from ``split`` when given (so the pair shows where it clashes)
+        if split is not None:
+            hit = np.flatnonzero((ctx.group == g) & (ctx.split == split))
+            if len(hit):
+                return int(hit[0])
+        return int(ctx.first_row[g])
+
+    i, j = row(g1), row(g2)
     return {"similarity": round(sim, 4), "where_a": ctx.refs[i], "split_a": str(ctx.split[i]),
             "label_a": ctx.names[int(ctx.y[i])], "text_a": _short(ctx.task.texts[i], 160),
             "where_b": ctx.refs[j], "split_b": str(ctx.split[j]), "label_b": ctx.names[int(ctx.y[j])],
