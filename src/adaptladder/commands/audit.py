@@ -1,0 +1,97 @@
+"""`adaptladder audit`: the data audit on its own (``run`` calls the same function first).
+
+Exit codes: 0 no errors (warnings allowed), 1 the audit found errors, 2 bad input.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    app.command("audit")(audit_cmd)
+
+
+def audit_cmd(
+    data: Annotated[str | None, typer.Argument(help="A built-in data set name or a CSV/TSV/JSONL/Parquet file.")]
+    = None,
+    text_col: Annotated[str | None, typer.Option("--text-col", help="Column holding the texts.")] = None,
+    label_col: Annotated[str | None, typer.Option("--label-col", help="Column holding the labels.")] = None,
+    split_col: Annotated[str | None, typer.Option("--split-col", help="Column with train/validation/test.")] = None,
+    train: Annotated[Path | None, typer.Option("--train", help="Training file (with --test).")] = None,
+    validation: Annotated[Path | None, typer.Option("--validation", help="Validation file.")] = None,
+    test: Annotated[Path | None, typer.Option("--test", help="Test file.")] = None,
+    seed: Annotated[int, typer.Option("--seed", help="Seed of the automatic split and the audit's models.")] = 13,
+    near_dup_threshold: Annotated[float, typer.Option("--near-dup-threshold",
+                                                      help="Cosine similarity at or above which two texts are "
+                                                           "near-duplicates.")] = 0.95,
+    task_type: Annotated[str, typer.Option("--task-type",
+                                           help="auto | text-classification | sentiment (sets size rules).")] = "auto",
+    requirements: Annotated[Path | None, typer.Option("--requirements",
+                                                      help="Your own requirements YAML, merged over the default.")]
+    = None,
+    no_label_errors: Annotated[bool, typer.Option("--no-label-errors", help="Skip the cleanlab label-error search.")]
+    = False,
+    label_error_model: Annotated[str, typer.Option("--label-error-model",
+                                                   help="tfidf (fast) or features (embeddings + LR).")] = "tfidf",
+    no_near_dups: Annotated[bool, typer.Option("--no-near-dups", help="Skip the embedding near-duplicate search.")]
+    = False,
+    encoder: Annotated[str, typer.Option("--encoder", help="Encoder for near-duplicates (alias or path).")]
+    = "minilm",
+    max_test_leak: Annotated[float | None, typer.Option("--max-test-leak",
+                                                        help="Share of leaked test rows above which the audit "
+                                                             "reports an error (default 0.01).")] = None,
+    dedupe: Annotated[Path | None, typer.Option("--dedupe", help="Write clean train/validation/test CSVs to this "
+                                                                 "new folder (inputs are never modified).")] = None,
+    drop_from: Annotated[str, typer.Option("--drop-from", help="Resolve leaks by dropping rows from train "
+                                                               "(default; keeps test intact) or test.")] = "train",
+    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON report here (e.g. audit.json).")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown section here.")] = None,
+) -> None:
+    """Audit a data set before training: size, balance, duplicates, leakage, label conflicts and errors, hygiene."""
+    from rich.console import Console
+
+    from adaptladder.audit import audit_source, write_clean_splits
+    from adaptladder.errors import AdaptError
+
+    console = Console()
+    if dedupe is not None and drop_from not in ("train", "test"):
+        raise AdaptError(f"--drop-from {drop_from!r}: use train or test.")
+    if dedupe is not None:
+        clash = [n for n in ("train.csv", "validation.csv", "test.csv", "removed.csv") if (dedupe / n).exists()]
+        if clash:  # refuse before spending time on the audit
+            raise AdaptError(f"{dedupe} already holds {', '.join(clash)}; pass a new or empty folder to --dedupe "
+                             "(nothing is overwritten).")
+    task, report = audit_source(
+        data, text_col=text_col, label_col=label_col, split_col=split_col, train=train, validation=validation,
+        test=test, seed=seed, encoder=None if no_near_dups else encoder, near_dup_threshold=near_dup_threshold,
+        task_type=task_type, requirements=requirements, label_errors=not no_label_errors,
+        label_error_model=label_error_model, max_test_leak_share=max_test_leak, progress=True,
+    )
+    report.render(console)
+    console.print(f"[dim]audit took {report.timings['total']:.1f} s[/]")
+    if out is not None:
+        report.write_json(out)
+        console.print(f"wrote {out}")
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(report.to_markdown())
+        console.print(f"wrote {markdown}")
+    if dedupe is not None:
+        res = write_clean_splits(task, report, dedupe, drop_from=drop_from)
+        why = ", ".join(f"{k} {v:,}" for k, v in res["removed_by_reason"].items()) or "nothing to remove"
+        console.print(f"wrote clean splits to {dedupe}: train {res['kept']['train']:,}, validation "
+                      f"{res['kept']['validation']:,}, test {res['kept']['test']:,}; removed {res['removed']:,} "
+                      f"({why}); see removed.csv. Use them with: adaptladder run --train {dedupe}/train.csv "
+                      f"--validation {dedupe}/validation.csv --test {dedupe}/test.csv")
+        if no_near_dups:
+            console.print("[yellow]near-duplicate leaks were not searched (--no-near-dups); only exact copies "
+                          "were removed.[/]")
+        if task.source.get("kind") == "lenient":
+            console.print("[yellow]the input could not be loaded strictly: rows without a text or label are left "
+                          "out of the clean files, and the split is the audit's approximation.[/]")
+    if report.has_errors:
+        raise typer.Exit(1)
