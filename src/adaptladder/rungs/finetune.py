@@ -16,7 +16,10 @@ What a user can rely on:
 * class-weighted cross-entropy when the training labels are imbalanced;
 * ``max_length`` from the data (a percentile of the training token lengths, capped by the
   model's limit) instead of a fixed 512, and length-bucketed batches with dynamic padding;
-* seeded, deterministic training (same seed and thread count -> same weights);
+* seeded, deterministic training (same seed and thread count -> same weights) whenever the
+  budget does not bind; a binding budget makes the step count (and the learning-rate schedule,
+  which shrinks to the steps the budget affords) depend on the machine's speed, and
+  ``extra_info`` says so (``stopped_by``, ``schedule_steps``);
 * artefacts: PEFT adapters as safetensors (``save_pretrained``) or the full model in
   Hugging Face format, plus the tokenizer; ``load_rung`` gives identical predictions.
 """
@@ -302,17 +305,26 @@ class FinetuneRung(Rung):
     method_defaults: ClassVar[dict[str, Any]] = {}
     uses_peft: ClassVar[bool] = True
 
-    def __init__(self, **params: Any) -> None:
-        unknown = set(params) - set(COMMON_DEFAULTS) - set(self.method_defaults)
+    def __init__(self, model: str | None = None, *, encoder: str | None = None, seed: int | None = None,
+                 budget_minutes: float | None = None, **params: Any) -> None:
+        # model / encoder / seed / budget_minutes are named so the ladder passes its run-wide values
+        # (``--encoder``, ``--seed``, ``--budget-minutes``) to these rungs
+        named = {"model": model, "encoder": encoder, "seed": seed, "budget_minutes": budget_minutes}
+        params = {**{k: v for k, v in named.items() if v is not None}, **params}
+        unknown = set(params) - set(COMMON_DEFAULTS) - set(self.method_defaults) - {"encoder"}
         if unknown:
-            allowed = ", ".join(sorted(set(COMMON_DEFAULTS) | set(self.method_defaults)))
+            allowed = ", ".join(sorted(set(COMMON_DEFAULTS) | set(self.method_defaults) | {"encoder"}))
             raise AdaptError(f"unknown parameter(s) {', '.join(sorted(unknown))} for the {self.name} rung: "
                              f"use {allowed}.")
         super().__init__(**params)
 
     # -------------------------------------------------------------- parameters
     def _p(self) -> dict[str, Any]:
-        p = {**COMMON_DEFAULTS, **self.method_defaults, **self.params}
+        given = dict(self.params)
+        encoder = given.pop("encoder", None)
+        if "model" not in given and encoder is not None and self.method != "qlora":
+            given["model"] = encoder  # the run's encoder is the backbone unless model= says otherwise
+        p = {**COMMON_DEFAULTS, **self.method_defaults, **given}
         if p["lr"] is None:
             p["lr"] = self.default_lr
         self._validate(p)
@@ -535,10 +547,12 @@ class FinetuneRung(Rung):
         no_decay = [t for n, t in model.named_parameters() if t.requires_grad and t.ndim < 2]
         opt = torch.optim.AdamW([{"params": decay, "weight_decay": p["weight_decay"]},
                                  {"params": no_decay, "weight_decay": 0.0}], lr=p["lr"])
-        sched_state = {"total": planned, "warmup": max(1, int(p["warmup_ratio"] * planned))}
+        # linear warmup / decay over ``total`` steps; ``total`` shrinks to what the budget affords
+        sched_state = {"total": planned}
 
         def lr_lambda(step: int) -> float:
-            w, total = sched_state["warmup"], sched_state["total"]
+            total = sched_state["total"]
+            w = max(1, int(p["warmup_ratio"] * total))
             if step < w:
                 return (step + 1) / w
             return max(0.0, (total - step) / max(1, total - w))
@@ -602,9 +616,9 @@ class FinetuneRung(Rung):
                     seen_tokens += int(batch["attention_mask"].sum())
                     padded_tokens += int(batch["attention_mask"].numel())
                     running_loss.append(float(loss.detach()))
-                    if step == 5 and val_texts is None:
+                    if step == 5:  # first guess of the affordable steps; refined after each evaluation
                         rate = (time.perf_counter() - t0) / step
-                        sched_state["total"] = max(step + 1, min(planned, int(budget / rate * 0.95)))
+                        sched_state["total"] = max(step + 1, min(planned, int(budget / rate * 0.9)))
                     if step % eval_every == 0:
                         evaluate()
                     bar(step, running_loss[-1] if running_loss else float(loss.detach()),
@@ -625,6 +639,7 @@ class FinetuneRung(Rung):
         total_s = time.perf_counter() - t0
         return {
             "stopped_by": stopped_by, "steps": step, "planned_steps": planned,
+            "schedule_steps": sched_state["total"],
             "steps_per_epoch": steps_per_epoch, "epochs_run": round(step / steps_per_epoch, 3),
             "eval_every": eval_every, "best_step": best["step"] if best["state"] is not None else step,
             "best_val_macro_f1": None if best["state"] is None else round(best["f1"], 5),
@@ -655,7 +670,7 @@ class FinetuneRung(Rung):
                            batch_size: int = 64) -> np.ndarray:
         import torch
 
-        p = p or {**COMMON_DEFAULTS, **self.params}
+        p = p or {**COMMON_DEFAULTS, **self.method_defaults, **self.params}
         model = self.model_
         model.eval()
         if not texts:
@@ -864,7 +879,7 @@ class QloraRung(LoraRung):
     @classmethod
     def skip_details(cls, params: dict[str, Any]) -> dict[str, Any]:
         """The GPU memory / time / cost the rung would need; never raises (a skip must not crash a run)."""
-        model = params.get("model", cls.method_defaults["model"])
+        model = params.get("model") or cls.method_defaults["model"]
         seq = params.get("max_length")
         seq = seq if isinstance(seq, int) else 128
         batch = params.get("batch_size", COMMON_DEFAULTS["batch_size"])
