@@ -869,7 +869,14 @@ class QloraRung(LoraRung):
     @classmethod
     def unavailable_reason(cls, params: dict[str, Any]) -> str | None:
         if not cuda_available():
-            return ("needs CUDA (4-bit QLoRA runs on bitsandbytes GPU kernels; this machine has no CUDA GPU)")
+            est = cls.skip_details(params).get("estimate")
+            if isinstance(est, dict) and est.get("gpu_memory_gb") is not None and est.get("train_hours") is not None:
+                usd = est.get("train_cost_usd")
+                cost = "" if usd is None else f", ${usd:.3f}"
+                return (f"needs CUDA (est. {est['gpu_memory_gb']:.1f} GB GPU, {est['train_hours'] * 60:.1f} min"
+                        f"{cost} on {est.get('device_assumed', 'a GPU')} for {est.get('examples', '?')} examples x "
+                        f"{est.get('epochs', '?')} epochs; 4-bit QLoRA runs on bitsandbytes CUDA kernels)")
+            return "needs CUDA (4-bit QLoRA runs on bitsandbytes CUDA kernels; this machine has no CUDA GPU)"
         try:
             import bitsandbytes  # noqa: F401
         except ImportError:
