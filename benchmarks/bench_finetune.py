@@ -27,7 +27,6 @@ CANDIDATES = ("features", "lora", "full-ft")
 
 def run_one(name: str, task_name: str, n_train: int, n_eval: int, budget: float, seed: int) -> dict[str, Any]:
     """Fit one candidate in this process and measure it (called in a subprocess)."""
-    import numpy as np
 
     from adaptladder.measure import score
     from adaptladder.rungs import make_rung

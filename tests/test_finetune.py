@@ -222,7 +222,7 @@ def test_qlora_skipped_with_reason_and_estimate() -> None:
     cls = get_rung_class("qlora")
     assert cls is QloraRung and cls.cost_rank == 75 and cls.family == "finetune"
     reason = cls.unavailable_reason({})
-    assert reason is not None and reason.startswith("needs CUDA")
+    assert reason is not None and reason.startswith("needs CUDA") and "GB GPU" in reason
     est = cls.skip_details({})["estimate"]
     assert est["gpu_memory_gb"] > 0 and est["train_hours"] > 0
     # the 4-bit base takes far less memory than full fine-tuning the same model

@@ -745,6 +745,17 @@ class FinetuneRung(Rung):
         return self
 
 
+def _quiet_peft(model: Any, cfg: Any) -> Any:
+    """``get_peft_model`` without transformers' deprecation chatter (PEFT calls a renamed property)."""
+    import warnings
+
+    from peft import get_peft_model
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return get_peft_model(model, cfg)
+
+
 @contextlib.contextmanager
 def _deterministic() -> Iterator[None]:
     """Deterministic torch kernels while fitting; the previous setting is restored afterwards."""
@@ -833,13 +844,13 @@ class LoraRung(FinetuneRung):
         return LORA_TARGETS.get(model.config.model_type)  # None: PEFT's own table
 
     def _prepare(self, model: Any, p: dict[str, Any], decoder: bool, missing: list[str]) -> Any:
-        from peft import LoraConfig, TaskType, get_peft_model
+        from peft import LoraConfig, TaskType
 
         targets = self._targets(model, p)
         cfg = LoraConfig(task_type=TaskType.SEQ_CLS, r=p["r"], lora_alpha=p["alpha"], lora_dropout=p["dropout"],
                          target_modules=targets, modules_to_save=list(missing) or None)
         try:
-            peft_model = get_peft_model(model, cfg)
+            peft_model = _quiet_peft(model, cfg)
         except ValueError as e:
             raise AdaptError(f"LoRA cannot find target modules in {model.config.model_type} "
                              f"({str(e).splitlines()[0]}); pass target_modules=[...] naming its attention "
@@ -936,7 +947,7 @@ class PromptTuningRung(FinetuneRung):
         return int(p["num_virtual_tokens"])
 
     def _prepare(self, model: Any, p: dict[str, Any], decoder: bool, missing: list[str]) -> Any:
-        from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
+        from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
         mt = model.config.model_type
         if mt not in self.SUPPORTED:
@@ -948,7 +959,7 @@ class PromptTuningRung(FinetuneRung):
                                  prompt_tuning_init=init)
         if missing:
             cfg.modules_to_save = list(missing)
-        return get_peft_model(model, cfg)
+        return _quiet_peft(model, cfg)
 
     def _method_info(self, p: dict[str, Any]) -> dict[str, Any]:
         return {"prompt_tuning": {"num_virtual_tokens": p["num_virtual_tokens"], "init": p["prompt_init"]}}
