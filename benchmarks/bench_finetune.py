@@ -8,6 +8,7 @@ rung pays for encoding like the fine-tuning rungs pay for training.
 
     PYTHONPATH=src python benchmarks/bench_finetune.py --task trec6 --train 1200 --budget 2 --repeats 3
     PYTHONPATH=src python benchmarks/bench_finetune.py --precision-probe   # fp32 vs bf16 autocast s/step
+    PYTHONPATH=src python benchmarks/bench_finetune.py --threads-probe     # 1 vs 2 torch threads, wall and CPU s/step
 """
 
 from __future__ import annotations
@@ -99,6 +100,31 @@ def precision_probe(steps: int, repeats: int) -> list[dict[str, Any]]:
     return rows
 
 
+def threads_probe(repeats: int) -> list[dict[str, Any]]:
+    """Wall and CPU seconds of one MiniLM training step with 1 vs 2 torch threads, interleaved."""
+    import torch
+    import torch.nn.functional as F
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from adaptladder.models import resolve_encoder
+
+    path = resolve_encoder("minilm")
+    tok = AutoTokenizer.from_pretrained(path)
+    model = AutoModelForSequenceClassification.from_pretrained(path, num_labels=6)
+    batch = tok(["what is the capital city of a small country in europe ?"] * 16, return_tensors="pt", padding=True)
+    y = torch.zeros(16, dtype=torch.long)
+    rows = []
+    for r in range(repeats):
+        for n in (1, 2):
+            torch.set_num_threads(n)
+            t0, c0 = time.perf_counter(), time.process_time()
+            F.cross_entropy(model(**batch).logits, y).backward()
+            rows.append({"repeat": r, "threads": n, "wall_s": time.perf_counter() - t0,
+                         "cpu_s": time.process_time() - c0, "load1": os.getloadavg()[0]})
+            print(json.dumps(rows[-1]), flush=True)
+    return rows
+
+
 class _null:
     def __enter__(self) -> None:
         return None
@@ -116,12 +142,20 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--candidates", default=",".join(CANDIDATES))
     ap.add_argument("--precision-probe", action="store_true")
+    ap.add_argument("--threads-probe", action="store_true")
     ap.add_argument("--one", help=argparse.SUPPRESS)
     ap.add_argument("--seed", type=int, default=0, help=argparse.SUPPRESS)
     args = ap.parse_args()
 
     if args.one:
         print("RESULT " + json.dumps(run_one(args.one, args.task, args.train, args.eval, args.budget, args.seed)))
+        return
+    if args.threads_probe:
+        rows = threads_probe(args.repeats)
+        for n in (1, 2):
+            sel = [r for r in rows if r["threads"] == n]
+            print(f"{n} thread(s): median wall {statistics.median(r['wall_s'] for r in sel):.2f} s, "
+                  f"CPU {statistics.median(r['cpu_s'] for r in sel):.2f} s per step (load {sel[0]['load1']:.1f})")
         return
     if args.precision_probe:
         rows = precision_probe(steps=12, repeats=args.repeats)

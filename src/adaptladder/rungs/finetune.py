@@ -90,6 +90,7 @@ COMMON_DEFAULTS: dict[str, Any] = {
     "seed": 0,
     "precision": "fp32",
     "progress": True,
+    "threads": "auto",
 }
 LORA_DEFAULTS: dict[str, Any] = {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": None}
 
@@ -358,6 +359,8 @@ class FinetuneRung(Rung):
             raise bad("model", "a packaged alias (minilm), a Hugging Face id or a local checkpoint folder")
         if not isinstance(p["seed"], int):
             raise bad("seed", "an integer")
+        if p["threads"] != "auto" and (not isinstance(p["threads"], int) or p["threads"] < 1):
+            raise bad("threads", "'auto' or a positive integer (torch CPU threads)")
 
     # -------------------------------------------------------------- model loading
     @staticmethod
@@ -430,7 +433,6 @@ class FinetuneRung(Rung):
     # -------------------------------------------------------------- fit
     def fit(self, texts: Sequence[str], y: np.ndarray, *, label_names: Sequence[str],
             val_texts: Sequence[str] | None = None, val_y: np.ndarray | None = None) -> FinetuneRung:
-        import torch
 
         p = self._p()
         reason = self.unavailable_reason(self.params)
@@ -465,7 +467,7 @@ class FinetuneRung(Rung):
 
         self.source_ = resolve_model(p["model"])
         device = "cuda" if cuda_available() else "cpu"
-        with _deterministic(), PeakRSS() as mem:
+        with _deterministic(), _torch_threads(p["threads"]) as threads_used, PeakRSS() as mem:
             t_load = time.perf_counter()
             model, missing = self._load_base(self.source_, n_classes, p["seed"], quantize=self.method == "qlora")
             decoder = self._is_decoder(model.config)
@@ -503,7 +505,7 @@ class FinetuneRung(Rung):
             "patience": p["patience"], "budget_minutes": p["budget_minutes"], "precision": p["precision"],
             "seed": p["seed"], "load_seconds": round(load_seconds, 2),
             "peak_rss_mb": round(mem.peak_mb, 1), "rss_before_fit_mb": round(mem.start_mb, 1),
-            "torch_threads": torch.get_num_threads(),
+            "torch_threads": threads_used,
             **stats, **self._method_info(p),
         }
         return self
@@ -678,7 +680,7 @@ class FinetuneRung(Rung):
         lens = np.asarray([len(t) for t in texts])
         order = np.argsort(-lens, kind="stable")  # similar lengths together: less padding
         out = np.zeros((len(texts), len(self.label_names_)), dtype=np.float64)
-        with torch.inference_mode(), self._autocast(p, self.device_):
+        with torch.inference_mode(), self._autocast(p, self.device_), _torch_threads(p.get("threads", "auto")):
             for i in range(0, len(order), batch_size):
                 idx = order[i:i + batch_size]
                 logits = model(**self._batch(texts, idx, self.device_)).logits.float()
@@ -754,6 +756,30 @@ def _quiet_peft(model: Any, cfg: Any) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return get_peft_model(model, cfg)
+
+
+@contextlib.contextmanager
+def _torch_threads(setting: Any) -> Iterator[int]:
+    """Torch CPU threads for this block; ``auto`` uses 1 when the machine is oversubscribed.
+
+    Measured on the shared 2-core machine at load average ~23 (benchmarks/bench_finetune.py
+    --threads-probe, BENCHMARKS.md): one MiniLM training step took ~5.5 s wall / 0.3 s CPU
+    with 1 thread and 23-37 s wall / 2.3-3.3 s CPU with 2, because OpenMP threads spin-wait
+    for siblings that are descheduled. On an idle machine torch's default is kept.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    if setting == "auto":
+        cores = os.cpu_count() or 1
+        n = 1 if os.getloadavg()[0] > cores else before
+    else:
+        n = int(setting)
+    torch.set_num_threads(n)
+    try:
+        yield n
+    finally:
+        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
