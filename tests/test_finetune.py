@@ -101,7 +101,7 @@ def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> str:
     return str(path)
 
 
-FAST = {"max_epochs": 3, "batch_size": 8, "progress": False, "eval_every": 10, "budget_minutes": 2.0}
+FAST = {"max_epochs": 3, "batch_size": 8, "progress": False, "eval_every": 10, "budget_minutes": 2.0, "threads": 1}
 
 
 def _fit(name: str, model: str, n: int = 96, **kw: object):
@@ -234,6 +234,19 @@ def test_qlora_skipped_with_reason_and_estimate() -> None:
         QloraRung(progress=False).fit(["a", "b"], np.array([0, 1]), label_names=["x", "y"])
 
 
+def test_threads_setting_is_scoped() -> None:
+    import torch
+
+    from adaptladder.rungs.finetune import _torch_threads
+
+    before = torch.get_num_threads()
+    with _torch_threads(1) as n:
+        assert n == 1 and torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
+    with _torch_threads("auto") as n:
+        assert n >= 1
+
+
 def test_registry_and_cost_order() -> None:
     ranks = {n: get_rung_class(n).cost_rank for n in ("prompt-tuning", "lora", "qlora", "full-ft")}
     assert ranks == {"prompt-tuning": 60, "lora": 70, "qlora": 75, "full-ft": 80}
@@ -248,6 +261,7 @@ def test_registry_and_cost_order() -> None:
     ({"class_weight": "heavy"}, "class_weight"),
     ({"precision": "fp16"}, "precision"),
     ({"max_length": 2}, "max_length"),
+    ({"threads": 0}, "threads"),
 ])
 def test_bad_params_clear_error(params: dict, match: str, tiny_bert: str) -> None:
     with pytest.raises(AdaptError, match=match):
