@@ -22,6 +22,9 @@ CASES: dict[str, Callable[[str], Rung]] = {
     "majority": lambda enc: make_rung("majority"),
     "tfidf": lambda enc: make_rung("tfidf", seed=0),
     "features": lambda enc: make_rung("features", encoder=enc, precision="fp32", heads=["logreg", "mlp"], seed=0),
+    # fine-tuning rungs: a few steps on the tiny BERT (the backbone is the run's encoder)
+    **{n: (lambda enc, n=n: make_rung(n, encoder=enc, seed=0, max_epochs=2, batch_size=8, eval_every=4, threads=1,
+                                      progress=False)) for n in ("prompt-tuning", "lora", "full-ft")},
 }
 
 

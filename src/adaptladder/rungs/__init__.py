@@ -16,6 +16,10 @@ RUNGS: dict[str, str] = {
     "majority": "adaptladder.rungs.classical:MajorityRung",
     "tfidf": "adaptladder.rungs.classical:TfidfRung",
     "features": "adaptladder.rungs.features:FeaturesRung",
+    "prompt-tuning": "adaptladder.rungs.finetune:PromptTuningRung",
+    "lora": "adaptladder.rungs.finetune:LoraRung",
+    "qlora": "adaptladder.rungs.finetune:QloraRung",
+    "full-ft": "adaptladder.rungs.finetune:FullFinetuneRung",
 }
 
 __all__ = ["RUNGS", "Rung", "get_rung_class", "import_object", "load_rung", "make_rung", "rungs_in_cost_order"]
