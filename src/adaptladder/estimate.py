@@ -311,6 +311,8 @@ class Settings:
     head: str = "auto"  # auto | lm | classifier
     num_labels: int = 2
     dropout_on: bool = True
+    adapter_dtype: str = "fp32"  # fp32: PEFT's default; bf16: the QLoRA repo's recipe (adapters/head/embeddings)
+    malloc_retention: float | None = None  # CPU only: share of activations glibc keeps after freeing (table default)
 
     def resolved_ckpt(self) -> bool:
         return self.method == "qlora" if self.grad_checkpointing is None else bool(self.grad_checkpointing)
@@ -352,6 +354,8 @@ def _validate(shape: ModelShape, s: Settings) -> None:
     for label, v in (("seq_len", s.seq_len), ("batch", s.batch), ("lora_r", s.lora_r), ("grad_accum", s.grad_accum)):
         if not isinstance(v, int) or v < 1:
             raise AdaptError(f"{label} must be a positive integer, got {v!r}.")
+    if s.adapter_dtype not in {"fp32", "bf16", "fp16"}:
+        raise AdaptError(f"adapter dtype {s.adapter_dtype!r} must be fp32, bf16 or fp16.")
     if s.device not in {"cuda", "cpu"}:
         raise AdaptError(f"device {s.device!r} must be cuda or cpu.")
     if s.method == "qlora" and s.device != "cuda":
@@ -378,7 +382,7 @@ def _layer_saved(shape: ModelShape, s: Settings, *, trainable_base: bool, lora: 
     hd = shape.hidden_dropout if s.dropout_on else 0.0
     ad = shape.attention_dropout if s.dropout_on else 0.0
     mask_b = 1.0 if s.device == "cuda" else 4.0  # dropout mask: bool on CUDA, an fp32 scale tensor on CPU
-    adapter_b = 4.0  # PEFT keeps adapters (and casts their inputs) in fp32
+    adapter_b = DTYPE_BYTES[s.adapter_dtype]  # PEFT casts an adapter's input to the adapter's dtype
     saved: dict[str, float] = {}
     grad_flowing = {"v": input_grad}  # mutable flag: does the residual stream need a gradient yet
 
@@ -560,7 +564,7 @@ def _estimate_train_memory(shape: ModelShape, s: Settings) -> Estimate:
             notes.append("full FT in bf16/fp16 keeps fp32 master weights (4 bytes/param) for the optimizer update")
     else:
         master = 0.0
-        grad_b = 4.0
+        grad_b = DTYPE_BYTES[s.adapter_dtype]
         if m in {"lora", "qlora"}:
             trainable = _lora_params(shape, s) + head_params
         else:
@@ -571,13 +575,18 @@ def _estimate_train_memory(shape: ModelShape, s: Settings) -> Estimate:
             consts = (nq / NF4_BLOCK) * (1 + 4 / NF4_DQ_BLOCK) if s.double_quant else nq / NF4_BLOCK * 4
             weights["nf4_quant_constants"] = consts
             rest = n - nq - head_params
-            weights["fp32 (embeddings, head, norms)"] = 4.0 * rest
+            if s.adapter_dtype == "fp32":
+                weights["fp32 (embeddings, head, norms)"] = 4.0 * rest
+            else:
+                weights["bf16 (embeddings, head, norms)"] = 2.0 * rest
             notes.append("QLoRA: layer projections in NF4 (0.5 byte) with one absmax per 64 weights "
                          + ("double-quantised to 8 bit (+ fp32 per 256 blocks)" if s.double_quant else "in fp32")
-                         + "; peft's prepare_model_for_kbit_training upcasts the rest (embeddings, head, norms) to fp32")
+                         + "; the rest (embeddings, head, norms) stays unquantised"
+                         + (" in fp32 (peft's prepare_model_for_kbit_training upcasts it)"
+                            if s.adapter_dtype == "fp32" else " in bf16"))
         else:
             weights[s.dtype] = wb * (n - head_params)
-        weights["fp32 (trainable adapter)"] = 4.0 * trainable
+        weights[f"{s.adapter_dtype} (trainable)"] = grad_b * trainable
     if s.optimizer == "adamw":
         opt = 8.0 * trainable
     elif s.optimizer == "adamw-8bit":
@@ -617,7 +626,7 @@ def _estimate_train_memory(shape: ModelShape, s: Settings) -> Estimate:
         head_trainable = trainable_base
         if head_trainable:
             outer["head_in"] = a * h
-        head_b = 4.0 if m == "qlora" else a  # QLoRA's upcast head produces fp32 logits
+        head_b = 4.0 if m == "qlora" and s.adapter_dtype == "fp32" else a  # an upcast head gives fp32 logits
         outer["log_softmax_fp32"] = 4.0 * V
         loss_work = max(8.0 * V, head_b * V + (4.0 * V if head_b < 4 else 0.0))
         notes.append("causal-LM loss: logits upcast to fp32, log-softmax saved (4 bytes x vocab per token); "
@@ -672,8 +681,11 @@ def _estimate_train_memory(shape: ModelShape, s: Settings) -> Estimate:
     else:
         phase_a = static + head_grad + saved_total + working + dequant
     phase_b = static + grads + opt_work
-    peak_tensors = max(phase_a, phase_b)
     ov = gpu_table()["overhead"][s.device]
+    retention = float(s.malloc_retention if s.malloc_retention is not None else ov.get("activation_retention", 0.0))
+    retained = retention * saved_total
+    phase_a += retained  # RSS only: retained blocks can be reused by the gradients later
+    peak_tensors = max(phase_a, phase_b)
     overhead = ov["fixed_gib"] * GIB + ov["fraction"] * peak_tensors
     peak = peak_tensors + overhead
     phase = "backward start (activations)" if phase_a >= phase_b else "optimizer step (gradients)"
@@ -685,9 +697,11 @@ def _estimate_train_memory(shape: ModelShape, s: Settings) -> Estimate:
         "activations": {"saved": saved_total, **act_detail, "per_token_per_layer": layer_tok},
         "transients": {"optimizer_step": opt_work, "dequantised_layer": dequant, "first_head_gradient": head_grad},
         "overhead": overhead,
+        "allocator_retention": retained,
         "phase_backward_start": phase_a + overhead,
         "phase_optimizer_step": phase_b + overhead,
-        "sum_of_all_terms": static + grads + saved_total + working + overhead,
+        "sum_of_all_terms": static + grads + saved_total + working + opt_work + dequant + head_grad + retained
+        + overhead,
     }
     if ckpt:
         notes.append("gradient checkpointing: each layer keeps only its input; one layer is recomputed at a time")
@@ -695,7 +709,11 @@ def _estimate_train_memory(shape: ModelShape, s: Settings) -> Estimate:
         notes.append("attention via the math/eager path (saves heads x seq x seq probabilities): "
                      + ("CPU SDPA falls back to it when attention dropout is on" if s.attention == "auto" else
                         "as requested"))
-    notes.append(f"overhead: {ov['fixed_gib']} GiB fixed + {ov['fraction']:.0%} of tensors ({s.device}; data/gpus.yaml)")
+    notes.append(f"overhead: {ov['fixed_gib']} GiB fixed + {ov['fraction']:.0%} of tensors "
+                 f"({s.device}; data/gpus.yaml)")
+    if retained:
+        notes.append(f"CPU: glibc malloc keeps memory freed during the forward pass; {retention:.0%} of the saved "
+                     "activations added (0 with jemalloc or MALLOC_MMAP_THRESHOLD_=131072)")
     if s.grad_accum > 1:
         notes.append("gradient accumulation keeps gradients alive during the forward pass")
     settings = asdict(s)
