@@ -7,6 +7,13 @@ import json
 import pytest
 
 from adaptladder import cli
+
+
+def _cli(argv: list[str]) -> None:
+    """Run the CLI in-process; success exits 0."""
+    with pytest.raises(SystemExit) as ex:
+        cli.main(argv)
+    assert ex.value.code == 0
 from adaptladder.errors import AdaptError
 from adaptladder.estimate import (
     GIB,
@@ -218,15 +225,15 @@ def test_bad_config_files(tmp_path, monkeypatch):
 
 
 def test_cli_json_and_table(capsys):
-    cli.main(["estimate", "--model", "7B", "--method", "lora", "--seq-len", "512", "--batch", "1", "--json",
+    _cli(["estimate", "--model", "7B", "--method", "lora", "--seq-len", "512", "--batch", "1", "--json",
               "--examples", "100", "--gpu", "A100-80GB"])
     d = json.loads(capsys.readouterr().out)
     assert d["params"]["trainable"] == 32 * 16 * (4096 * 2 + 4096 * 2)
     assert d["compute"]["per_gpu"][0]["gpu"] == "A100-80GB"
     assert any(f["gpu"] == "A100-80GB" and f["fits"] for f in d["fits"])
-    cli.main(["estimate", "--table", "--seq-len", "512", "--batch", "1"])
+    _cli(["estimate", "--table", "--seq-len", "512", "--batch", "1"])
     out = capsys.readouterr().out
     assert "70B" in out and "qlora" in out
-    cli.main(["estimate", "--model", "smollm2", "--method", "inference", "--json"])
+    _cli(["estimate", "--model", "smollm2", "--method", "inference", "--json"])
     d = json.loads(capsys.readouterr().out)
     assert d["serving_cost"]["api_usd_per_1k"]
