@@ -184,8 +184,8 @@ def _best(rows: list[dict[str, Any]], group: str) -> dict[str, Any] | None:
 
 def _fmt_rung(r: dict[str, Any], metric: str) -> str:
     ci = f" (95% CI {r['ci'][0]:.3f}-{r['ci'][1]:.3f})" if r.get("ci") and len(r["ci"]) == 2 else ""
-    cost = f", ${r['cost_per_1k_usd']:.4f} per 1,000 predictions" if isinstance(r.get("cost_per_1k_usd"),
-                                                                                 int | float) else ""
+    c = r.get("cost_per_1k_usd")
+    cost = f", {_money(c)} per 1,000 predictions" if isinstance(c, int | float) else ""
     return f"{r['name']} {metric} {r['score']:.3f}{ci}{cost}"
 
 
@@ -245,6 +245,9 @@ def advise(answers: Answers | None = None, run_dir: str | Path | None = None, *,
         CheckItem(f"too little data (under {MIN_EXAMPLES} examples)", None if n is None else n < MIN_EXAMPLES,
                   f"{n:,} examples ({n_src})" if n is not None else "unknown", "prompt / few-shot, and label more"),
     ]
+    rec = ev.get("ladder_recommendation") or {}
+    if isinstance(rec, dict) and rec.get("rung"):
+        reasons.append(f"the ladder's own pick (cheapest rung that clears the bar): {rec['rung']}")
     if ev.get("audit_size_findings"):
         reasons.extend(f"audit: {f['message']}" for f in ev["audit_size_findings"] if f.get("severity") != "info"
                        or f.get("code") == "size")
@@ -314,6 +317,12 @@ def advise(answers: Answers | None = None, run_dir: str | Path | None = None, *,
                            "the estimate above says what it would need")
     return Advice(strategy=strategy, headline=STRATEGIES[strategy], reasons=reasons, next_step=nxt,
                   checklist=checklist, evidence=ev, answers=asdict(a), estimate=est)
+
+
+def _money(x: float) -> str:
+    if x == 0:
+        return "$0"
+    return f"${x:.4f}" if x >= 0.01 else f"${x:.7f}".rstrip("0")
 
 
 def _yn(v: bool | None, how: str) -> str:
