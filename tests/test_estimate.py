@@ -219,6 +219,10 @@ def test_bad_config_files(tmp_path, monkeypatch):
     bad.write_text(json.dumps({"model_type": "llama", "hidden_size": 8}))
     with pytest.raises(AdaptError, match="has no"):
         resolve_model(str(bad))
+    fake = tmp_path / "m.gguf"
+    fake.write_bytes(b"not a gguf at all")
+    with pytest.raises(AdaptError, match="GGUF"):
+        resolve_model(str(fake))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     with pytest.raises(AdaptError, match=r"config\.json"):

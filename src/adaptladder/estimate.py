@@ -227,36 +227,76 @@ def shape_from_config(cfg: dict[str, Any], name: str = "config") -> ModelShape:
                      "(llama, mistral, qwen2, qwen3, gemma), gpt2 and bert/roberta configs.")
 
 
+_GGUF_SCALARS = {0: "<B", 1: "<b", 2: "<H", 3: "<h", 4: "<I", 5: "<i", 6: "<f", 7: "<?", 10: "<Q", 11: "<q", 12: "<d"}
+
+
+def _gguf_metadata(path: Path) -> tuple[dict[str, Any], set[str]]:
+    """Scalar metadata and tensor names of a GGUF file, skipping arrays (the tokenizer) cheaply.
+
+    A small reader instead of ``gguf.GGUFReader``, which materialises every tokenizer string
+    and takes minutes on a loaded machine for a 50k-token vocabulary.
+    """
+    import struct
+
+    meta: dict[str, Any] = {}
+    with path.open("rb") as f:
+        def rd(fmt: str) -> Any:
+            return struct.unpack(fmt, f.read(struct.calcsize(fmt)))[0]
+
+        def rstr() -> str:
+            return f.read(rd("<Q")).decode("utf-8", "replace")
+
+        def value(t: int) -> Any:
+            if t in _GGUF_SCALARS:
+                return rd(_GGUF_SCALARS[t])
+            if t == 8:
+                return rstr()
+            if t == 9:
+                it, n = rd("<I"), rd("<Q")
+                if it in _GGUF_SCALARS:
+                    f.seek(n * struct.calcsize(_GGUF_SCALARS[it]), 1)
+                else:
+                    for _ in range(n):
+                        value(it)
+                return n  # arrays: only their length is kept
+            raise ValueError(f"unknown GGUF value type {t}")
+
+        if f.read(4) != b"GGUF":
+            raise ValueError("not a GGUF file")
+        version = rd("<I")
+        if version < 2:
+            raise ValueError(f"GGUF version {version} is too old")
+        n_tensors, n_kv = rd("<Q"), rd("<Q")
+        for _ in range(n_kv):
+            key = rstr()
+            meta[key] = value(rd("<I"))
+        names = set()
+        for _ in range(n_tensors):
+            names.add(rstr())
+            f.seek(8 * rd("<I") + 4 + 8, 1)  # dims, type, offset
+    return meta, names
+
+
 def shape_from_gguf(path: Path) -> ModelShape:
     """A Llama-family shape from a GGUF file's metadata (e.g. the packaged SmolLM2)."""
     try:
-        from gguf import GGUFReader
-
-        r = GGUFReader(str(path))
-    except Exception as e:
-        raise AdaptError(f"{path} could not be read as GGUF ({type(e).__name__}); pass a config.json instead.") from e
-
-    def field(key: str) -> Any:
-        f = r.fields.get(key)
-        return None if f is None else f.parts[f.data[0]].tolist()[0]
-
-    arch = bytes(r.fields["general.architecture"].parts[r.fields["general.architecture"].data[0]]).decode() \
-        if "general.architecture" in r.fields else ""
+        meta, tensors = _gguf_metadata(path)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise AdaptError(f"{path} could not be read as GGUF ({e}); pass a config.json instead.") from e
+    arch = str(meta.get("general.architecture", ""))
     if arch not in {"llama", "qwen2", "qwen3", "mistral", "gemma", "gemma2", "gemma3"}:
         raise AdaptError(f"{path}: GGUF architecture {arch or '(missing)'!r} is not supported; pass a config.json.")
-    vocab = field(f"{arch}.vocab_size")
-    if vocab is None and "tokenizer.ggml.tokens" in r.fields:
-        vocab = len(r.fields["tokenizer.ggml.tokens"].data)
-    heads = field(f"{arch}.attention.head_count")
-    if None in (field(f"{arch}.block_count"), field(f"{arch}.embedding_length"), heads, vocab):
+    vocab = meta.get(f"{arch}.vocab_size") or meta.get("tokenizer.ggml.tokens")
+    heads = meta.get(f"{arch}.attention.head_count")
+    need = (meta.get(f"{arch}.block_count"), meta.get(f"{arch}.embedding_length"), heads, vocab,
+            meta.get(f"{arch}.feed_forward_length"))
+    if any(v is None for v in need):
         raise AdaptError(f"{path}: GGUF metadata lacks the model shape; pass a config.json.")
-    key_len = field(f"{arch}.attention.key_length")
-    return ModelShape(name=path.name, family="llama", n_layers=int(field(f"{arch}.block_count")),
-                      hidden=int(field(f"{arch}.embedding_length")), n_heads=int(heads),
-                      n_kv_heads=int(field(f"{arch}.attention.head_count_kv") or heads),
-                      intermediate=int(field(f"{arch}.feed_forward_length")), vocab=int(vocab),
-                      tied_embeddings=not any(t.name == "output.weight" for t in r.tensors),
-                      head_dim=int(key_len or 0), qkv_bias=arch == "qwen2", source=str(path))
+    return ModelShape(name=path.name, family="llama", n_layers=int(need[0]), hidden=int(need[1]), n_heads=int(heads),
+                      n_kv_heads=int(meta.get(f"{arch}.attention.head_count_kv") or heads),
+                      intermediate=int(need[4]), vocab=int(vocab), tied_embeddings="output.weight" not in tensors,
+                      head_dim=int(meta.get(f"{arch}.attention.key_length") or 0), qkv_bias=arch == "qwen2",
+                      source=str(path))
 
 
 def _read_config_file(path: Path) -> dict[str, Any]:

@@ -266,7 +266,7 @@ def _table(E: Any, kw: dict[str, Any], as_json: bool) -> None:
                     f"{s['optimizer']} · LoRA r={s['lora_r']} on {','.join(s['lora_targets'])}"
                     + (" · grad ckpt" if kw.get("grad_checkpointing") else " · grad ckpt for QLoRA only"
                        if kw.get("grad_checkpointing") is None else ""))
-    for c in ("model", "method", "trainable", "weights", "grads+optimizer", "activations", "peak", "smallest GPU"):
+    for c in ("model", "method", "trainable", "weights", "grad+opt", "activ.", "peak", "smallest GPU"):
         t.add_column(c, justify="left" if c in {"model", "method", "smallest GPU"} else "right")
     for e in ests:
         m = e.memory
@@ -275,5 +275,5 @@ def _table(E: Any, kw: dict[str, Any], as_json: bool) -> None:
                   E.fmt_gib(sum(m["weights"].values())),
                   E.fmt_gib(m["gradients"] + m["optimizer"]["states"] + m["optimizer"]["fp32_master_weights"]),
                   E.fmt_gib(m["activations"]["saved"]), E.fmt_gib(e.peak_bytes),
-                  fits[0]["gpu"] if fits else "[red]none: shard (FSDP/ZeRO-3)[/red]")
+                  fits[0]["gpu"] if fits else "[red]none (shard)[/red]")
     console.print(t)
