@@ -163,9 +163,10 @@ def load_evidence(run_dir: str | Path) -> dict[str, Any]:
     audit_path = run / "audit.json"
     audit = _read_json(audit_path) if audit_path.is_file() else (res.get("audit") or None)
     size = ((audit or {}).get("stats") or {}).get("size") or {}
-    n_train = size.get("n_train") or task.get("n_train") or (task.get("splits") or {}).get("train")
+    splits = task.get("split_sizes") or task.get("splits") or {}
+    n_train = size.get("n_train") or task.get("n_train") or splits.get("train")
     ev["n_train"] = int(n_train) if isinstance(n_train, int | float) else None
-    ev["n_validation"] = size.get("n_validation") or (task.get("splits") or {}).get("validation")
+    ev["n_validation"] = size.get("n_validation") or splits.get("validation")
     if audit:
         keep = [f for f in audit.get("findings", []) if isinstance(f, dict) and
                 (f.get("code", "").startswith("size") or f.get("code") in {"small_classes", "tiny_class"})]
