@@ -135,3 +135,27 @@ def test_bad_run_dir_is_one_line_exit_2(setup, needle, tmp_path, capsys):
         cli.main(["advise", "--run", str(run), "--json"])
     assert ex.value.code == 2
     assert needle in capsys.readouterr().err
+
+
+def test_interactive_needs_a_terminal(capsys):
+    with pytest.raises(SystemExit) as ex:
+        cli.main(["advise", "--interactive"])
+    assert ex.value.code == 2
+    assert "terminal" in capsys.readouterr().err
+
+
+def test_answers_from_a_terminal(monkeypatch, capsys):
+    """The interactive path: questions answered y/n/? as a user would type them."""
+    import io
+    import sys
+
+    replies = iter(["n", "y", "?", "n", "n", "y", "y", "800"])
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True, raising=False)
+    monkeypatch.setattr("rich.prompt.Prompt.ask", lambda *a, **k: next(replies))
+    monkeypatch.setattr("rich.prompt.Confirm.ask", lambda *a, **k: next(replies) == "y")
+    monkeypatch.setattr("rich.prompt.IntPrompt.ask", lambda *a, **k: int(next(replies)))
+    monkeypatch.setattr(sys, "stdin", io.StringIO(""))
+    monkeypatch.setattr(sys.stdin, "isatty", lambda: True)
+    _cli(["advise"])
+    out = capsys.readouterr().out
+    assert "Fine-tune with LoRA" in out
