@@ -230,7 +230,8 @@ class HFBackend(LMBackend):
             lp = np.array([f[0] for f in flat], dtype=np.float64).reshape(len(tails), len(choices))
             computed = sum(len(a) + len(b) for a, b in rows)
         dt = time.perf_counter() - t0
-        logical = sum(len(p_ids) + len(t) + int(n_tok.sum()) for t in t_ids)
+        # what per-label scoring reads (and an echo-style API would bill): prefix + tail + label, every label
+        logical = sum(len(c_ids) * (len(p_ids) + len(t)) + int(n_tok.sum()) for t in t_ids)
         self.usage.add(requests=len(tails), prompt=logical, computed=computed, seconds=dt)
         return ChoiceScores(lp, np.broadcast_to(n_tok, lp.shape).copy(), exact=True, method="loglikelihood")
 

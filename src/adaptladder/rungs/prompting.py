@@ -118,11 +118,19 @@ class _PromptingRung(Rung):
         "encoder": "minilm", "device": "auto", "threads": "auto", "prompt_format": "auto",
     }
 
-    def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.DEFAULTS))
+    def __init__(self, *, backend: str = "hf", model: str = "smollm2", base_url: str | None = None,
+                 api_key_env: str | None = "OPENAI_API_KEY", k: int | None = None, seed: int = 0,
+                 calibrate: bool | str = "auto", label_descriptions: dict[str, str] | str | None = None,
+                 template: str | None = None, system_prompt: str | None = None, max_context: int = 2048,
+                 shot_max_tokens: int = 128, min_query_tokens: int = 128, batch_size: int = 8,
+                 prefix_cache: bool = True, scoring: str = "auto", calibration_val_max: int = 60,
+                 encoder: str = "minilm", device: str = "auto", threads: int | str = "auto",
+                 prompt_format: str = "auto", **unknown: Any) -> None:
         if unknown:
-            raise AdaptError(f"unknown parameter(s) {', '.join(unknown)} for the {self.name} rung; "
+            raise AdaptError(f"unknown parameter(s) {', '.join(sorted(unknown))} for the {self.name} rung; "
                              f"known: {', '.join(self.DEFAULTS)}.")
+        given = dict(locals())
+        params = {key: given[key] for key in self.DEFAULTS if given[key] != self.DEFAULTS[key]}
         super().__init__(**params)
         self._backend: Any = None
         self._memo: dict[str, np.ndarray] = {}
@@ -371,6 +379,10 @@ class _PromptingRung(Rung):
 
     def _raw_scores(self, texts: list[str], count: bool = True) -> np.ndarray:
         """Length-normalised label log-likelihoods ``(n, K)``, memoised per text."""
+        from adaptladder.encode import _CACHE_OFF
+
+        if getattr(_CACHE_OFF, "on", False):  # timing: measure the model, not this memo
+            self._memo = {}
         todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
         if todo:
             window = self._context_window()
