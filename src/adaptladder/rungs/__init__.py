@@ -16,6 +16,7 @@ RUNGS: dict[str, str] = {
     "majority": "adaptladder.rungs.classical:MajorityRung",
     "tfidf": "adaptladder.rungs.classical:TfidfRung",
     "features": "adaptladder.rungs.features:FeaturesRung",
+    "distill": "adaptladder.rungs.distill:DistillRung",
 }
 
 __all__ = ["RUNGS", "Rung", "get_rung_class", "import_object", "load_rung", "make_rung", "rungs_in_cost_order"]
