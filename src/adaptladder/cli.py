@@ -29,7 +29,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 # Modules under adaptladder.commands that add commands to the app (``register(app)``).
-COMMAND_MODULES: list[str] = ["export"]
+COMMAND_MODULES: list[str] = ["run", "export"]
 
 
 @app.callback()
@@ -63,8 +63,16 @@ def _register_commands() -> None:
         importlib.import_module(f"adaptladder.commands.{mod}").register(app)
 
 
+def _quiet_libraries() -> None:
+    """Keep library chatter (weight-loading bars, hub warnings) out of the user's terminal."""
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one line and exit 2 for user errors."""
+    _quiet_libraries()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("ADAPTLADDER_DEBUG") == "1"
     _register_commands()
     try:

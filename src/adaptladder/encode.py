@@ -21,6 +21,18 @@ from adaptladder.errors import AdaptError
 from adaptladder.models import DEFAULT_ENCODER, cache_dir, resolve_encoder
 
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
+_CACHE_OFF = threading.local()
+
+
+class cache_disabled:
+    """Bypass the embedding cache inside the block (latency and throughput must measure the model)."""
+
+    def __enter__(self) -> None:
+        self._prev = getattr(_CACHE_OFF, "on", False)
+        _CACHE_OFF.on = True
+
+    def __exit__(self, *exc: object) -> None:
+        _CACHE_OFF.on = self._prev
 
 
 class EmbeddingCache:
@@ -121,7 +133,7 @@ class Encoder:
         texts = list(texts)
         if not texts:
             return np.zeros((0, self.dim), dtype=np.float32)
-        if not self.use_cache:
+        if not self.use_cache or getattr(_CACHE_OFF, "on", False):
             self.stats["misses"] += len(texts)
             return self._encode_uncached(texts, progress)
         keys = [text_key(self.model_key, t) for t in texts]

@@ -1,0 +1,149 @@
+"""`adaptladder run`: climb the ladder on a data set and print the evidence."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from adaptladder.errors import AdaptError
+
+console = Console()
+if not console.is_terminal:  # piped / CI output: do not squeeze the tables into 80 columns
+    console.width = max(console.width, 160)
+
+DataArg = Annotated[str | None, typer.Argument(help="Built-in data set name (see `adaptladder datasets`) or a "
+                                               "CSV/TSV/JSONL/Parquet file.", show_default=False)]
+
+
+def parse_set(values: list[str] | None) -> dict[str, dict[str, Any]]:
+    """``--set lora.r=16 --set features.heads=[logreg]`` -> ``{"lora": {"r": 16}, ...}`` (values parsed as YAML)."""
+    import yaml
+
+    out: dict[str, dict[str, Any]] = {}
+    for item in values or []:
+        key, eq, raw = item.partition("=")
+        rung, dot, param = key.partition(".")
+        if not eq or not dot or not rung or not param:
+            raise AdaptError(f"--set {item!r} is not of the form RUNG.PARAM=VALUE (e.g. --set lora.r=16).")
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError:
+            value = raw
+        out.setdefault(rung, {})[param] = value
+    return out
+
+
+def split_list(value: str | None) -> list[str] | None:
+    if value is None:
+        return None
+    items = [v.strip() for v in value.split(",") if v.strip()]
+    if not items:
+        raise AdaptError("--rungs is empty; give a comma-separated list such as tfidf,features.")
+    return items
+
+
+def print_results(results: list[dict[str, Any]], metric: str, bar: float | None) -> None:
+    table = Table(title=f"adaptladder: validation and test {metric} (95% CI)")
+    for col in ("rung", "status", f"val {metric}", f"test {metric}", "test acc", "fit s", "p50 ms", "ex/s",
+                "$/1k pred", "bar"):
+        table.add_column(col, justify="right" if col not in ("rung", "status") else "left")
+    for r in results:
+        if r.get("status") != "done":
+            table.add_row(r["name"], f"[yellow]{r.get('status')}[/yellow]", str(r.get("reason") or "")[:60],
+                          "", "", "", "", "", "", "")
+            continue
+        v, t, p = r["validation"], r["test"], r["predict"]
+
+        def ci(part: dict[str, Any]) -> str:
+            return f"{part[metric]:.3f} [{part[metric + '_ci'][0]:.3f}-{part[metric + '_ci'][1]:.3f}]"
+
+        bar_s = {True: "[green]yes[/green]", False: "no", None: "-"}[r.get("meets_bar")]
+        table.add_row(r["name"], "done" + (" (reused)" if r.get("resumed") else ""), ci(v),
+                      ci(t) + (" *" if t.get("sampled") else ""), f"{t['accuracy']:.3f}",
+                      f"{r['fit_seconds']:.1f}", f"{p.get('latency_ms_p50', float('nan')):.1f}",
+                      f"{p['throughput_per_s']:.0f}", f"{r['cost_per_1k_usd']:.6f}", bar_s)
+    console.print(table)
+    if any(r.get("status") == "done" and r["test"].get("sampled") for r in results):
+        console.print("* evaluated on a stratified sample of the split (slow rung); see results.json for n.")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("run")
+    def run_cmd(
+        data: DataArg = None,
+        data_opt: Annotated[str | None, typer.Option("--data", help="Same as the DATA argument.")] = None,
+        text_col: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
+        label_col: Annotated[str | None, typer.Option(help="Column holding the label.")] = None,
+        split_col: Annotated[str | None, typer.Option(help="Column with train/validation/test per row.")] = None,
+        train: Annotated[str | None, typer.Option(help="Training file (with --test).")] = None,
+        validation: Annotated[str | None, typer.Option(help="Validation file (optional with --train).")] = None,
+        test: Annotated[str | None, typer.Option(help="Test file (with --train).")] = None,
+        rungs: Annotated[str | None, typer.Option(help="Comma-separated rungs to climb (default: all).")] = None,
+        order: Annotated[str | None, typer.Option(help="Comma-separated climbing order overriding costs.")] = None,
+        bar: Annotated[float | None, typer.Option(help="Stop at the first rung whose validation score reaches "
+                                                       "this (0-1).")] = None,
+        metric: Annotated[str, typer.Option(help="macro_f1 or accuracy.")] = "macro_f1",
+        run_all: Annotated[bool, typer.Option("--all", help="Run every rung even after the bar is met.")] = False,
+        lower_bound: Annotated[bool, typer.Option("--lower-bound", help="Require the lower 95% confidence bound "
+                                                  "to clear the bar.")] = False,
+        seed: Annotated[int, typer.Option(help="Seed for splits, sampling and training.")] = 13,
+        sample: Annotated[int | None, typer.Option(help="Use at most N rows per split (stratified).")] = None,
+        encoder: Annotated[str, typer.Option(help="Sentence encoder: alias, HF id or path.")] = "minilm",
+        lm: Annotated[str | None, typer.Option(help="Language model for prompting rungs.")] = None,
+        budget_minutes: Annotated[float | None, typer.Option(help="Time budget per training rung.")] = None,
+        set_: Annotated[list[str] | None, typer.Option("--set", help="Rung setting RUNG.PARAM=VALUE "
+                                                       "(repeatable).")] = None,
+        config: Annotated[str | None, typer.Option(help="YAML run config; options given here override it.")] = None,
+        out: Annotated[str | None, typer.Option(help="Run directory (default runs/<data name>).")] = None,
+        no_audit: Annotated[bool, typer.Option("--no-audit", help="Skip the data audit.")] = False,
+        force: Annotated[bool, typer.Option("--force", help="Run despite audit errors.")] = False,
+        fresh: Annotated[bool, typer.Option("--fresh", help="Move an existing run aside and start over.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print results.json's summary as JSON.")] = False,
+    ) -> None:
+        """Audit the data, climb the ladder in order of cost and recommend the cheapest rung good enough."""
+        from adaptladder.ladder import RunConfig, run
+
+        if data and data_opt and data != data_opt:
+            raise AdaptError("give the data once: either as the DATA argument or with --data.")
+        values: dict[str, Any] = dict(
+            data=data or data_opt, text_col=text_col, label_col=label_col, split_col=split_col, train=train,
+            validation=validation, test=test, rungs=split_list(rungs), order=split_list(order), bar=bar,
+            metric=metric, run_all=run_all or None, require_lower_bound=lower_bound or None, seed=seed,
+            sample=sample, encoder=encoder, lm=lm, budget_minutes=budget_minutes, out=out,
+            no_audit=no_audit or None, force=force or None, fresh=fresh or None,
+        )
+        overrides = parse_set(set_)
+        if config:
+            cfg = RunConfig.from_yaml(config, **values)
+        else:
+            cfg = RunConfig(**{k: v for k, v in values.items() if v is not None})
+        for rung, params in overrides.items():
+            cfg.rung_params.setdefault(rung, {}).update(params)
+        t0 = time.perf_counter()
+
+        def log(msg: str) -> None:
+            console.print(f"[dim]{time.perf_counter() - t0:6.1f}s[/dim] {msg}")
+
+        def on_rung(res: dict[str, Any]) -> None:
+            if res.get("status") == "done":
+                v = res["validation"]
+                console.print(f"        {res['name']}: validation {cfg.metric} {v[cfg.metric]:.3f}, "
+                              f"fit {res['fit_seconds']:.1f}s")
+
+        result = run(cfg, log=log, on_rung=on_rung)
+        if as_json:
+            print(json.dumps({"run_dir": str(result.run_dir), "recommendation": result.recommendation,
+                              "rungs": [{k: r.get(k) for k in ("name", "status", "meets_bar")} for r in
+                                        result.results]}, indent=2))
+            return
+        print_results(result.results, cfg.metric, cfg.bar)
+        rec = result.recommendation
+        console.print(f"[bold]Recommendation:[/bold] {rec.get('rung')}")
+        for reason in rec.get("reasons", []):
+            console.print(f"  - {reason}")
+        console.print(f"Run directory: {result.run_dir} (summary.md, results.json)")

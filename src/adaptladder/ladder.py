@@ -1,0 +1,400 @@
+"""The ladder: climb rungs in order of adaptation cost, measure each the same way, stop at the bar.
+
+Data flows one way: Task -> (audit) -> rungs (fit on train, select on validation) ->
+measurements -> run directory. The validation split alone decides; the test split is scored
+for every rung that ran and never used to choose.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adaptladder.errors import AdaptError
+from adaptladder.measure import PeakMemory, rss_mb, score, time_predictions
+from adaptladder.pricing import local_cost_per_1k
+from adaptladder.rungs import RUNGS, get_rung_class, rungs_in_cost_order
+from adaptladder.rungs.base import Rung
+from adaptladder.store import SCHEMA_VERSION, RunStore, atomic_write_json, atomic_write_text, config_hash
+from adaptladder.task import Task, load_task, stratified_subset
+
+METRICS = ("macro_f1", "accuracy")
+
+
+@dataclass
+class RunConfig:
+    """Everything that describes a run; the same object the CLI and the Python API take.
+
+    A YAML file with these keys can be passed as ``--config``; command-line options override it.
+    """
+
+    data: str | None = None
+    text_col: str | None = None
+    label_col: str | None = None
+    split_col: str | None = None
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    seed: int = 13
+    rungs: list[str] | None = None  # None: every registered rung, in cost order
+    order: list[str] | None = None  # explicit climbing order overriding the declared costs
+    rung_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bar: float | None = None
+    metric: str = "macro_f1"
+    run_all: bool = False
+    require_lower_bound: bool = False
+    sample: int | None = None  # cap rows per split (stratified) for quick runs
+    encoder: str = "minilm"
+    lm: str | None = None
+    budget_minutes: float | None = None
+    out: str | None = None
+    name: str | None = None
+    no_audit: bool = False
+    force: bool = False
+    fresh: bool = False
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> RunConfig:
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise AdaptError(f"config file {p} not found; check the path.")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise AdaptError(f"config file {p} is not valid YAML ({str(e).splitlines()[0]}); fix it.") from e
+        if not isinstance(raw, dict):
+            raise AdaptError(f"config file {p} must be a mapping of option: value.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise AdaptError(f"config file {p} has unknown key(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}.")
+        raw.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**raw)
+
+    def validate(self) -> None:
+        if self.metric not in METRICS:
+            raise AdaptError(f"unknown metric {self.metric!r}: use {' or '.join(METRICS)}.")
+        if self.bar is not None and not 0 < self.bar <= 1:
+            raise AdaptError(f"--bar {self.bar} is outside (0, 1]; give a score such as 0.90.")
+        for name in (self.rungs or []) + list(self.rung_params):
+            if name not in RUNGS:
+                raise AdaptError(f"unknown rung {name!r}: choose from {', '.join(RUNGS)}.")
+        if self.sample is not None and self.sample < 10:
+            raise AdaptError(f"--sample {self.sample} is too small; use at least 10 rows per split.")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    task: Task
+    results: list[dict[str, Any]]
+    recommendation: dict[str, Any]
+    stopped_at: str | None
+
+    def result(self, name: str) -> dict[str, Any]:
+        for r in self.results:
+            if r["name"] == name:
+                return r
+        raise KeyError(name)
+
+
+def rung_params_for(name: str, cfg: RunConfig) -> dict[str, Any]:
+    """The parameters a rung gets: run-wide defaults (encoder, LM, budget) + its own settings."""
+    import inspect
+
+    cls = get_rung_class(name)
+    accepted = inspect.signature(cls.__init__).parameters
+    params: dict[str, Any] = {}
+    defaults = {"encoder": cfg.encoder, "seed": cfg.seed, "budget_minutes": cfg.budget_minutes}
+    if cfg.lm is not None:
+        defaults["model"] = cfg.lm
+    for key, value in defaults.items():
+        if value is not None and key in accepted and (key != "model" or cls.family == "prompting"):
+            params[key] = value
+    params.update(cfg.rung_params.get(name, {}))
+    return params
+
+
+def climbing_order(cfg: RunConfig) -> list[str]:
+    names = cfg.rungs or list(RUNGS)
+    if cfg.order:
+        ordered = [n for n in cfg.order if n in names]
+        return ordered + [n for n in rungs_in_cost_order(names) if n not in ordered]
+    return rungs_in_cost_order(names)
+
+
+def _eval_indices(task: Task, part: str, cap: int | None, seed: int) -> tuple[np.ndarray, bool]:
+    idx = task.indices(part)
+    if cap is None or len(idx) <= cap:
+        return idx, False
+    return idx[stratified_subset(task.labels[idx], cap, seed)], True
+
+
+def meets_bar(res: dict[str, Any], cfg: RunConfig) -> bool | None:
+    if cfg.bar is None or res.get("status") != "done":
+        return None
+    val = res["validation"]
+    value = val[f"{cfg.metric}_ci"][0] if cfg.require_lower_bound else val[cfg.metric]
+    return bool(value >= cfg.bar)
+
+
+def evaluate_rung(rung: Rung, task: Task, seed: int) -> dict[str, Any]:
+    """Score a fitted rung on validation and test (capped by ``eval_cap``) and time it."""
+    out: dict[str, Any] = {}
+    mem: dict[str, float] = {}
+    for part in ("validation", "test"):
+        idx, sampled = _eval_indices(task, part, rung.eval_cap, seed)
+        texts = [task.texts[i] for i in idx]
+        with PeakMemory() as pm:
+            proba = rung.predict_proba(texts)
+        mem[part] = pm.delta_mb
+        out[part] = score(task.labels[idx], proba, task.label_names, seed=seed, sampled=sampled)
+        out[part]["predictions"] = [int(p) for p in np.asarray(proba).argmax(axis=1)]
+        out[part]["indices"] = [int(i) for i in idx]
+    out["predict"] = measure_speed(rung, [task.texts[i] for i in out["test"]["indices"]], seed)
+    out["predict_memory_mb"] = max(mem.values())
+    return out
+
+
+def measure_speed(rung: Rung, texts: list[str], seed: int, batch: int = 256) -> dict[str, float]:
+    """Batch throughput and single-example latency, with the embedding cache bypassed.
+
+    Scores may reuse cached embeddings (they are identical), but speed must measure the model
+    as production would run it on texts it has never seen.
+    """
+    from adaptladder.encode import cache_disabled
+
+    rng = np.random.default_rng(seed)
+    n = min(len(texts), batch if not rung.eval_cap else min(batch, 64))
+    pick = [texts[int(i)] for i in rng.choice(len(texts), size=n, replace=False)]
+    with cache_disabled():
+        rung.predict_proba(pick[:2])  # warm-up (lazy loads, thread pools)
+        t0 = time.perf_counter()
+        rung.predict_proba(pick)
+        seconds = time.perf_counter() - t0
+        lat = time_predictions(rung.predict_proba, texts, n_single=20 if rung.eval_cap else 50, seed=seed)
+    return {"throughput_per_s": n / seconds if seconds > 0 else float("inf"), "throughput_batch": n,
+            "batch_seconds": seconds, **lat}
+
+
+def _skip_result(cls: type[Rung], params: dict[str, Any], reason: str) -> dict[str, Any]:
+    details = cls.skip_details(params)
+    return {"name": cls.name, "family": cls.family, "cost_rank": cls.cost_rank, "status": "skipped",
+            "reason": reason, "params": params, "skip_details": details}
+
+
+def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
+             log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Fit, evaluate, save and record one rung (or record why it was skipped / failed)."""
+    cls = get_rung_class(name)
+    params = rung_params_for(name, cfg)
+    reason = cls.unavailable_reason(params)
+    base = {"name": name, "family": cls.family, "cost_rank": cls.cost_rank, "description": cls.description,
+            "params": params, "params_hash": config_hash(params)}
+    if reason:
+        return dict(_skip_result(cls, params, reason), **base, status="skipped", reason=reason)
+    rung = cls(**params)
+    tr_texts, tr_y = task.part("train")
+    va_texts, va_y = task.part("validation")
+    rss_before = rss_mb()
+    try:
+        with PeakMemory() as pm:
+            t0 = time.perf_counter()
+            rung.fit(tr_texts, tr_y, label_names=task.label_names, val_texts=va_texts, val_y=va_y)
+            fit_seconds = time.perf_counter() - t0
+        evaluation = evaluate_rung(rung, task, cfg.seed)
+        rung.save(store.model_dir(name))
+    except AdaptError:
+        raise
+    except Exception as e:  # a rung's own failure must not lose the other rungs' results
+        if os.environ.get("ADAPTLADDER_DEBUG") == "1":
+            raise
+        log(f"[red]rung {name} failed[/red]: {type(e).__name__}: {e}")
+        return dict(base, status="failed", reason=f"{type(e).__name__}: {e}",
+                    traceback=traceback.format_exc(limit=8))
+    extra = rung.extra_info()
+    predict = evaluation.pop("predict")
+    cost = extra.get("cost_per_1k_usd")
+    if cost is None and predict["throughput_per_s"] > 0:
+        cost = local_cost_per_1k(1.0 / predict["throughput_per_s"])
+    return dict(
+        base,
+        status="done",
+        reason=None,
+        validation=evaluation["validation"],
+        test=evaluation["test"],
+        fit_seconds=fit_seconds,
+        predict=predict,
+        peak_memory_mb={"fit": pm.delta_mb, "predict": evaluation.pop("predict_memory_mb"),
+                        "process_rss_before": rss_before, "process_peak_rss": pm.peak_mb},
+        cost_per_1k_usd=cost,
+        extra=extra,
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+
+
+def recommend(results: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
+    """The cheapest rung that clears the bar; with no bar, the cheapest not significantly worse than the best."""
+    done = [r for r in results if r.get("status") == "done"]
+    if not done:
+        return {"rung": None, "reasons": ["no rung finished"]}
+    m = cfg.metric
+    if cfg.bar is not None:
+        for r in done:
+            if r.get("meets_bar"):
+                v = r["validation"]
+                return {"rung": r["name"], "reasons": [
+                    f"{r['name']} is the cheapest rung whose validation {m} ({v[m]:.3f}, 95% CI "
+                    f"{v[m + '_ci'][0]:.3f}-{v[m + '_ci'][1]:.3f}) clears the bar {cfg.bar:.2f}"
+                    + (" with its lower confidence bound" if cfg.require_lower_bound else "") + "."]}
+        best = max(done, key=lambda r: r["validation"][m])
+        return {"rung": best["name"], "bar_met": False, "reasons": [
+            f"no rung cleared the bar {cfg.bar:.2f} on validation {m}; the best was {best['name']} "
+            f"({best['validation'][m]:.3f}). Consider more data, a stronger rung, or a lower bar."]}
+    best = max(done, key=lambda r: r["validation"][m])
+    lo = best["validation"][m + "_ci"][0]
+    for r in sorted(done, key=lambda r: (r["cost_rank"], r.get("cost_per_1k_usd") or 0)):
+        if r["validation"][m] >= lo or r is best:
+            why = [f"{best['name']} has the best validation {m} ({best['validation'][m]:.3f})."]
+            if r is not best:
+                why.append(f"{r['name']} is cheaper and its validation {m} ({r['validation'][m]:.3f}) lies within "
+                           f"the best rung's 95% CI (from {lo:.3f}), so it is recommended.")
+            return {"rung": r["name"], "reasons": why}
+    return {"rung": best["name"], "reasons": [f"{best['name']} has the best validation {m}."]}
+
+
+def default_run_dir(cfg: RunConfig, task: Task) -> Path:
+    if cfg.out:
+        return Path(cfg.out)
+    name = cfg.name or task.name
+    return Path("runs") / name
+
+
+def prepare_task(cfg: RunConfig) -> Task:
+    task = load_task(cfg.data, text_col=cfg.text_col, label_col=cfg.label_col, split_col=cfg.split_col,
+                     train=cfg.train, validation=cfg.validation, test=cfg.test, seed=cfg.seed)
+    if cfg.sample:
+        task = task.sample(cfg.sample, seed=cfg.seed)
+    return task
+
+
+def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = None,
+        on_rung: Callable[[dict[str, Any]], None] | None = None, **kwargs: Any) -> RunResult:
+    """Run the ladder. ``adaptladder.run(data="sms-spam", rungs=["tfidf", "features"])`` works too."""
+    cfg = cfg or RunConfig(**kwargs)
+    cfg.validate()
+    log = log or (lambda s: None)
+    task = prepare_task(cfg)
+    order = climbing_order(cfg)
+    run_dir = default_run_dir(cfg, task)
+    store = RunStore(run_dir)
+    identity = {"task": task.fingerprint(), "seed": cfg.seed, "sample": cfg.sample}
+    chash = config_hash(identity)
+    store.open(_config_record(cfg, order), chash, fresh=cfg.fresh)
+    atomic_write_json(run_dir / "task.json", task.summary())
+    if not (run_dir / "split.csv").exists():
+        tmp = run_dir / ".split.csv.tmp"
+        task.split_frame().to_csv(tmp, index=False)
+        tmp.replace(run_dir / "split.csv")
+
+    audit = run_audit_step(task, cfg, run_dir, log)
+
+    results: list[dict[str, Any]] = []
+    stopped_at = None
+    for name in order:
+        params = rung_params_for(name, cfg)
+        prev = store.load_result(name)
+        if prev and prev.get("params_hash") == config_hash(params) and prev.get("status") in ("done", "skipped"):
+            log(f"{name}: finished earlier, reusing its result")
+            res = prev
+            res["resumed"] = True
+        else:
+            log(f"{name}: running")
+            res = run_rung(name, task, cfg, store, log=log)
+        res["meets_bar"] = meets_bar(res, cfg)
+        store.save_result(name, res)
+        results.append(res)
+        if on_rung:
+            on_rung(res)
+        if res["meets_bar"] and not cfg.run_all:
+            stopped_at = name
+            log(f"{name} clears the bar {cfg.bar} on validation {cfg.metric}: stopping here")
+            break
+    rec = recommend(results, cfg)
+    rec["stopped_at"] = stopped_at
+    write_results(run_dir, task, cfg, results, rec, audit)
+    return RunResult(run_dir, task, results, rec, stopped_at)
+
+
+def run_audit_step(task: Task, cfg: RunConfig, run_dir: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """Hook for the data audit (runs before any rung, unless ``no_audit``)."""
+    return None
+
+
+def _config_record(cfg: RunConfig, order: list[str]) -> dict[str, Any]:
+    rec = asdict(cfg)
+    rec["climbing_order"] = order
+    rec["rung_params_resolved"] = {n: rung_params_for(n, cfg) for n in order}
+    return rec
+
+
+def write_results(run_dir: Path, task: Task, cfg: RunConfig, results: list[dict[str, Any]],
+                  rec: dict[str, Any], audit: dict[str, Any] | None) -> None:
+    doc = {"schema_version": SCHEMA_VERSION, "task": task.summary(), "config": asdict(cfg), "bar": cfg.bar,
+           "metric": cfg.metric, "rungs": results, "recommendation": rec, "audit": audit}
+    atomic_write_json(run_dir / "results.json", doc)
+    atomic_write_text(run_dir / "summary.md", summary_markdown(doc))
+
+
+def _fmt_ci(part: dict[str, Any], m: str) -> str:
+    lo, hi = part[m + "_ci"]
+    return f"{part[m]:.3f} [{lo:.3f}, {hi:.3f}]"
+
+
+def summary_markdown(doc: dict[str, Any]) -> str:
+    m = doc["metric"]
+    task = doc["task"]
+    lines = [f"# adaptladder run: {task['name']}", "",
+             f"{task['n']:,} examples, {task['n_classes']} classes; split {task['split_sizes']}; "
+             f"metric {m}" + (f", bar {doc['bar']:.2f} on validation" if doc["bar"] is not None else ", no bar"),
+             "", "| rung | status | val " + m + " [95% CI] | test " + m + " [95% CI] | test acc | fit s | "
+             "latency p50 ms | throughput/s | cost $/1k | bar |", "|---|---|---|---|---|---|---|---|---|---|"]
+    for r in doc["rungs"]:
+        if r.get("status") != "done":
+            lines.append(f"| {r['name']} | {r.get('status')}: {r.get('reason')} | | | | | | | | |")
+            continue
+        v, t, p = r["validation"], r["test"], r["predict"]
+        note = " (sample)" if t.get("sampled") else ""
+        bar = {True: "yes", False: "no", None: "-"}[r.get("meets_bar")]
+        lines.append(
+            f"| {r['name']} | done | {_fmt_ci(v, m)} | {_fmt_ci(t, m)}{note} | {t['accuracy']:.3f} | "
+            f"{r['fit_seconds']:.1f} | {p.get('latency_ms_p50', float('nan')):.1f} | {p['throughput_per_s']:.0f} | "
+            f"{r['cost_per_1k_usd']:.6f} | {bar} |")
+    rec = doc["recommendation"]
+    lines += ["", f"**Recommendation: {rec.get('rung')}**", ""] + [f"- {s}" for s in rec.get("reasons", [])]
+    return "\n".join(lines) + "\n"
+
+
+def load_results(run_dir: str | Path) -> dict[str, Any]:
+    from adaptladder.store import read_json
+
+    doc = read_json(Path(run_dir) / "results.json")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise AdaptError(f"{run_dir} was written by another adaptladder version (schema "
+                         f"{doc.get('schema_version')}); re-run it.")
+    return doc
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(obj, indent=2)

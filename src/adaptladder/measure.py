@@ -1,0 +1,141 @@
+"""Measuring every rung the same way: scores with bootstrap CIs, latency, throughput, memory.
+
+Scores are computed from class probabilities so all rungs are comparable; confidence
+intervals are percentile bootstraps over examples (seeded, so reports are reproducible).
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import threading
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
+
+N_BOOT = 1000
+
+
+def _macro_f1(y: np.ndarray, p: np.ndarray, k: int) -> float:
+    return float(f1_score(y, p, average="macro", labels=np.arange(k), zero_division=0))
+
+
+def fast_macro_f1(y: np.ndarray, p: np.ndarray, k: int) -> float:
+    """Macro-F1 over all ``k`` labels from a confusion count (vectorised; used in the bootstrap)."""
+    cm = np.bincount(y * k + p, minlength=k * k).reshape(k, k)
+    tp = np.diag(cm).astype(float)
+    denom = cm.sum(0) + cm.sum(1)
+    f1 = np.divide(2 * tp, denom, out=np.zeros(k), where=denom > 0)
+    return float(f1.mean())
+
+
+def bootstrap_ci(
+    y_true: np.ndarray, y_pred: np.ndarray, k: int, n_boot: int = N_BOOT, seed: int = 0, alpha: float = 0.05
+) -> dict[str, list[float]]:
+    """95% percentile-bootstrap intervals of accuracy and macro-F1."""
+    rng = np.random.default_rng(seed)
+    n = len(y_true)
+    acc = np.empty(n_boot)
+    mf1 = np.empty(n_boot)
+    correct = (y_true == y_pred).astype(float)
+    for b in range(n_boot):
+        idx = rng.integers(0, n, n)
+        acc[b] = correct[idx].mean()
+        mf1[b] = fast_macro_f1(y_true[idx], y_pred[idx], k)
+    lo, hi = 100 * alpha / 2, 100 * (1 - alpha / 2)
+    return {
+        "accuracy_ci": [float(np.percentile(acc, lo)), float(np.percentile(acc, hi))],
+        "macro_f1_ci": [float(np.percentile(mf1, lo)), float(np.percentile(mf1, hi))],
+    }
+
+
+def score(y_true: np.ndarray, proba: np.ndarray, label_names: Sequence[str], *, seed: int = 0,
+          sampled: bool = False) -> dict[str, Any]:
+    """Accuracy and macro-F1 with CIs, per-class precision/recall/F1 and the confusion matrix."""
+    y_true = np.asarray(y_true)
+    proba = np.asarray(proba)
+    k = len(label_names)
+    y_pred = proba.argmax(axis=1)
+    prec, rec, f1, sup = precision_recall_fscore_support(y_true, y_pred, labels=np.arange(k), zero_division=0)
+    out: dict[str, Any] = {
+        "n": len(y_true),
+        "sampled": sampled,
+        "accuracy": float(accuracy_score(y_true, y_pred)),
+        "macro_f1": _macro_f1(y_true, y_pred, k),
+    }
+    out.update(bootstrap_ci(y_true, y_pred, k, seed=seed))
+    out["per_class"] = {
+        label_names[i]: {"precision": float(prec[i]), "recall": float(rec[i]), "f1": float(f1[i]),
+                         "support": int(sup[i])}
+        for i in range(k)
+    }
+    out["confusion"] = confusion_matrix(y_true, y_pred, labels=np.arange(k)).tolist()
+    out["label_names"] = list(label_names)
+    return out
+
+
+# ------------------------------------------------------------------ memory
+def rss_mb() -> float:
+    import psutil
+
+    return psutil.Process(os.getpid()).memory_info().rss / 2**20
+
+
+class PeakMemory:
+    """Peak resident memory (MB) of this process while the block runs, sampled every 20 ms.
+
+    ``peak_mb`` is the absolute peak RSS; ``delta_mb`` the peak above the RSS at entry,
+    i.e. what the block itself needed on top of what was already loaded.
+    """
+
+    def __init__(self, interval: float = 0.02) -> None:
+        self.interval = interval
+        self.start_mb = 0.0
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak_mb = max(self.peak_mb, rss_mb())
+            self._stop.wait(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        gc.collect()
+        self.start_mb = self.peak_mb = rss_mb()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+        self.peak_mb = max(self.peak_mb, rss_mb())
+
+    @property
+    def delta_mb(self) -> float:
+        return max(0.0, self.peak_mb - self.start_mb)
+
+
+# ------------------------------------------------------------------ speed
+def time_predictions(predict: Callable[[list[str]], Any], texts: Sequence[str], *, n_single: int = 30,
+                     seed: int = 0) -> dict[str, float]:
+    """Single-example latency (p50/p95 over ``n_single`` calls) of a fitted rung's predict."""
+    texts = list(texts)
+    if not texts:
+        return {}
+    rng = np.random.default_rng(seed)
+    picks = rng.choice(len(texts), size=min(n_single, len(texts)), replace=False)
+    predict([texts[int(picks[0])]])  # warm-up
+    lat = []
+    for i in picks:
+        t0 = time.perf_counter()
+        predict([texts[int(i)]])
+        lat.append(time.perf_counter() - t0)
+    lat_ms = np.array(lat) * 1000
+    return {"latency_ms_p50": float(np.percentile(lat_ms, 50)), "latency_ms_p95": float(np.percentile(lat_ms, 95)),
+            "n_latency": len(lat)}

@@ -1,0 +1,132 @@
+"""The floors: the majority class (chance) and TF-IDF + logistic regression (classical).
+
+Every other rung is judged against these; if a language model cannot beat TF-IDF, the
+report says so.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+from adaptladder.measure import fast_macro_f1
+from adaptladder.rungs.base import Rung, check_inputs
+
+
+class MajorityRung(Rung):
+    """Always predicts the most frequent training class: the chance floor."""
+
+    name = "majority"
+    family = "floor"
+    cost_rank = 0
+    description = "most frequent class (chance floor)"
+
+    def fit(self, texts: Sequence[str], y: np.ndarray, *, label_names: Sequence[str],
+            val_texts: Sequence[str] | None = None, val_y: np.ndarray | None = None) -> MajorityRung:
+        texts, y = check_inputs(texts, y)
+        self.label_names_ = list(label_names)
+        counts = np.bincount(y, minlength=len(label_names))
+        self.prior_ = counts / counts.sum()
+        self.majority_ = int(counts.argmax())
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        self._check_fitted()
+        texts, _ = check_inputs(texts)
+        out = np.zeros((len(texts), len(self.label_names_)))
+        out[:, self.majority_] = 1.0
+        return out
+
+    def _save(self, path: Path) -> None:
+        np.save(path / "prior.npy", self.prior_)
+
+    @classmethod
+    def _load(cls, path: Path, meta: dict[str, Any]) -> MajorityRung:
+        rung = cls(**meta["params"])
+        rung.label_names_ = meta["label_names"]
+        rung.prior_ = np.load(path / "prior.npy")
+        rung.majority_ = int(rung.prior_.argmax())
+        return rung
+
+    def extra_info(self) -> dict[str, Any]:
+        return {"majority_label": self.label_names_[self.majority_], "majority_share": float(self.prior_.max())}
+
+
+class TfidfRung(Rung):
+    """TF-IDF word 1-2-grams + logistic regression; C chosen on validation macro-F1."""
+
+    name = "tfidf"
+    family = "floor"
+    cost_rank = 10
+    description = "TF-IDF word n-grams + logistic regression (classical floor)"
+
+    def __init__(self, ngram_max: int = 2, C: float | None = None, class_weight: str | None = "balanced",
+                 max_features: int | None = 200_000, seed: int = 0) -> None:
+        super().__init__(ngram_max=ngram_max, C=C, class_weight=class_weight, max_features=max_features, seed=seed)
+
+    def _pipeline(self, C: float) -> Any:
+        from sklearn.feature_extraction.text import TfidfVectorizer
+        from sklearn.linear_model import LogisticRegression
+        from sklearn.pipeline import make_pipeline
+
+        p = self.params
+        return make_pipeline(
+            TfidfVectorizer(ngram_range=(1, p["ngram_max"]), sublinear_tf=True, min_df=1,
+                            max_features=p["max_features"], strip_accents="unicode"),
+            LogisticRegression(C=C, max_iter=2000, class_weight=p["class_weight"], random_state=p["seed"]),
+        )
+
+    def fit(self, texts: Sequence[str], y: np.ndarray, *, label_names: Sequence[str],
+            val_texts: Sequence[str] | None = None, val_y: np.ndarray | None = None) -> TfidfRung:
+        texts, y = check_inputs(texts, y)
+        self.label_names_ = list(label_names)
+        k = len(label_names)
+        grid = [self.params["C"]] if self.params["C"] is not None else [1.0, 4.0, 16.0]
+        self.selection_: dict[str, float] = {}
+        best = None
+        for C in grid:
+            pipe = self._pipeline(C).fit(texts, y)
+            if len(grid) == 1 or val_texts is None or val_y is None:
+                best = (0.0, C, pipe)
+                break
+            f1 = fast_macro_f1(np.asarray(val_y), pipe.predict(list(val_texts)), k)
+            self.selection_[f"C={C:g}"] = f1
+            if best is None or f1 > best[0]:
+                best = (f1, C, pipe)
+        assert best is not None
+        _, self.C_, self.pipeline_ = best
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        self._check_fitted()
+        texts, _ = check_inputs(texts)
+        proba = self.pipeline_.predict_proba(texts)
+        return _full_proba(proba, self.pipeline_.classes_, len(self.label_names_))
+
+    def _save(self, path: Path) -> None:
+        joblib.dump({"pipeline": self.pipeline_, "C": self.C_, "selection": self.selection_}, path / "model.joblib")
+
+    @classmethod
+    def _load(cls, path: Path, meta: dict[str, Any]) -> TfidfRung:
+        rung = cls(**meta["params"])
+        state = joblib.load(path / "model.joblib")
+        rung.pipeline_, rung.C_, rung.selection_ = state["pipeline"], state["C"], state["selection"]
+        rung.label_names_ = meta["label_names"]
+        return rung
+
+    def extra_info(self) -> dict[str, Any]:
+        vocab = len(self.pipeline_.steps[0][1].vocabulary_)
+        return {"C": self.C_, "validation_macro_f1_by_C": self.selection_, "vocabulary_size": vocab}
+
+
+def _full_proba(proba: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
+    """Expand a classifier's columns to all ``k`` label codes (a class absent from train gets 0)."""
+    if proba.shape[1] == k and np.array_equal(classes, np.arange(k)):
+        return proba
+    out = np.zeros((proba.shape[0], k))
+    out[:, np.asarray(classes, dtype=int)] = proba
+    return out

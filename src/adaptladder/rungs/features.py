@@ -1,0 +1,126 @@
+"""Feature extraction: a frozen sentence encoder + a small classical head chosen on validation.
+
+No backbone training: the encoder embeds every text once (cached on disk), and the head
+(logistic regression, an MLP or gradient boosting) is picked by validation macro-F1. This is
+the recipe that often beats hopeful fine-tuning on small data sets, at CPU cost.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import joblib
+import numpy as np
+
+from adaptladder.encode import get_encoder
+from adaptladder.errors import AdaptError
+from adaptladder.measure import fast_macro_f1
+from adaptladder.models import DEFAULT_ENCODER
+from adaptladder.rungs.base import Rung, check_inputs
+from adaptladder.rungs.classical import _full_proba
+
+HEADS = ("logreg", "mlp", "gbdt")
+
+
+def make_head(kind: str, seed: int, n_classes: int) -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neural_network import MLPClassifier
+
+    if kind == "logreg":
+        return LogisticRegression(C=4.0, max_iter=3000, class_weight="balanced", random_state=seed)
+    if kind == "mlp":
+        return MLPClassifier(hidden_layer_sizes=(256,), alpha=1e-3, early_stopping=True, validation_fraction=0.1,
+                             max_iter=200, n_iter_no_change=8, random_state=seed)
+    if kind == "gbdt":
+        return HistGradientBoostingClassifier(max_iter=150 if n_classes <= 6 else 60, learning_rate=0.1,
+                                              early_stopping=True, validation_fraction=0.1, n_iter_no_change=8,
+                                              class_weight="balanced", random_state=seed)
+    raise AdaptError(f"unknown head {kind!r} for the features rung: choose from {', '.join(HEADS)}.")
+
+
+class FeaturesRung(Rung):
+    """Frozen encoder (default: the packaged all-MiniLM-L6-v2) + head chosen on validation."""
+
+    name = "features"
+    family = "features"
+    cost_rank = 50
+    description = "frozen sentence encoder + classical head (feature extraction)"
+
+    def __init__(self, encoder: str = DEFAULT_ENCODER, precision: str = "auto",
+                 heads: Sequence[str] = HEADS, max_length: int = 256, seed: int = 0) -> None:
+        super().__init__(encoder=encoder, precision=precision, heads=list(heads), max_length=max_length, seed=seed)
+        for h in heads:
+            if h not in HEADS:
+                raise AdaptError(f"unknown head {h!r} for the features rung: choose from {', '.join(HEADS)}.")
+
+    def _encoder(self) -> Any:
+        if getattr(self, "_enc", None) is None:
+            p = self.params
+            # a loaded rung pins the precision it was fitted with, so predictions are identical
+            precision = getattr(self, "precision_used_", None) or p["precision"]
+            self._enc = get_encoder(p["encoder"], precision=precision, max_length=p["max_length"])
+        return self._enc
+
+    def fit(self, texts: Sequence[str], y: np.ndarray, *, label_names: Sequence[str],
+            val_texts: Sequence[str] | None = None, val_y: np.ndarray | None = None) -> FeaturesRung:
+        texts, y = check_inputs(texts, y)
+        self.label_names_ = list(label_names)
+        k = len(label_names)
+        enc = self._encoder()
+        t0 = time.perf_counter()
+        X = enc.encode(texts, progress=True, desc="encoding train")
+        Xv = enc.encode(list(val_texts), progress=True, desc="encoding validation") if val_texts is not None else None
+        self.encode_seconds_ = time.perf_counter() - t0
+        self.precision_used_ = enc.precision_used_
+        self.encoder_info_ = enc.info()
+        heads = self.params["heads"] if (Xv is not None and val_y is not None) else self.params["heads"][:1]
+        self.head_scores_: dict[str, float] = {}
+        self.head_fit_seconds_: dict[str, float] = {}
+        best = None
+        for kind in heads:
+            t1 = time.perf_counter()
+            head = make_head(kind, self.params["seed"], k).fit(X, y)
+            self.head_fit_seconds_[kind] = time.perf_counter() - t1
+            if Xv is None or val_y is None:
+                best = (0.0, kind, head)
+                break
+            f1 = fast_macro_f1(np.asarray(val_y), head.predict(Xv), k)
+            self.head_scores_[kind] = f1
+            if best is None or f1 > best[0]:
+                best = (f1, kind, head)
+        assert best is not None
+        _, self.head_kind_, self.head_ = best
+        return self
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
+        self._check_fitted()
+        texts, _ = check_inputs(texts)
+        X = self._encoder().encode(texts)
+        return _full_proba(self.head_.predict_proba(X), self.head_.classes_, len(self.label_names_))
+
+    def _save(self, path: Path) -> None:
+        joblib.dump({"head": self.head_, "head_kind": self.head_kind_, "head_scores": self.head_scores_,
+                     "precision_used": self.precision_used_, "encoder_info": self.encoder_info_},
+                    path / "head.joblib")
+
+    @classmethod
+    def _load(cls, path: Path, meta: dict[str, Any]) -> FeaturesRung:
+        rung = cls(**meta["params"])
+        state = joblib.load(path / "head.joblib")
+        rung.head_, rung.head_kind_, rung.head_scores_ = state["head"], state["head_kind"], state["head_scores"]
+        rung.precision_used_, rung.encoder_info_ = state["precision_used"], state["encoder_info"]
+        rung.label_names_ = meta["label_names"]
+        return rung
+
+    def extra_info(self) -> dict[str, Any]:
+        return {
+            "head": self.head_kind_,
+            "validation_macro_f1_by_head": self.head_scores_,
+            "head_fit_seconds": getattr(self, "head_fit_seconds_", {}),
+            "encode_seconds": getattr(self, "encode_seconds_", None),
+            "encoder": self.encoder_info_,
+        }

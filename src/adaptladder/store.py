@@ -1,0 +1,124 @@
+"""The run directory: atomic writes, one result file per rung, and the config hash.
+
+Every file is written to a temporary name and renamed into place, so a run killed at any
+moment leaves either the old file or the new one, never half of one. A run directory belongs
+to one configuration (its hash); results from another configuration are never mixed in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from adaptladder.errors import AdaptError
+
+SCHEMA_VERSION = 1
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, default=_default) + "\n")
+
+
+def _default(o: Any) -> Any:
+    import numpy as np
+
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def config_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_default).encode()).hexdigest()[:16]
+
+
+def read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError as e:
+        raise AdaptError(f"{path} not found; is this a run directory written by `adaptladder run`?") from e
+    except json.JSONDecodeError as e:
+        raise AdaptError(f"{path} is not valid JSON (line {e.lineno}); the run directory is damaged.") from e
+
+
+class RunStore:
+    """Files of one run: ``config.json``, ``task.json``, ``split.csv``, ``rungs/<name>/...``."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+
+    # ------------------------------------------------------------ paths
+    def rung_dir(self, name: str) -> Path:
+        return self.root / "rungs" / name
+
+    def result_path(self, name: str) -> Path:
+        return self.rung_dir(name) / "result.json"
+
+    def model_dir(self, name: str) -> Path:
+        return self.rung_dir(name) / "model"
+
+    # ------------------------------------------------------------ lifecycle
+    def open(self, config: dict[str, Any], chash: str, *, fresh: bool = False) -> bool:
+        """Claim the directory for ``chash``; True when earlier results of the same config exist.
+
+        A directory holding another configuration's results is refused (one line saying
+        how to proceed) unless ``fresh``, which moves the old results aside, never deletes them.
+        """
+        cfg_path = self.root / "config.json"
+        if cfg_path.exists():
+            old = read_json(cfg_path)
+            if old.get("config_hash") != chash:
+                if not fresh:
+                    raise AdaptError(
+                        f"{self.root} holds a run with a different configuration (data, seed or rung settings "
+                        "changed); pass another --out, or --fresh to move the old run aside."
+                    )
+                self._move_aside()
+            elif fresh:
+                self._move_aside()
+        resumed = (self.root / "rungs").exists() and any((self.root / "rungs").glob("*/result.json"))
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(cfg_path, dict(config, config_hash=chash, schema_version=SCHEMA_VERSION))
+        return resumed
+
+    def _move_aside(self) -> None:
+        n = 1
+        while (aside := self.root.with_name(f"{self.root.name}.old{n}")).exists():
+            n += 1
+        shutil.move(str(self.root), str(aside))
+
+    def load_result(self, name: str) -> dict[str, Any] | None:
+        path = self.result_path(name)
+        if not path.exists():
+            return None
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except json.JSONDecodeError:
+            return None  # cannot happen with atomic writes, but never trust a damaged file
+
+    def save_result(self, name: str, result: dict[str, Any]) -> None:
+        atomic_write_json(self.result_path(name), result)
