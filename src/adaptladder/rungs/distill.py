@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from adaptladder.encode import cache_disabled
 from adaptladder.errors import AdaptError
 from adaptladder.rungs.base import Rung, check_inputs, load_rung
 
@@ -50,9 +51,10 @@ DEFAULTS: dict[str, Any] = {
     "max_unlabelled": 1000,     # cap on texts the teacher labels (a slow teacher on a CPU)
     "batch_size": 32,
     "val_max": 300,             # validation examples both are scored on (stratified sample)
-    "latency_probe": 64,        # texts timed for the teacher-vs-student latency comparison
+    "latency_probe": 64,        # validation texts both are timed on, batched, with caches off
     "baseline": True,           # also train the student on gold labels only, when teacher labels are used
-    "seed": 13,
+    "encoder": None,            # passed on to a teacher / student that takes an encoder and was given none
+    "seed": 13,                 # passed on likewise
     "progress": True,
 }
 
@@ -63,11 +65,37 @@ class DistillRung(Rung):
     cost_rank: ClassVar[int] = 90
     description: ClassVar[str] = "a teacher rung labels texts; a small fast student rung learns from gold + its labels"
 
-    def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(DEFAULTS))
+    def __init__(
+        self,
+        *,
+        teacher: str = DEFAULTS["teacher"],
+        teacher_params: dict[str, Any] | str | None = None,
+        teacher_path: str | None = None,
+        student: str = DEFAULTS["student"],
+        student_params: dict[str, Any] | str | None = None,
+        unlabelled: str | None = None,
+        unlabelled_col: str | None = None,
+        gold_labels: int | float | str | None = None,
+        min_confidence: float = DEFAULTS["min_confidence"],
+        max_unlabelled: int | None = DEFAULTS["max_unlabelled"],
+        batch_size: int = DEFAULTS["batch_size"],
+        val_max: int = DEFAULTS["val_max"],
+        latency_probe: int = DEFAULTS["latency_probe"],
+        baseline: bool = DEFAULTS["baseline"],
+        encoder: str | None = None,
+        seed: int = DEFAULTS["seed"],
+        progress: bool = DEFAULTS["progress"],
+        **unknown: Any,
+    ) -> None:
         if unknown:
-            raise AdaptError(f"unknown distill parameter(s) {', '.join(unknown)}; choose from {', '.join(DEFAULTS)}.")
-        super().__init__(**params)
+            raise AdaptError(f"unknown distill parameter(s) {', '.join(sorted(unknown))}; "
+                             f"choose from {', '.join(DEFAULTS)}.")
+        super().__init__(
+            teacher=teacher, teacher_params=_as_dict(teacher_params, "teacher_params"), teacher_path=teacher_path,
+            student=student, student_params=_as_dict(student_params, "student_params"), unlabelled=unlabelled,
+            unlabelled_col=unlabelled_col, gold_labels=gold_labels, min_confidence=min_confidence,
+            max_unlabelled=max_unlabelled, batch_size=batch_size, val_max=val_max, latency_probe=latency_probe,
+            baseline=baseline, encoder=encoder, seed=seed, progress=progress)
 
     def _p(self, key: str) -> Any:
         return self.params.get(key, DEFAULTS[key])
@@ -132,8 +160,9 @@ class DistillRung(Rung):
 
         # 3. the pool the teacher labels
         pool, pool_source = self._pool(texts, gold_of)
-        probs, label_seconds = _predict_batched(teacher, pool, int(self._p("batch_size")),
-                                                bool(self._p("progress")), f"teacher {teacher.name} labelling")
+        with cache_disabled():  # time the teacher as it would run on new texts
+            probs, label_seconds = _predict_batched(teacher, pool, int(self._p("batch_size")),
+                                                    bool(self._p("progress")), f"teacher {teacher.name} labelling")
         conf = probs.max(axis=1) if len(pool) else np.zeros(0)
         pred = probs.argmax(axis=1) if len(pool) else np.zeros(0, dtype=np.int64)
         min_conf = float(self._p("min_confidence"))
@@ -177,7 +206,7 @@ class DistillRung(Rung):
 
         # 4. the student, on gold + teacher labels
         student_name = self._p("student")
-        student_params = _as_dict(self._p("student_params"), "student_params")
+        student_params = self._inherit(student_name, _as_dict(self._p("student_params"), "student_params"))
         train_texts = gold_texts + extra_texts
         train_y = np.concatenate([gold_y, np.asarray(extra_y, dtype=np.int64)])
         t0 = time.perf_counter()
@@ -212,19 +241,20 @@ class DistillRung(Rung):
             probe_src = pool or train_texts
         probe = _spread(probe_src, int(self._p("latency_probe")))
         batch = int(self._p("batch_size"))
-        teacher_info["latency_ms_per_example"] = _r(1000 * _time_per_example(teacher, probe, batch, repeats=1))
-        student_info["latency_ms_per_example"] = _r(1000 * _time_per_example(student, probe, batch, repeats=3))
+        slow = getattr(teacher, "eval_cap", None) is not None
+        teacher_info.update(_speed(teacher, probe, batch, repeats=1, n_single=5 if slow else 20, seed=seed))
+        student_info.update(_speed(student, probe, batch, repeats=3, n_single=20, seed=seed))
         for info, rung in ((teacher_info, teacher), (student_info, student)):
-            info["cost_per_1k_usd"], info["cost_basis"] = _cost_per_1k(rung, info["latency_ms_per_example"] / 1000)
+            info["cost_per_1k_usd"], info["cost_basis"] = _cost_per_1k(rung, info["batch_ms_per_example"] / 1000)
         if teacher_info["cost_per_1k_usd"] is not None:
             labelling["cost_usd"] = _r(teacher_info["cost_per_1k_usd"] * len(pool) / 1000)
 
         self.teacher_info_, self.student_info_, self.labelling_ = teacher_info, student_info, labelling
         self.baseline_info_, self.notes_ = baseline_info, notes
-        self.latency_probe_ = {"n": len(probe), "batch_size": batch,
-                               "note": "teacher and student timed on the same validation texts, each with trailing "
-                                       "whitespace added so no embedding/LM cache can answer them; student: median "
-                                       "of 3 passes, teacher: 1 pass"}
+        self.latency_probe_ = {
+            "n": len(probe), "batch_size": batch,
+            "note": "teacher and student timed on the same texts with the embedding cache off: batched time per "
+                    "example (student: median of 3 passes, teacher: 1) and single-example p50 latency"}
         self.student_ = student
         self.label_names_ = label_names
         self.extra_ = self._build_extra()
@@ -250,12 +280,25 @@ class DistillRung(Rung):
             return teacher, {"rung": teacher.name, "from": f"loaded from {path}", "params": teacher.get_params(),
                              "fit_seconds": 0.0}
         name = self._p("teacher")
-        tparams = _as_dict(self._p("teacher_params"), "teacher_params")
+        tparams = self._inherit(name, _as_dict(self._p("teacher_params"), "teacher_params"))
         t0 = time.perf_counter()
         teacher = make_rung(name, **tparams).fit(gold_texts, gold_y, label_names=label_names,
                                                  val_texts=val_texts, val_y=val_y)
         return teacher, {"rung": name, "from": f"fitted on {len(gold_texts)} gold labels", "params": tparams,
                          "fit_seconds": _r(time.perf_counter() - t0)}
+
+    def _inherit(self, rung: str, params: dict[str, Any]) -> dict[str, Any]:
+        """Run-wide settings the ladder gave distill (encoder, seed) reach the rungs that take them."""
+        import inspect
+
+        from adaptladder.rungs import get_rung_class
+
+        accepted = inspect.signature(get_rung_class(rung).__init__).parameters
+        out = dict(params)
+        for key in ("encoder", "seed"):
+            if self._p(key) is not None and key in accepted and key not in out:
+                out[key] = self._p(key)
+        return out
 
     def _pool(self, texts: list[str], gold_of: dict[str, int]) -> tuple[list[str], str]:
         """Texts for the teacher to label: the unlabelled file or the training texts, capped.
@@ -283,8 +326,9 @@ class DistillRung(Rung):
     def _build_extra(self) -> dict[str, Any]:
         t, s = self.teacher_info_, self.student_info_
         bought: dict[str, Any] = {}
-        if t.get("latency_ms_per_example") and s.get("latency_ms_per_example"):
-            bought["speedup"] = _r(t["latency_ms_per_example"] / s["latency_ms_per_example"])
+        for key, what in (("batch_ms_per_example", "speedup"), ("latency_ms_p50", "latency_speedup")):
+            if _pos(t.get(key)) and _pos(s.get(key)):
+                bought[what] = _r(t[key] / s[key])
         if t.get("cost_per_1k_usd") and s.get("cost_per_1k_usd"):
             bought["cost_ratio"] = _r(t["cost_per_1k_usd"] / s["cost_per_1k_usd"])
         if "validation" in t and "validation" in s:
@@ -293,10 +337,13 @@ class DistillRung(Rung):
         b = self.baseline_info_
         if b and "validation" in b and "validation" in s:
             bought["macro_f1_gain_from_teacher_labels"] = _r(s["validation"]["macro_f1"] - b["validation"]["macro_f1"])
-        summary = (f"student {s['rung']} vs teacher {t['rung']}: {s['latency_ms_per_example']:.3g} vs "
-                   f"{t['latency_ms_per_example']:.3g} ms per example")
+        summary = (f"student {s['rung']} vs teacher {t['rung']}: {s['latency_ms_p50']:.3g} vs "
+                   f"{t['latency_ms_p50']:.3g} ms single-example latency, {s['batch_ms_per_example']:.3g} vs "
+                   f"{t['batch_ms_per_example']:.3g} ms per example batched")
         if "speedup" in bought:
             summary += f" ({bought['speedup']:.3g}x faster)"
+        if _pos(t.get("cost_per_1k_usd")) and _pos(s.get("cost_per_1k_usd")):
+            summary += f"; ${s['cost_per_1k_usd']:.2g} vs ${t['cost_per_1k_usd']:.2g} per 1,000 predictions"
         if "validation" in t and "validation" in s:
             summary += (f"; macro-F1 {s['validation']['macro_f1']:.3f} vs {t['validation']['macro_f1']:.3f} on "
                         f"{s['validation']['n']} validation examples")
@@ -443,19 +490,23 @@ def _spread(texts: Sequence[str], n: int) -> list[str]:
     return [texts[i] for i in idx]
 
 
-def _time_per_example(rung: Rung, probe: list[str], batch: int, repeats: int) -> float:
-    """Seconds per example, batched; each pass adds different trailing whitespace (which tokenizers
-    strip) so caches keyed on the exact text cannot answer; the median pass counts."""
+def _speed(rung: Rung, probe: list[str], batch: int, repeats: int, n_single: int, seed: int) -> dict[str, Any]:
+    """Batched ms per example (median of ``repeats`` passes) and single-example p50 latency, cache off."""
+    from adaptladder.measure import time_predictions
+
     if not probe:
-        return float("nan")
+        return {"batch_ms_per_example": float("nan"), "latency_ms_p50": float("nan")}
     times = []
-    for r in range(repeats):
-        texts = [t + " " * (r + 1) for t in probe]
-        t0 = time.perf_counter()
-        for i in range(0, len(texts), batch):
-            rung.predict_proba(texts[i:i + batch])
-        times.append((time.perf_counter() - t0) / len(texts))
-    return statistics.median(times)
+    with cache_disabled():
+        rung.predict_proba(probe[:2])  # warm-up: lazy loads, thread pools
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            for i in range(0, len(probe), batch):
+                rung.predict_proba(probe[i:i + batch])
+            times.append((time.perf_counter() - t0) / len(probe))
+        single = time_predictions(rung.predict_proba, probe, n_single=n_single, seed=seed)
+    return {"batch_ms_per_example": _r(1000 * statistics.median(times)),
+            "latency_ms_p50": _r(single["latency_ms_p50"]), "n_latency": single["n_latency"]}
 
 
 def _cost_per_1k(rung: Rung, seconds_per_example: float) -> tuple[float | None, str]:
@@ -469,6 +520,10 @@ def _cost_per_1k(rung: Rung, seconds_per_example: float) -> tuple[float | None, 
         return None, "not measured"
     device = load_prices()["local_device"]
     return local_cost_per_1k(seconds_per_example), f"measured latency x ${compute_per_hour():g}/hour ({device})"
+
+
+def _pos(x: Any) -> bool:
+    return isinstance(x, (int, float)) and bool(np.isfinite(x)) and x > 0
 
 
 def _r(x: float) -> float:
