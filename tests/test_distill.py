@@ -216,3 +216,14 @@ def test_tfidf_teacher_features_student(trec: Any) -> None:
     assert info["student"]["trained_on"]["teacher"] > 250
     assert info["student"]["validation"]["macro_f1"] > 0.3
     assert info["labelling"]["accuracy_of_used_labels"]["accuracy"] > 0.3
+
+
+def test_params_from_run_reuses_a_finished_teacher(tmp_path: Path) -> None:
+    finished = {"few-shot": tmp_path / "rungs" / "few-shot" / "model"}
+    got = DistillRung.params_from_run({"teacher": "few-shot"}, finished)
+    assert got["teacher_path"] == str(finished["few-shot"])
+    # not when the teacher differs, has its own params, or may only see part of the gold labels
+    assert "teacher_path" not in DistillRung.params_from_run({"teacher": "tfidf"}, finished)
+    assert "teacher_path" not in DistillRung.params_from_run(
+        {"teacher": "few-shot", "teacher_params": {"k": 2}}, finished)
+    assert "teacher_path" not in DistillRung.params_from_run({"teacher": "few-shot", "gold_labels": 100}, finished)

@@ -123,6 +123,20 @@ class DistillRung(Rung):
                 return f"{role} {rung}: {reason}"
         return None
 
+    @classmethod
+    def params_from_run(cls, params: dict[str, Any], finished: dict[str, str | Path]) -> dict[str, Any]:
+        """Reuse a teacher the same run already fitted (``finished``: rung name -> saved model dir).
+
+        A ladder that ran ``few-shot`` before ``distill`` should not fit (or pay for) the same
+        teacher twice. Not when only part of the gold labels is kept: the saved teacher saw them all.
+        """
+        p = {**DEFAULTS, **params}
+        teacher = p["teacher"]
+        if (not p["teacher_path"] and not p["teacher_params"] and teacher in finished
+                and p["gold_labels"] in (None, "all")):
+            return {**params, "teacher_path": str(finished[teacher])}
+        return dict(params)
+
     # ------------------------------------------------------------------ fit
     def fit(
         self,
