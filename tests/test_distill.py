@@ -104,7 +104,7 @@ def test_teacher_labels_reach_the_student_and_are_reported(trec: Any, tiny: str)
         assert info[who]["latency_ms_p50"] > 0 and info[who]["batch_ms_per_example"] > 0
         assert info[who]["cost_per_1k_usd"] > 0 and "hour" in info[who]["cost_basis"]
     assert "speedup" in info["bought"] and "macro_f1_gain_from_teacher_labels" in info["bought"]
-    assert info["cost_per_1k_usd"] == info["student"]["cost_per_1k_usd"]
+    assert "cost_per_1k_usd" not in info  # a local student: the ladder prices it from its own timing
     assert sum(lab["teacher_label_counts"].values()) == lab["used_for_student"]
     # predictions are the student's
     tx, _ = trec.part("test")

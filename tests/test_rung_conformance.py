@@ -22,6 +22,9 @@ CASES: dict[str, Callable[[str], Rung]] = {
     "majority": lambda enc: make_rung("majority"),
     "tfidf": lambda enc: make_rung("tfidf", seed=0),
     "features": lambda enc: make_rung("features", encoder=enc, precision="fp32", heads=["logreg", "mlp"], seed=0),
+    "distill": lambda enc: make_rung("distill", teacher="features", student="tfidf", seed=0, progress=False,
+                                     teacher_params={"encoder": enc, "precision": "fp32", "heads": ["logreg"]},
+                                     gold_labels=10, latency_probe=8),
 }
 
 

@@ -361,14 +361,17 @@ class DistillRung(Rung):
         if "validation" in t and "validation" in s:
             summary += (f"; macro-F1 {s['validation']['macro_f1']:.3f} vs {t['validation']['macro_f1']:.3f} on "
                         f"{s['validation']['n']} validation examples")
-        return {
+        extra = {
             "summary": summary, "teacher": t, "student": s, "gold_only_student": b,
             "labelling": self.labelling_, "teacher_labels_kept": self.labelling_["kept"],
             "teacher_labelling_throughput_per_s": self.labelling_["throughput_per_s"],
             "bought": bought, "latency_probe": self.latency_probe_, "notes": self.notes_,
-            # the student is what predicts: price the rung by it
-            "cost_per_1k_usd": s.get("cost_per_1k_usd"),
         }
+        if "API" in s.get("cost_basis", ""):
+            # the student is what predicts: an API student's token price prices the rung; a local
+            # one is priced by the ladder from its own throughput measurement
+            extra["cost_per_1k_usd"] = s["cost_per_1k_usd"]
+        return extra
 
     # ------------------------------------------------------------------ predict / save
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
