@@ -217,3 +217,20 @@ def test_smollm2_token_counter() -> None:
     assert tok.name == "smollm2"
     n = tok.count("What is the capital of France? The quick brown fox jumps over the lazy dog.")
     assert 14 <= n <= 22  # OpenAI's cl100k gives 17
+
+
+def test_user_template_from_run(tmp_path: Path) -> None:
+    run = fake_run(tmp_path / "run", {"zero-shot": "You label questions."})
+    (run / "rungs" / "zero-shot" / "model" / "prompt_template.j2").write_text(
+        "{% for ex in shots %}Text: {{ ex.text }}\nLabel: {{ ex.label }}\n\n{% endfor %}Text: {{ text }}\nLabel:")
+    out = tmp_path / "train.jsonl"
+    assert run_cli(["export-jsonl", "trec6", "--from-run", str(run), "--template-from-run", "--out", str(out)]) == 0
+    user = json.loads(out.read_text().splitlines()[0])["messages"][1]["content"]
+    assert user.startswith("Text: ") and user.endswith("\nLabel:")
+    assert validate_jsonl(out, tokenizer="chars4", model=None).ok
+    bad = fake_run(tmp_path / "bad", {"zero-shot": "x"})
+    (bad / "rungs" / "zero-shot" / "model" / "prompt_template.j2").write_text("{{ undefined_thing }} {{ text }}")
+    assert run_cli(["export-jsonl", "trec6", "--from-run", str(bad), "--template-from-run",
+                    "--out", str(tmp_path / "b.jsonl")]) == 2
+    assert run_cli(["export-jsonl", "trec6", "--system", "x", "--template-from-run",
+                    "--out", str(tmp_path / "c.jsonl")]) == 2

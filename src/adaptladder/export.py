@@ -38,6 +38,7 @@ TOKENS_PER_MESSAGE = 3
 TOKENS_PER_EXAMPLE = 3
 TOKENIZERS = ("smollm2", "minilm", "chars4")
 SYSTEM_PROMPT_FILE = "system_prompt.txt"
+TEMPLATE_FILE = "prompt_template.j2"
 
 
 # ==================================================================== export
@@ -102,6 +103,27 @@ def system_prompt_from_run(run_dir: str | Path, rung: str | None = None) -> tupl
                      "choose one with --rung.")
 
 
+def user_template_from_run(run_dir: str | Path, rung: str) -> str:
+    """The user-message template (Jinja2) the run's prompting rung ``rung`` saved."""
+    path = Path(run_dir) / "rungs" / rung / "model" / TEMPLATE_FILE
+    if not path.is_file():
+        raise AdaptError(f"{path} not found: the {rung} rung of {run_dir} saved no user-message template.")
+    return path.read_text(encoding="utf-8")
+
+
+def render_user(template: str, text: str, label_names: Sequence[str]) -> str:
+    """One user message from a prompting rung's template, with no shots: a fine-tuned model needs none."""
+    import jinja2
+
+    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False)
+    labels = [{"name": n, "description": ""} for n in label_names]
+    try:
+        return env.from_string(template).render(text=text, shots=[], labels=labels)
+    except jinja2.TemplateError as e:
+        raise AdaptError(f"rendering the user-message template failed ({type(e).__name__}: {e}); it may use "
+                         "the variables text, shots and labels.") from e
+
+
 def _read_prompt(path: Path) -> str:
     # The file holds the prompt exactly as sent; a trailing newline added by an editor is not part of it.
     return path.read_text(encoding="utf-8").rstrip("\r\n")
@@ -126,13 +148,16 @@ def export_jsonl(
     overwrite: bool = False,
     seed: int = 13,
     system_source: str = "--system",
+    user_template: str | None = None,
 ) -> ExportResult:
     """Write the task's train (and optionally validation / test) split as chat fine-tuning JSONL.
 
     The test split is held out unless ``test_out`` is given: a model fine-tuned on it could not
-    be evaluated honestly afterwards. Within a file, exact duplicates (same text and label) are
-    written once, since services count them as extra epochs on those examples; lines are shuffled
-    with ``seed`` so that the file is not ordered by label.
+    be evaluated honestly afterwards. ``user_template`` (a prompting rung's Jinja2 template)
+    wraps each text the way production prompts do; by default the user message is the text.
+    Within a file, exact duplicates (same text and label) are written once, since services count
+    them as extra epochs on those examples; lines are shuffled with ``seed`` so that the file is
+    not ordered by label.
     """
     if fmt not in SUPPORTED_FORMATS:
         raise AdaptError(f"unknown export format {fmt!r}: choose from {', '.join(SUPPORTED_FORMATS)}.")
@@ -159,7 +184,8 @@ def export_jsonl(
             raise AdaptError(f"the {split} split of {task.name} is empty; nothing to write to {path}.")
         rows, dropped, conflicts = _dedupe([(t, task.label_names[k]) for t, k in zip(texts, y.tolist(), strict=True)])
         random.Random(seed).shuffle(rows)
-        _write_lines(path, (json.dumps(chat_example(system, t, lab), ensure_ascii=False) for t, lab in rows))
+        wrap = (lambda t: render_user(user_template, t, task.label_names)) if user_template else (lambda t: t)
+        _write_lines(path, (json.dumps(chat_example(system, wrap(t), lab), ensure_ascii=False) for t, lab in rows))
         files.append(ExportedFile(split, str(path), len(rows), dropped, conflicts,
                                   dict(sorted(Counter(lab for _, lab in rows).items()))))
     exported = {f.split for f in files}

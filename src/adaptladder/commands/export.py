@@ -30,6 +30,9 @@ def export_jsonl_cmd(
         "--from-run", help="Use the system prompt this run's prompting rung used (its system_prompt.txt).")] = None,
     rung: Annotated[str | None, typer.Option(
         "--rung", help="With --from-run: which prompting rung's prompt, when they differ.")] = None,
+    template_from_run: Annotated[bool, typer.Option(
+        "--template-from-run", help="With --from-run: wrap each text in the rung's user-message template too "
+        "(prompt_template.j2, rendered without shots).")] = False,
     fmt: Annotated[str, typer.Option("--format", help="Output format.")] = "openai-chat",
     val_out: Annotated[Path | None, typer.Option("--val-out", help="Also write the validation split here.")] = None,
     test_out: Annotated[Path | None, typer.Option(
@@ -43,21 +46,24 @@ def export_jsonl_cmd(
         "--seed", help="Seed of the train/validation/test split and the line order.")] = 13,
 ) -> None:
     """Write a task in chat fine-tuning format (one {"messages": [...]} per line); test is held out."""
-    from adaptladder.export import export_jsonl, system_prompt_from_run
+    from adaptladder.export import export_jsonl, system_prompt_from_run, user_template_from_run
     from adaptladder.task import load_task
 
     if (system is None) == (from_run is None):
         raise AdaptError("pass exactly one of --system \"...\" and --from-run RUN_DIR (--system \"\" for no system "
                          "message).")
-    if rung is not None and from_run is None:
-        raise AdaptError("--rung only applies with --from-run; pass the run directory too.")
+    if (rung is not None or template_from_run) and from_run is None:
+        raise AdaptError("--rung and --template-from-run only apply with --from-run; pass the run directory too.")
     source = "--system"
+    template = None
     if from_run is not None:
         system, used = system_prompt_from_run(from_run, rung)
         source = f"{from_run}/rungs/{used}/model/system_prompt.txt"
+        if template_from_run:
+            template = user_template_from_run(from_run, used)
     task = load_task(data, text_col=text_col, label_col=label_col, split_col=split_col, seed=seed)
     res = export_jsonl(task, system=system, out=out, val_out=val_out, test_out=test_out, fmt=fmt,
-                       overwrite=overwrite, seed=seed, system_source=source)
+                       overwrite=overwrite, seed=seed, system_source=source, user_template=template)
     table = Table(title=f"{task.name} -> {res.format} JSONL")
     for col in ("split", "file", "examples", "duplicates dropped", "labels"):
         table.add_column(col)
