@@ -25,6 +25,9 @@ CASES: dict[str, Callable[[str], Rung]] = {
     # fine-tuning rungs: a few steps on the tiny BERT (the backbone is the run's encoder)
     **{n: (lambda enc, n=n: make_rung(n, encoder=enc, seed=0, max_epochs=2, batch_size=8, eval_every=4, threads=1,
                                       progress=False)) for n in ("prompt-tuning", "lora", "full-ft")},
+    "distill": lambda enc: make_rung("distill", teacher="features", student="tfidf", seed=0, progress=False,
+                                     teacher_params={"encoder": enc, "precision": "fp32", "heads": ["logreg"]},
+                                     gold_labels=10, latency_probe=8),
 }
 
 

@@ -23,6 +23,7 @@ RUNGS: dict[str, str] = {
     "lora": "adaptladder.rungs.finetune:LoraRung",
     "qlora": "adaptladder.rungs.finetune:QloraRung",
     "full-ft": "adaptladder.rungs.finetune:FullFinetuneRung",
+    "distill": "adaptladder.rungs.distill:DistillRung",
 }
 
 __all__ = ["RUNGS", "Rung", "get_rung_class", "import_object", "load_rung", "make_rung", "rungs_in_cost_order"]

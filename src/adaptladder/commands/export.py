@@ -1,0 +1,147 @@
+"""`export-jsonl` and `validate-jsonl`: chat fine-tuning files for managed services."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from adaptladder.errors import AdaptError
+
+console = Console()
+MAX_PROBLEMS_SHOWN = 200
+
+
+def register(app: typer.Typer) -> None:
+    app.command("export-jsonl")(export_jsonl_cmd)
+    app.command("validate-jsonl")(validate_jsonl_cmd)
+
+
+def export_jsonl_cmd(
+    data: Annotated[str, typer.Argument(
+        help="A built-in data set name (trec6, sms-spam, ...) or a CSV/TSV/JSONL/Parquet file.")],
+    out: Annotated[Path, typer.Option("--out", help="Training file to write (JSONL).")],
+    system: Annotated[str | None, typer.Option("--system", help="System prompt on every line (\"\" for none).")] = None,
+    from_run: Annotated[Path | None, typer.Option(
+        "--from-run", help="Use the system prompt this run's prompting rung used (its system_prompt.txt).")] = None,
+    rung: Annotated[str | None, typer.Option(
+        "--rung", help="With --from-run: which prompting rung's prompt, when they differ.")] = None,
+    template_from_run: Annotated[bool, typer.Option(
+        "--template-from-run", help="With --from-run: wrap each text in the rung's user-message template too "
+        "(prompt_template.j2, rendered without shots).")] = False,
+    fmt: Annotated[str, typer.Option("--format", help="Output format.")] = "openai-chat",
+    val_out: Annotated[Path | None, typer.Option("--val-out", help="Also write the validation split here.")] = None,
+    test_out: Annotated[Path | None, typer.Option(
+        "--test-out", help="Also write the test split (held out by default: export it only to evaluate).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
+    text_col: Annotated[str | None, typer.Option("--text-col", help="Text column of DATA.")] = None,
+    label_col: Annotated[str | None, typer.Option("--label-col", help="Label column of DATA.")] = None,
+    split_col: Annotated[str | None, typer.Option(
+        "--split-col", help="Split column of DATA (train/validation/test).")] = None,
+    seed: Annotated[int, typer.Option(
+        "--seed", help="Seed of the train/validation/test split and the line order.")] = 13,
+) -> None:
+    """Write a task in chat fine-tuning format (one {"messages": [...]} per line); test is held out."""
+    from adaptladder.export import export_jsonl, system_prompt_from_run, user_template_from_run
+    from adaptladder.task import load_task
+
+    if (system is None) == (from_run is None):
+        raise AdaptError("pass exactly one of --system \"...\" and --from-run RUN_DIR (--system \"\" for no system "
+                         "message).")
+    if (rung is not None or template_from_run) and from_run is None:
+        raise AdaptError("--rung and --template-from-run only apply with --from-run; pass the run directory too.")
+    source = "--system"
+    template = None
+    if from_run is not None:
+        system, used = system_prompt_from_run(from_run, rung)
+        source = f"{from_run}/rungs/{used}/model/system_prompt.txt"
+        if template_from_run:
+            template = user_template_from_run(from_run, used)
+    task = load_task(data, text_col=text_col, label_col=label_col, split_col=split_col, seed=seed)
+    res = export_jsonl(task, system=system, out=out, val_out=val_out, test_out=test_out, fmt=fmt,
+                       overwrite=overwrite, seed=seed, system_source=source, user_template=template)
+    table = Table(title=f"{task.name} -> {res.format} JSONL")
+    for col in ("split", "file", "examples", "duplicates dropped", "labels"):
+        table.add_column(col)
+    for f in res.files:
+        labels = ", ".join(f"{k} {v:,}" for k, v in list(f.labels.items())[:8])
+        if len(f.labels) > 8:
+            labels += f", ... ({len(f.labels)} labels)"
+        table.add_row(f.split, f.path, f"{f.examples:,}", str(f.dropped_duplicates), labels)
+    console.print(table)
+    shown = (res.system_prompt or "")[:200] + ("…" if res.system_prompt and len(res.system_prompt) > 200 else "")
+    console.print(f"system prompt (from {res.system_source}): {shown!r}", highlight=False)
+    for note in res.notes:
+        console.print(f"note: {note}", highlight=False)
+    console.print(f"check it with: adaptladder validate-jsonl {res.files[0].path}", highlight=False)
+
+
+def validate_jsonl_cmd(
+    file: Annotated[Path, typer.Argument(help="The chat JSONL file to check.")],
+    system_from: Annotated[Path | None, typer.Option(
+        "--system-from", help="Run directory: every line's system prompt must equal its prompting rung's.")] = None,
+    rung: Annotated[str | None, typer.Option(
+        "--rung", help="With --system-from: which prompting rung's prompt, when they differ.")] = None,
+    model: Annotated[str, typer.Option(
+        "--model", help="Price-table model for the training-cost estimate.")] = "gpt-4o-mini",
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs for the cost estimate.")] = 3,
+    tokenizer: Annotated[str, typer.Option(
+        "--tokenizer", help="Token counter: smollm2 (BPE, default), minilm or chars4 (approximations).")] = "smollm2",
+    report: Annotated[Path | None, typer.Option("--report", help="Also write the report as JSON here.")] = None,
+) -> None:
+    """Check a chat fine-tuning JSONL file line by line and estimate its training cost; exit 2 on problems."""
+    from adaptladder.export import system_prompt_from_run, validate_jsonl
+
+    expected = expected_from = None
+    if system_from is not None:
+        expected, used = system_prompt_from_run(system_from, rung)
+        expected_from = f"the {used} rung's prompt in {system_from}"
+    elif rung is not None:
+        raise AdaptError("--rung only applies with --system-from; pass the run directory too.")
+    rep = validate_jsonl(file, expected_system=expected, expected_from=expected_from, model=model, epochs=epochs,
+                         tokenizer=tokenizer)
+    if report is not None:
+        report.write_text(json.dumps(rep.to_dict(), indent=2, ensure_ascii=False))
+
+    table = Table(title=f"{file}", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    table.add_row("lines / valid examples", f"{rep.lines:,} / {rep.examples:,}")
+    table.add_row("problems", f"[red]{len(rep.problems)}[/red]" if rep.problems else "[green]none[/green]")
+    sys_shown = "(none)" if rep.system_prompt is None else repr(rep.system_prompt[:120] + (
+        "…" if len(rep.system_prompt) > 120 else ""))
+    table.add_row("system prompt", sys_shown + (f" (checked against {rep.system_reference})"
+                                                if rep.system_reference else ""))
+    answers = ", ".join(f"{k} {v:,}" for k, v in list(rep.assistant_answers.items())[:8])
+    if len(rep.assistant_answers) > 8:
+        answers += f", ... ({len(rep.assistant_answers)} distinct)"
+    table.add_row("assistant answers", answers or "-")
+    table.add_row("tokens (approx.)", f"{rep.tokens_total:,} total, {rep.tokens_mean:,} mean, {rep.tokens_max:,} max "
+                  f"per example")
+    table.add_row("token counter", rep.tokenizer_note)
+    if rep.cost is not None:
+        c = rep.cost
+        table.add_row("est. training cost", f"${c['usd']:.4f} for {c['epochs']} epoch(s) on {c['model']} "
+                      f"({c['billed_tokens']:,} billed tokens at ${c['training_per_1m_usd']}/1M)")
+    console.print(table, highlight=False)
+    if rep.longest:
+        lt = Table(title="longest examples")
+        for col in ("line", "tokens", "user message"):
+            lt.add_column(col)
+        for r in rep.longest:
+            lt.add_row(str(r["line"]), f"{r['tokens']:,}", r["user"])
+        console.print(lt, highlight=False)
+    if rep.problems:
+        console.print(f"[bold red]{len(rep.problems)} problem(s):[/bold red]")
+        for p in rep.problems[:MAX_PROBLEMS_SHOWN]:
+            console.print(f"  {file}:{p.where()}: {p.kind}: {p.message}", highlight=False, soft_wrap=True)
+        if len(rep.problems) > MAX_PROBLEMS_SHOWN:
+            console.print(f"  ... {len(rep.problems) - MAX_PROBLEMS_SHOWN} more (all in --report)")
+        first = rep.problems[0]
+        raise AdaptError(f"{file} {first.where()}: {first.message} ({len(rep.problems)} problem(s) in all, "
+                         "listed above); fix the file and validate it again.")
+    console.print("[green]ok[/green]: the file is valid chat fine-tuning JSONL.")
