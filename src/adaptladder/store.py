@@ -20,10 +20,22 @@ from adaptladder.errors import AdaptError
 SCHEMA_VERSION = 1
 
 
+def _file_mode() -> int:
+    """Mode for new files: what ``open()`` would give (0o666 minus the umask), not mkstemp's 0o600,
+    so a report can be shared like any other file the user writes."""
+    mask = os.umask(0)
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

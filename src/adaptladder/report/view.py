@@ -64,6 +64,11 @@ def fmt_ci(part: dict[str, Any] | None, metric: str) -> str:
     return f"{part[metric]:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
 
 
+def _ci_text(part: dict[str, Any], metric: str) -> str:
+    ci = part.get(metric + "_ci")
+    return f"[{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""
+
+
 def _json_short(v: Any, limit: int = 400) -> str:
     s = v if isinstance(v, str) else json.dumps(v, indent=None, default=str, ensure_ascii=False)
     return s if len(s) <= limit else s[: limit - 3] + "..."
@@ -81,13 +86,15 @@ def rung_row(r: dict[str, Any], metric: str, recommended: str | None) -> dict[st
         "description": r.get("description") or "", "reason": r.get("reason") or "", "done": done,
         "recommended": r["name"] == recommended, "resumed": bool(r.get("resumed")),
         "val": fmt_ci(v, metric) if done else "-", "test": fmt_ci(t, metric) if done else "-",
+        "val_point": fmt(v.get(metric)) if done else "-", "test_point": fmt(t.get(metric)) if done else "-",
+        "val_ci": _ci_text(v, metric) if done else "", "test_ci_text": _ci_text(t, metric) if done else "",
         "val_value": v.get(metric), "test_value": t.get(metric), "test_ci": t.get(metric + "_ci"),
         "test_n": t.get("n"), "val_n": v.get("n"), "sampled": bool(t.get("sampled") or v.get("sampled")),
         "test_acc": fmt(t.get("accuracy")) if done else "-",
         "fit": fmt_seconds(r.get("fit_seconds")) if done else "-",
         "p50": fmt(p.get("latency_ms_p50"), 2), "p95": fmt(p.get("latency_ms_p95"), 2),
         "p50_value": p.get("latency_ms_p50"),
-        "throughput": fmt(p.get("throughput_per_s"), 0) if p.get("throughput_per_s") is not None else "-",
+        "throughput": f"{p['throughput_per_s']:,.0f}" if isinstance(p.get("throughput_per_s"), (int, float)) else "-",
         "mem_fit": fmt(mem.get("fit"), 0), "mem_predict": fmt(mem.get("predict"), 0),
         "cost": fmt_money(r.get("cost_per_1k_usd")) if done else "-", "cost_value": r.get("cost_per_1k_usd"),
         "bar": {True: "yes", False: "no", None: "-"}[bar],
