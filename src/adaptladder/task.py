@@ -141,9 +141,11 @@ def stratified_split(
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     where: str = "the data",
 ) -> np.ndarray:
-    """Seeded, stratified train / validation / test assignment for each row."""
-    from sklearn.model_selection import train_test_split
+    """Seeded, stratified train / validation / test assignment for each row.
 
+    Each class is shuffled and cut by the fractions on its own, so every split has every
+    class (at least one example each) and the proportions hold exactly up to rounding.
+    """
     labels = np.asarray(labels)
     counts = np.bincount(labels, minlength=len(label_names))
     need = 3  # one example in each split, at least
@@ -154,14 +156,22 @@ def stratified_split(
                 "train/validation/test split needs: add examples, drop the class, or give a split column."
             )
     _, f_val, f_test = fractions
-    idx = np.arange(len(labels))
-    rest_frac = f_val + f_test
-    train_idx, rest_idx = train_test_split(idx, test_size=rest_frac, random_state=seed, stratify=labels)
-    val_idx, test_idx = train_test_split(
-        rest_idx, test_size=f_test / rest_frac, random_state=seed, stratify=labels[rest_idx]
-    )
+    rng = np.random.default_rng(seed)
     split = np.empty(len(labels), dtype=object)
-    split[train_idx], split[val_idx], split[test_idx] = "train", "validation", "test"
+    for k in range(len(label_names)):
+        idx = np.flatnonzero(labels == k)
+        rng.shuffle(idx)
+        c = len(idx)
+        n_val = max(1, round(c * f_val))
+        n_test = max(1, round(c * f_test))
+        while n_val + n_test > c - 1:  # keep at least one training example
+            if n_val >= n_test:
+                n_val -= 1
+            else:
+                n_test -= 1
+        split[idx[:n_val]] = "validation"
+        split[idx[n_val:n_val + n_test]] = "test"
+        split[idx[n_val + n_test:]] = "train"
     return split
 
 

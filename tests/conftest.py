@@ -1,0 +1,66 @@
+"""Shared fixtures: a hermetic cache, tiny data, and a tiny sentence encoder built from a config."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _hermetic_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Tests never read or write the user's cache, unless ADAPTLADDER_TEST_CACHE points at one."""
+    os.environ["ADAPTLADDER_CACHE"] = os.environ.get("ADAPTLADDER_TEST_CACHE") or str(
+        tmp_path_factory.mktemp("adaptladder-cache"))
+
+
+SPAM = ["win a free prize now", "free cash click here", "claim your free reward today", "urgent prize waiting",
+        "cheap loans approved instantly", "you won a lottery call now", "exclusive offer free gift",
+        "limited time free money", "act now to win cash", "free entry to win a car"]
+HAM = ["see you at lunch tomorrow", "can you send me the report", "meeting moved to friday",
+       "thanks for dinner last night", "are we still on for the game", "call me when you get home",
+       "the kids loved the park", "happy birthday to your mom", "running late be there soon",
+       "did you feed the cat"]
+
+
+@pytest.fixture
+def toy_texts() -> tuple[list[str], np.ndarray, list[str]]:
+    texts = SPAM + HAM
+    y = np.array([1] * len(SPAM) + [0] * len(HAM))
+    return texts, y, ["ham", "spam"]
+
+
+@pytest.fixture
+def toy_csv(tmp_path: Path) -> Path:
+    import pandas as pd
+
+    rows = [{"text": t, "label": "spam"} for t in SPAM * 2] + [{"text": t, "label": "ham"} for t in HAM * 2]
+    rows = [{"text": f"{r['text']} #{i}", "label": r["label"]} for i, r in enumerate(rows)]
+    path = tmp_path / "toy.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A 2-layer, 32-dim BERT with random weights and MiniLM's tokenizer: loads in milliseconds."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from adaptladder.models import resolve_encoder
+
+    out = tmp_path_factory.mktemp("tiny-encoder")
+    tok = AutoTokenizer.from_pretrained(resolve_encoder("minilm"))
+    cfg = BertConfig(vocab_size=tok.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                     intermediate_size=64, max_position_embeddings=128)
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(cfg).save_pretrained(out)
+    tok.save_pretrained(out)
+    return str(out)
