@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted; finished rungs are saved and a re-run resumes from them.")
         sys.exit(130)
+    except SystemExit as e:  # typer turns Ctrl-C into a silent exit 130: say what was kept
+        if e.code == 130:
+            err_console.print("interrupted; finished rungs are saved and a re-run resumes from them.")
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -351,16 +351,19 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
         prev = store.load_result(name)
         if prev and store.is_finished(name, prev, config_hash(params)):
             log(f"{name}: finished earlier, reusing its result")
-            res = prev
-            res["resumed"] = True
+            res = dict(prev)
+            res.pop("resumed", None)
+            res["meets_bar"] = meets_bar(res, cfg)
+            if res != prev:  # only the bar verdict can change (another --bar); the measurements never do
+                store.save_result(name, res)
+            res["resumed"] = True  # this invocation's view (results.json), not the rung's own record
         else:
             if prev is not None:  # stale (other settings, failed, or model missing): never mixed in
                 store.discard_result(name)
             log(f"{name}: running")
             res = run_rung(name, task, cfg, store, log=log)
-            res.pop("resumed", None)
-        res["meets_bar"] = meets_bar(res, cfg)
-        store.save_result(name, res)
+            res["meets_bar"] = meets_bar(res, cfg)
+            store.save_result(name, res)
         results.append(res)
         if on_rung:
             on_rung(res)

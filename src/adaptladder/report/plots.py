@@ -33,7 +33,8 @@ def _png(fig: Any) -> str:
 
 def _short(s: str, n: int = 22) -> str:
     s = " ".join(str(s).split())
-    return s if len(s) <= n else s[: n - 1] + "…"
+    s = s if len(s) <= n else s[: n - 1] + "…"
+    return s.replace("$", r"\$")  # a label such as "$5 off" must not switch matplotlib into mathtext
 
 
 def scatter_png(rows: Sequence[dict[str, Any]], xkey: str, xlabel: str, metric: str, front: set[str],
