@@ -289,9 +289,10 @@ def _tradeoff(done: list[dict[str, Any]], cfg: RunConfig, all_labels: np.ndarray
     m = cfg.metric
     best = max(done, key=lambda r: r["validation"][m])  # first (cheapest) of equals
     reasons = [f"{best['name']} has the best validation {m} ({best['validation'][m]:.3f})."]
-    for r in done:
+    for pos, r in enumerate(done):
         if r is best:
-            return {"rung": best["name"], "rule": "best", "reasons": reasons}
+            return {"rung": best["name"], "rule": "best", "reasons": reasons + _costlier(r, done[pos + 1:], cfg,
+                                                                                    all_labels)}
         cmp = compare_pair(r, best, "validation", m, all_labels=all_labels, seed=cfg.seed)
         if cmp is None:  # no common examples: fall back to the best rung's confidence interval
             lo = best["validation"][m + "_ci"][0]
@@ -304,8 +305,23 @@ def _tradeoff(done: list[dict[str, Any]], cfg: RunConfig, all_labels: np.ndarray
             reasons.append(f"{r['name']} is cheaper but significantly worse: {describe(cmp)}")
             continue
         reasons.append(describe(cmp) + f" So the cheaper {r['name']} is recommended.")
-        return {"rung": r["name"], "rule": "tradeoff", "reasons": reasons, "comparison": cmp}
+        others = [o for o in done[pos + 1:] if o is not best]
+        return {"rung": r["name"], "rule": "tradeoff", "reasons": reasons + _costlier(r, others, cfg, all_labels),
+                "comparison": cmp}
     return {"rung": best["name"], "rule": "best", "reasons": reasons}  # pragma: no cover (best is in done)
+
+
+def _costlier(chosen: dict[str, Any], costlier: list[dict[str, Any]], cfg: RunConfig,
+              all_labels: np.ndarray | None) -> list[str]:
+    """What each costlier finished rung would change relative to the chosen one (validation, paired)."""
+    from adaptladder.compare import compare_pair, describe
+
+    out = []
+    for other in costlier:
+        cmp = compare_pair(chosen, other, "validation", cfg.metric, all_labels=all_labels, seed=cfg.seed)
+        if cmp is not None:
+            out.append(describe(cmp))
+    return out
 
 
 def default_run_dir(cfg: RunConfig, task: Task) -> Path:

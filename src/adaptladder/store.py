@@ -20,15 +20,16 @@ from adaptladder.errors import AdaptError
 SCHEMA_VERSION = 1
 
 
-def _file_mode() -> int:
-    """Mode for new files: what ``open()`` would give (0o666 minus the umask), not mkstemp's 0o600,
-    so a report can be shared like any other file the user writes."""
+def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)
-    return 0o666 & ~mask
+    return mask
 
 
-FILE_MODE = _file_mode()
+# Modes for new files and folders: what open() / mkdir() would give (not mkstemp's 0600 or
+# mkdtemp's 0700), so a report or a saved model can be shared like any other file the user writes.
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
 
 
 def atomic_write_text(path: Path, text: str) -> None:
@@ -151,6 +152,7 @@ class RunStore:
         for stale in final.parent.glob(".model.*"):
             shutil.rmtree(stale, ignore_errors=True)
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".model.tmp"))
+        tmp.chmod(DIR_MODE)  # as mkdir would make it, not mkdtemp's 0700
         try:
             rung.save(tmp)
             if final.exists():
