@@ -241,6 +241,13 @@ def test_killed_run_resumes_without_recomputing(tmp_path: Path, sig: int) -> Non
     assert not (out / "rungs" / "slowpoke" / "result.json").exists()
     assert not list(out.rglob("*.tmp")), "a temporary file was left where a reader could take it"
 
+    if sig == signal.SIGKILL:  # the evidence so far can be read before resuming: a partial report
+        with pytest.raises(SystemExit) as ex:
+            main(["report", str(out)])
+        assert ex.value.code == 0
+        assert "PARTIAL" in (out / "report.html").read_text()
+        assert json.loads((out / "results.json").read_text())["partial"] is True
+
     marker.unlink()
     env["SLOW_SECONDS"] = "0"
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
@@ -250,7 +257,7 @@ def test_killed_run_resumes_without_recomputing(tmp_path: Path, sig: int) -> Non
     for n, raw in before.items():
         assert (out / "rungs" / n / "result.json").read_bytes() == raw  # reused as they were, not recomputed
     doc = json.loads((out / "results.json").read_text())
-    assert [r["status"] for r in doc["rungs"]] == ["done"] * 3
+    assert [r["status"] for r in doc["rungs"]] == ["done"] * 3 and not doc.get("partial")
     assert (out / "report.html").is_file()
 
 

@@ -227,7 +227,8 @@ def build_view(doc: dict[str, Any], run_dir: Path | None = None, *, plots: bool 
         if r.get("status") != "done":
             details = r.get("skip_details") or {}
             not_done.append({"name": r["name"], "status": r.get("status"), "reason": r.get("reason") or "",
-                             "details": [{"key": k, "value": _json_short(v, 300)} for k, v in details.items()]})
+                             "details": [{"key": k, "value": _json_short(v, 300)} for k, v in details.items()],
+                             "traceback": r.get("traceback") or ""})
     prompts = [{"rung": r["name"], "entries": prompts_of(r.get("extra") or {})} for r in rungs]
     prompts = [p for p in prompts if p["entries"]]
     extras = [{"rung": r["name"], "entries": other_extra(r.get("extra") or {})} for r in rungs
@@ -245,6 +246,9 @@ def build_view(doc: dict[str, Any], run_dir: Path | None = None, *, plots: bool 
     if any(r["resumed"] for r in rows):
         notes.append("Rungs marked (reused) were finished by an earlier invocation of the same run and reused "
                      "unchanged.")
+    if doc.get("partial"):
+        notes.insert(0, "PARTIAL: this run was interrupted; the report shows the rungs that finished. Re-run the "
+                        "same command to resume it.")
     if cfg.get("sample"):
         notes.append(f"Quick run: at most {cfg['sample']} examples per split (--sample).")
     stopped = rec.get("stopped_at")
