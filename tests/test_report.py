@@ -274,15 +274,16 @@ def test_half_written_model_is_not_taken_for_a_finished_rung(tmp_path: Path) -> 
     assert not (out / "rungs" / "tfidf" / ".model.tmpXYZ").exists()
 
 
-def test_changed_data_is_refused_in_the_same_run_dir(tmp_path: Path) -> None:
+def test_changed_data_is_refused_in_the_same_run_dir(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = make_csv(tmp_path / "d.csv")
     out = tmp_path / "run"
     adaptladder.run(data=str(data), rungs=["majority"], out=str(out))
     make_csv(data, seed=7)  # same path, other content
-    proc = subprocess.run([sys.executable, "-m", "adaptladder", "run", str(data), "--rungs", "majority",
-                           "--out", str(out)], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "different configuration" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as ex:
+        main(["run", str(data), "--rungs", "majority", "--out", str(out)])
+    err = capsys.readouterr().err
+    assert ex.value.code == 2 and "different configuration" in err
+    assert len(err.strip().splitlines()) == 1
 
 
 # ------------------------------------------------------------------ predict
@@ -318,18 +319,20 @@ def test_predict_api_and_cli(saved_run: Path, tmp_path: Path) -> None:
     ],
 )
 def test_predict_bad_input_is_one_line_exit_2(saved_run: Path, tmp_path: Path, setup: str, args: list[str],
-                                               expected: str) -> None:
+                                               expected: str, capsys: pytest.CaptureFixture[str]) -> None:
     inp = tmp_path / "in.csv"
     col = "message_body" if setup == "nocol" else "text"
     pd.DataFrame({col: ["hello"], "other": ["x"]}).to_csv(inp, index=False)
     outp = tmp_path / "out.csv"
     if setup == "exists":
         outp.write_text("keep me")
-    proc = subprocess.run([sys.executable, "-m", "adaptladder", "predict", str(saved_run), "--input", str(inp),
-                           "--output", str(outp), *args], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2, proc.stderr
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and expected in " ".join(lines[0].split()), proc.stderr
+    with pytest.raises(SystemExit) as ex:
+        main(["predict", str(saved_run), "--input", str(inp), "--output", str(outp), *args])
+    err = capsys.readouterr().err
+    assert ex.value.code == 2, err
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and expected in " ".join(lines[0].split()), err
+    assert "Traceback" not in err
     if setup == "exists":
         assert outp.read_text() == "keep me"
 
@@ -378,4 +381,4 @@ def test_evaluate_api_and_unknown_labels(saved_run: Path, tmp_path: Path) -> Non
         adaptladder.evaluate(saved_run, _labelled(tmp_path / "u.csv", unknown=True))
     proc = subprocess.run([sys.executable, "-m", "adaptladder", "evaluate", str(saved_run), "--data",
                            str(tmp_path / "u.csv")], capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 2 and "phishing" in proc.stderr and "Traceback" not in proc.stderr
+    assert proc.returncode == 2 and "phishing" in proc.stderr and "Traceback" not in proc.stderr  # a real process
