@@ -382,3 +382,29 @@ def test_evaluate_api_and_unknown_labels(saved_run: Path, tmp_path: Path) -> Non
     proc = subprocess.run([sys.executable, "-m", "adaptladder", "evaluate", str(saved_run), "--data",
                            str(tmp_path / "u.csv")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "phishing" in proc.stderr and "Traceback" not in proc.stderr  # a real process
+
+
+def test_report_renders_odd_runs(saved_run: Path) -> None:
+    """Nothing finished, or measurements missing: the report still renders and says so."""
+    from adaptladder.report import build_view, render_html, render_markdown
+
+    doc = json.loads((saved_run / "results.json").read_text())
+    failed = {"name": "lora", "family": "finetune", "cost_rank": 70, "status": "failed", "reason": "RuntimeError: boom",
+              "traceback": "Traceback ...\nRuntimeError: boom", "params": {}}
+    none_done = dict(doc, rungs=[failed], recommendation={"rung": None, "reasons": ["no rung finished"]},
+                     comparisons={"validation": [], "test": []})
+    html = render_html(build_view(none_done, saved_run))
+    assert "RuntimeError: boom" in html and "nothing to compare" in html and "data:image/png" not in html
+    assert "no rung finished" in render_markdown(build_view(none_done, saved_run))
+
+    odd = json.loads(json.dumps(doc))
+    odd["rungs"][1]["cost_per_1k_usd"] = None  # e.g. an API rung without a price
+    odd["rungs"][1]["predict"] = {"throughput_per_s": float("inf")}
+    for where in (odd["task"], odd["rungs"][1]["test"]):  # matplotlib must not read "$" as mathtext
+        where["label_names"] = ["$5 off", "50$ back"]
+    odd["rungs"][1]["test"]["per_class"] = {"$5 off": {"precision": 1, "recall": 1, "f1": 1, "support": 1},
+                                            "50$ back": {"precision": 1, "recall": 1, "f1": 1, "support": 1}}
+    odd.pop("comparisons")
+    view = build_view(odd, saved_run)
+    assert len(view["comparisons"]["test"]) == 1  # recomputed for a results.json without them
+    assert "<img" in render_html(view)
