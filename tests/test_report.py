@@ -123,7 +123,7 @@ def test_floor_meeting_the_bar_stops_and_report_says_so(tmp_path: Path) -> None:
                           metric="accuracy")
     assert res.stopped_at == "majority" and [r["name"] for r in res.results] == ["majority"]
     md = (tmp_path / "r" / "report.md").read_text()
-    assert "stopped at majority" in md and "Recommendation: majority" in md
+    assert "stopped at majority" in md and "tfidf not run" in md and "Recommendation: majority" in md
     assert "stopped at" in (tmp_path / "r" / "report.html").read_text()
 
 

@@ -389,6 +389,7 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
             break
     rec = recommend(results, cfg, all_labels=task.labels)
     rec["stopped_at"] = stopped_at
+    rec["not_run"] = order[len(results):]  # costlier rungs left out because the bar was met
     if stopped_at is None and cfg.bar is not None and not cfg.run_all:
         rec["stopped_at_reason"] = "no rung cleared the bar: every rung ran"
     write_results(run_dir, task, cfg, results, rec, audit, log=log)

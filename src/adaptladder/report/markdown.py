@@ -37,8 +37,9 @@ def render_markdown(v: dict[str, Any]) -> str:
         out.append("")
     out += [f"- {e(r)}" for r in rec["reasons"]]
     if rec.get("stopped_at"):
-        out.append(f"- The ladder stopped at {e(rec['stopped_at'])}, the first rung to clear the bar on validation "
-                   "(`--all` runs the rest).")
+        left = f": {e(', '.join(rec['not_run']))} not run" if rec.get("not_run") else ""
+        out.append(f"- The ladder stopped at {e(rec['stopped_at'])}, the first rung to clear the bar on validation"
+                   f"{left} (`--all` runs the rest).")
     out.append("- Chosen on the validation split only; test scores are the held-out estimate.")
     out += [""] + [f"> {e(n)}" for n in v["notes"]]
     out += ["", "## The ladder", "",

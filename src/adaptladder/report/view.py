@@ -258,6 +258,7 @@ def build_view(doc: dict[str, Any], run_dir: Path | None = None, *, plots: bool 
         "lower_bound": bool(cfg.get("require_lower_bound")),
         "recommendation": {"rung": winner_name, "reasons": rec.get("reasons") or [],
                            "bar_met": rec.get("bar_met"), "stopped_at": stopped,
+                           "not_run": list(rec.get("not_run") or []),
                            "test": fmt_ci(winner["test"], metric) if winner else "-",
                            "cost": rung_row(winner, metric, winner_name)["cost"] if winner else "-"},
         "rows": rows, "not_done": not_done, "figures": figures, "winner": winner_view,
