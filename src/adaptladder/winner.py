@@ -209,14 +209,12 @@ def read_labelled(path: str | Path, run_dir: Path, label_names: Sequence[str], t
 def _independent_diff_ci(y_new: np.ndarray, p_new: np.ndarray, y_old: np.ndarray, p_old: np.ndarray, k: int,
                          metric: str, seed: int, n_boot: int = 1000) -> list[float]:
     """95% CI of score(new) - score(old) for two independent samples (each resampled on its own)."""
-    from adaptladder.compare import metric_value
+    from adaptladder.compare import bootstrap_rows, metric_rows
 
     rng = np.random.default_rng(seed)
-    boots = np.empty(n_boot)
-    for b in range(n_boot):
-        i = rng.integers(0, len(y_new), len(y_new))
-        j = rng.integers(0, len(y_old), len(y_old))
-        boots[b] = metric_value(y_new[i], p_new[i], k, metric) - metric_value(y_old[j], p_old[j], k, metric)
+    new = np.concatenate([metric_rows(y_new[i], p_new[i], k, metric) for i in bootstrap_rows(len(y_new), n_boot, rng)])
+    old = np.concatenate([metric_rows(y_old[j], p_old[j], k, metric) for j in bootstrap_rows(len(y_old), n_boot, rng)])
+    boots = new - old
     lo, hi = np.percentile(boots, [2.5, 97.5])
     return [float(lo), float(hi)]
 
