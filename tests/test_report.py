@@ -233,6 +233,8 @@ def test_killed_run_resumes_without_recomputing(tmp_path: Path, sig: int) -> Non
             proc.kill()
     if sig == signal.SIGINT:
         assert proc.returncode == 130 and "a re-run resumes" in err
+        assert json.loads((out / "results.json").read_text())["partial"] is True  # written on the way out
+        assert "PARTIAL" in (out / "report.html").read_text()
     else:
         assert proc.returncode == -signal.SIGKILL
     before = {n: (out / "rungs" / n / "result.json").read_bytes() for n in ("majority", "tfidf")}

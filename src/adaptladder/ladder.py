@@ -362,31 +362,36 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
 
     results: list[dict[str, Any]] = []
     stopped_at = None
-    for name in order:
-        params = rung_params_for(name, cfg)
-        prev = store.load_result(name)
-        if prev and store.is_finished(name, prev, config_hash(params)):
-            log(f"{name}: finished earlier, reusing its result")
-            res = dict(prev)
-            res.pop("resumed", None)
-            res["meets_bar"] = meets_bar(res, cfg)
-            if res != prev:  # only the bar verdict can change (another --bar); the measurements never do
+    try:
+        for name in order:
+            params = rung_params_for(name, cfg)
+            prev = store.load_result(name)
+            if prev and store.is_finished(name, prev, config_hash(params)):
+                log(f"{name}: finished earlier, reusing its result")
+                res = dict(prev)
+                res.pop("resumed", None)
+                res["meets_bar"] = meets_bar(res, cfg)
+                if res != prev:  # only the bar verdict can change (another --bar); the measurements never do
+                    store.save_result(name, res)
+                res["resumed"] = True  # this invocation's view (results.json), not the rung's own record
+            else:
+                if prev is not None:  # stale (other settings, failed, or model missing): never mixed in
+                    store.discard_result(name)
+                log(f"{name}: running")
+                res = run_rung(name, task, cfg, store, log=log)
+                res["meets_bar"] = meets_bar(res, cfg)
                 store.save_result(name, res)
-            res["resumed"] = True  # this invocation's view (results.json), not the rung's own record
-        else:
-            if prev is not None:  # stale (other settings, failed, or model missing): never mixed in
-                store.discard_result(name)
-            log(f"{name}: running")
-            res = run_rung(name, task, cfg, store, log=log)
-            res["meets_bar"] = meets_bar(res, cfg)
-            store.save_result(name, res)
-        results.append(res)
-        if on_rung:
-            on_rung(res)
-        if res["meets_bar"] and not cfg.run_all:
-            stopped_at = name
-            log(f"{name} clears the bar {cfg.bar} on validation {cfg.metric}: stopping here")
-            break
+            results.append(res)
+            if on_rung:
+                on_rung(res)
+            if res["meets_bar"] and not cfg.run_all:
+                stopped_at = name
+                log(f"{name} clears the bar {cfg.bar} on validation {cfg.metric}: stopping here")
+                break
+    except KeyboardInterrupt:  # Ctrl-C: finished rungs are on disk; leave a readable partial report too
+        if results:
+            _write_partial(run_dir, task, cfg, results, audit, order, log)
+        raise
     rec = recommend(results, cfg, all_labels=task.labels)
     rec["stopped_at"] = stopped_at
     rec["not_run"] = order[len(results):]  # costlier rungs left out because the bar was met
@@ -394,6 +399,19 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
         rec["stopped_at_reason"] = "no rung cleared the bar: every rung ran"
     write_results(run_dir, task, cfg, results, rec, audit, log=log)
     return RunResult(run_dir, task, results, rec, stopped_at)
+
+
+def _write_partial(run_dir: Path, task: Task, cfg: RunConfig, results: list[dict[str, Any]],
+                   audit: dict[str, Any] | None, order: list[str], log: Callable[[str], None]) -> None:
+    try:
+        rec = recommend(results, cfg, all_labels=task.labels)
+        left = order[len(results):]
+        rec["reasons"].append(f"This run was interrupted ({', '.join(left)} not run); re-run the same command "
+                              "to resume it.")
+        rec["stopped_at"] = None
+        write_results(run_dir, task, cfg, results, rec, audit, log=log, partial=True)
+    except Exception as e:  # never hide the interrupt behind a reporting problem
+        log(f"could not write the partial results ({type(e).__name__}: {e})")
 
 
 def run_audit_step(task: Task, cfg: RunConfig, run_dir: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
@@ -410,7 +428,7 @@ def _config_record(cfg: RunConfig, order: list[str]) -> dict[str, Any]:
 
 def write_results(run_dir: Path, task: Task, cfg: RunConfig, results: list[dict[str, Any]],
                   rec: dict[str, Any], audit: dict[str, Any] | None,
-                  log: Callable[[str], None] | None = None) -> None:
+                  log: Callable[[str], None] | None = None, partial: bool = False) -> None:
     """results.json + summary.md, then the report (report.html / report.md) built from them.
 
     The results are on disk before the report is drawn, so a failure while drawing never
@@ -423,6 +441,8 @@ def write_results(run_dir: Path, task: Task, cfg: RunConfig, results: list[dict[
     doc = {"schema_version": SCHEMA_VERSION, "task": task.summary(), "config": asdict(cfg), "bar": cfg.bar,
            "metric": cfg.metric, "rungs": results, "recommendation": rec, "audit": audit,
            "comparisons": comparisons, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if partial:
+        doc["partial"] = True
     atomic_write_json(run_dir / "results.json", doc)
     atomic_write_text(run_dir / "summary.md", summary_markdown(doc))
     try:
