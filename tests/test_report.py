@@ -371,6 +371,10 @@ def test_evaluate_exit_codes(saved_run: Path, tmp_path: Path, capsys: pytest.Cap
         main(["evaluate", str(saved_run), "--data", str(drifted), "--tolerance", "1.0", "--all-rungs"])
     assert ex.value.code == 0
     assert "within the tolerance" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["report", str(saved_run)])  # the evaluations so far appear in the report
+    assert "Evaluations on new data" in (saved_run / "report.html").read_text()
+    assert "drift.csv" in (saved_run / "report.md").read_text()
 
 
 def test_evaluate_api_and_unknown_labels(saved_run: Path, tmp_path: Path) -> None:

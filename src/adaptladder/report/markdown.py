@@ -89,6 +89,11 @@ def render_markdown(v: dict[str, Any]) -> str:
             out += [f"| {e(f['severity'])} | {e(f['message'])} | {f['count']} |" for f in a["findings"]]
         else:
             out.append("No findings.")
+    if v["evaluations"]:
+        out += ["", "## Evaluations on new data", "", "| when | data | rung | n | metric | new | run test | "
+                "difference [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+        out += [f"| {e(r['when'])} | {e(r['data'])} | {e(r['rung'])} | {r['n']} | {r['metric']} | {r['new']} | "
+                f"{r['test']} | {r['diff']} | {e(r['verdict'])} |" for r in v["evaluations"]]
     if v["prompts"]:
         out += ["", "## Prompts used"]
         for p in v["prompts"]:

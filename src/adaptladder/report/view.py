@@ -178,6 +178,26 @@ def ensure_comparisons(doc: dict[str, Any], run_dir: Path | None) -> dict[str, l
     return out
 
 
+def evaluations_view(run_dir: Path | None) -> list[dict[str, str]]:
+    """Earlier `adaptladder evaluate` results kept in ``run_dir/evaluations/`` (newest first)."""
+    if run_dir is None or not (Path(run_dir) / "evaluations").is_dir():
+        return []
+    rows = []
+    for path in sorted((Path(run_dir) / "evaluations").glob("*.json"), reverse=True)[:50]:
+        try:
+            rec = json.loads(path.read_text(encoding="utf-8"))
+            for e in rec.get("evaluations") or []:
+                m = e["metric"]
+                rows.append({"when": str(rec.get("written_at", "")), "data": Path(str(rec.get("data", ""))).name,
+                             "rung": e["rung"], "n": fmt(e["n_new"]), "new": fmt(e["new"][m]),
+                             "test": fmt(e["run_test"][m]), "metric": m,
+                             "diff": f"{e['diff']:+.3f} [{e['diff_ci'][0]:+.3f}, {e['diff_ci'][1]:+.3f}]",
+                             "verdict": e["verdict"] + (" (beyond tolerance)" if e.get("beyond_tolerance") else "")})
+        except (OSError, ValueError, KeyError, TypeError):
+            continue  # a damaged record must not stop the report
+    return rows
+
+
 def build_view(doc: dict[str, Any], run_dir: Path | None = None, *, plots: bool = True) -> dict[str, Any]:
     """Everything the templates show, from a results.json document."""
     from adaptladder.report import plots as P
@@ -264,6 +284,7 @@ def build_view(doc: dict[str, Any], run_dir: Path | None = None, *, plots: bool 
         "rows": rows, "not_done": not_done, "figures": figures, "winner": winner_view,
         "audit": audit_view(doc.get("audit")), "prompts": prompts, "extras": extras,
         "comparisons": {part: comparison_rows(cmps.get(part) or []) for part in ("test", "validation")},
-        "notes": notes, "written_at": doc.get("written_at", ""), "schema_version": doc.get("schema_version"),
+        "notes": notes, "written_at": doc.get("written_at", ""), "evaluations": evaluations_view(run_dir),
+        "schema_version": doc.get("schema_version"),
         "split_sizes": task.get("split_sizes") or {}, "label_names": task.get("label_names") or [],
     }
