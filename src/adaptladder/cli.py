@@ -29,7 +29,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 # Modules under adaptladder.commands that add commands to the app (``register(app)``).
-COMMAND_MODULES: list[str] = ["run", "audit", "plan", "prompting", "export"]
+COMMAND_MODULES: list[str] = ["run", "audit", "plan", "prompting", "export", "report"]
 
 
 @app.callback()
@@ -85,6 +85,10 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         err_console.print("interrupted; finished rungs are saved and a re-run resumes from them.")
         sys.exit(130)
+    except SystemExit as e:  # typer turns Ctrl-C into a silent exit 130: say what was kept
+        if e.code == 130:
+            err_console.print("interrupted; finished rungs are saved and a re-run resumes from them.")
+        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

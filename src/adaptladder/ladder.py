@@ -162,6 +162,7 @@ def evaluate_rung(rung: Rung, task: Task, seed: int) -> dict[str, Any]:
         out[part] = score(task.labels[idx], proba, task.label_names, seed=seed, sampled=sampled)
         out[part]["predictions"] = [int(p) for p in np.asarray(proba).argmax(axis=1)]
         out[part]["indices"] = [int(i) for i in idx]
+        out[part]["labels"] = [int(v) for v in task.labels[idx]]  # so pairs can be compared from the file alone
     out["predict"] = measure_speed(rung, [task.texts[i] for i in out["test"]["indices"]], seed)
     out["predict_memory_mb"] = max(mem.values())
     return out
@@ -214,7 +215,7 @@ def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
             rung.fit(tr_texts, tr_y, label_names=task.label_names, val_texts=va_texts, val_y=va_y)
             fit_seconds = time.perf_counter() - t0
         evaluation = evaluate_rung(rung, task, cfg.seed)
-        rung.save(store.model_dir(name))
+        store.save_model(name, rung)  # complete model dir first; result.json (written after) marks it finished
     except AdaptError:
         raise
     except Exception as e:  # a rung's own failure must not lose the other rungs' results
@@ -244,34 +245,83 @@ def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
     )
 
 
-def recommend(results: list[dict[str, Any]], cfg: RunConfig) -> dict[str, Any]:
-    """The cheapest rung that clears the bar; with no bar, the cheapest not significantly worse than the best."""
+def recommend(results: list[dict[str, Any]], cfg: RunConfig, *, all_labels: np.ndarray | None = None
+              ) -> dict[str, Any]:
+    """Choose a rung from VALIDATION evidence only (the test split never chooses).
+
+    With a bar: the cheapest rung (in climbing order) whose validation score clears it. With no
+    bar, or when none clears it: the cheapest rung not significantly worse than the best, by the
+    paired test of :mod:`adaptladder.compare` on the validation examples both rungs predicted.
+    """
+    from adaptladder.compare import compare_pair, describe
+
     done = [r for r in results if r.get("status") == "done"]
     if not done:
-        return {"rung": None, "reasons": ["no rung finished"]}
+        why = [f"{r['name']}: {r.get('status')} ({r.get('reason')})" for r in results]
+        return {"rung": None, "rule": "none", "reasons": ["no rung finished" + (": " + "; ".join(why) if why else ".")]}
     m = cfg.metric
     if cfg.bar is not None:
-        for r in done:
+        for pos, r in enumerate(done):
             if r.get("meets_bar"):
                 v = r["validation"]
-                return {"rung": r["name"], "reasons": [
-                    f"{r['name']} is the cheapest rung whose validation {m} ({v[m]:.3f}, 95% CI "
-                    f"{v[m + '_ci'][0]:.3f}-{v[m + '_ci'][1]:.3f}) clears the bar {cfg.bar:.2f}"
-                    + (" with its lower confidence bound" if cfg.require_lower_bound else "") + "."]}
+                reasons = [f"{r['name']} is the cheapest rung whose validation {m} ({v[m]:.3f}, 95% CI "
+                           f"{v[m + '_ci'][0]:.3f}-{v[m + '_ci'][1]:.3f}) clears the bar {cfg.bar:.2f}"
+                           + (" with its lower confidence bound" if cfg.require_lower_bound else "") + "."]
+                for other in done[pos + 1:]:  # only with --all: say what the costlier rungs would add
+                    cmp = compare_pair(r, other, "validation", m, all_labels=all_labels, seed=cfg.seed)
+                    if cmp is not None:
+                        reasons.append(describe(cmp))
+                return {"rung": r["name"], "rule": "bar", "bar_met": True, "reasons": reasons}
+        rec = _tradeoff(done, cfg, all_labels)
         best = max(done, key=lambda r: r["validation"][m])
-        return {"rung": best["name"], "bar_met": False, "reasons": [
-            f"no rung cleared the bar {cfg.bar:.2f} on validation {m}; the best was {best['name']} "
-            f"({best['validation'][m]:.3f}). Consider more data, a stronger rung, or a lower bar."]}
-    best = max(done, key=lambda r: r["validation"][m])
-    lo = best["validation"][m + "_ci"][0]
-    for r in sorted(done, key=lambda r: (r["cost_rank"], r.get("cost_per_1k_usd") or 0)):
-        if r["validation"][m] >= lo or r is best:
-            why = [f"{best['name']} has the best validation {m} ({best['validation'][m]:.3f})."]
-            if r is not best:
-                why.append(f"{r['name']} is cheaper and its validation {m} ({r['validation'][m]:.3f}) lies within "
-                           f"the best rung's 95% CI (from {lo:.3f}), so it is recommended.")
-            return {"rung": r["name"], "reasons": why}
-    return {"rung": best["name"], "reasons": [f"{best['name']} has the best validation {m}."]}
+        rec["reasons"].insert(0, f"no rung cleared the bar {cfg.bar:.2f} on validation {m}; the best was "
+                                 f"{best['name']} ({best['validation'][m]:.3f}). Consider more data, a stronger "
+                                 "rung, or a lower bar; meanwhile:")
+        rec["bar_met"] = False
+        return rec
+    return _tradeoff(done, cfg, all_labels)
+
+
+def _tradeoff(done: list[dict[str, Any]], cfg: RunConfig, all_labels: np.ndarray | None) -> dict[str, Any]:
+    """The cheapest rung not significantly worse than the best on validation (paired test)."""
+    from adaptladder.compare import compare_pair, describe
+
+    m = cfg.metric
+    best = max(done, key=lambda r: r["validation"][m])  # first (cheapest) of equals
+    reasons = [f"{best['name']} has the best validation {m} ({best['validation'][m]:.3f})."]
+    for pos, r in enumerate(done):
+        if r is best:
+            return {"rung": best["name"], "rule": "best", "reasons": reasons + _costlier(r, done[pos + 1:], cfg,
+                                                                                    all_labels)}
+        cmp = compare_pair(r, best, "validation", m, all_labels=all_labels, seed=cfg.seed)
+        if cmp is None:  # no common examples: fall back to the best rung's confidence interval
+            lo = best["validation"][m + "_ci"][0]
+            if r["validation"][m] >= lo:
+                reasons.append(f"{r['name']} is cheaper and its validation {m} ({r['validation'][m]:.3f}) lies "
+                               f"within the best rung's 95% CI (from {lo:.3f}), so it is recommended.")
+                return {"rung": r["name"], "rule": "tradeoff", "reasons": reasons}
+            continue
+        if cmp["significant"] and cmp["diff"] > 0:
+            reasons.append(f"{r['name']} is cheaper but significantly worse: {describe(cmp)}")
+            continue
+        reasons.append(describe(cmp) + f" So the cheaper {r['name']} is recommended.")
+        others = [o for o in done[pos + 1:] if o is not best]
+        return {"rung": r["name"], "rule": "tradeoff", "reasons": reasons + _costlier(r, others, cfg, all_labels),
+                "comparison": cmp}
+    return {"rung": best["name"], "rule": "best", "reasons": reasons}  # pragma: no cover (best is in done)
+
+
+def _costlier(chosen: dict[str, Any], costlier: list[dict[str, Any]], cfg: RunConfig,
+              all_labels: np.ndarray | None) -> list[str]:
+    """What each costlier finished rung would change relative to the chosen one (validation, paired)."""
+    from adaptladder.compare import compare_pair, describe
+
+    out = []
+    for other in costlier:
+        cmp = compare_pair(chosen, other, "validation", cfg.metric, all_labels=all_labels, seed=cfg.seed)
+        if cmp is not None:
+            out.append(describe(cmp))
+    return out
 
 
 def default_run_dir(cfg: RunConfig, task: Task) -> Path:
@@ -312,29 +362,56 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
 
     results: list[dict[str, Any]] = []
     stopped_at = None
-    for name in order:
-        params = rung_params_for(name, cfg)
-        prev = store.load_result(name)
-        if prev and prev.get("params_hash") == config_hash(params) and prev.get("status") in ("done", "skipped"):
-            log(f"{name}: finished earlier, reusing its result")
-            res = prev
-            res["resumed"] = True
-        else:
-            log(f"{name}: running")
-            res = run_rung(name, task, cfg, store, log=log)
-        res["meets_bar"] = meets_bar(res, cfg)
-        store.save_result(name, res)
-        results.append(res)
-        if on_rung:
-            on_rung(res)
-        if res["meets_bar"] and not cfg.run_all:
-            stopped_at = name
-            log(f"{name} clears the bar {cfg.bar} on validation {cfg.metric}: stopping here")
-            break
-    rec = recommend(results, cfg)
+    try:
+        for name in order:
+            params = rung_params_for(name, cfg)
+            prev = store.load_result(name)
+            if prev and store.is_finished(name, prev, config_hash(params)):
+                log(f"{name}: finished earlier, reusing its result")
+                res = dict(prev)
+                res.pop("resumed", None)
+                res["meets_bar"] = meets_bar(res, cfg)
+                if res != prev:  # only the bar verdict can change (another --bar); the measurements never do
+                    store.save_result(name, res)
+                res["resumed"] = True  # this invocation's view (results.json), not the rung's own record
+            else:
+                if prev is not None:  # stale (other settings, failed, or model missing): never mixed in
+                    store.discard_result(name)
+                log(f"{name}: running")
+                res = run_rung(name, task, cfg, store, log=log)
+                res["meets_bar"] = meets_bar(res, cfg)
+                store.save_result(name, res)
+            results.append(res)
+            if on_rung:
+                on_rung(res)
+            if res["meets_bar"] and not cfg.run_all:
+                stopped_at = name
+                log(f"{name} clears the bar {cfg.bar} on validation {cfg.metric}: stopping here")
+                break
+    except KeyboardInterrupt:  # Ctrl-C: finished rungs are on disk; leave a readable partial report too
+        if results:
+            _write_partial(run_dir, task, cfg, results, audit, order, log)
+        raise
+    rec = recommend(results, cfg, all_labels=task.labels)
     rec["stopped_at"] = stopped_at
-    write_results(run_dir, task, cfg, results, rec, audit)
+    rec["not_run"] = order[len(results):]  # costlier rungs left out because the bar was met
+    if stopped_at is None and cfg.bar is not None and not cfg.run_all:
+        rec["stopped_at_reason"] = "no rung cleared the bar: every rung ran"
+    write_results(run_dir, task, cfg, results, rec, audit, log=log)
     return RunResult(run_dir, task, results, rec, stopped_at)
+
+
+def _write_partial(run_dir: Path, task: Task, cfg: RunConfig, results: list[dict[str, Any]],
+                   audit: dict[str, Any] | None, order: list[str], log: Callable[[str], None]) -> None:
+    try:
+        rec = recommend(results, cfg, all_labels=task.labels)
+        left = order[len(results):]
+        rec["reasons"].append(f"This run was interrupted ({', '.join(left)} not run); re-run the same command "
+                              "to resume it.")
+        rec["stopped_at"] = None
+        write_results(run_dir, task, cfg, results, rec, audit, log=log, partial=True)
+    except Exception as e:  # never hide the interrupt behind a reporting problem
+        log(f"could not write the partial results ({type(e).__name__}: {e})")
 
 
 def run_audit_step(task: Task, cfg: RunConfig, run_dir: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
@@ -350,11 +427,33 @@ def _config_record(cfg: RunConfig, order: list[str]) -> dict[str, Any]:
 
 
 def write_results(run_dir: Path, task: Task, cfg: RunConfig, results: list[dict[str, Any]],
-                  rec: dict[str, Any], audit: dict[str, Any] | None) -> None:
+                  rec: dict[str, Any], audit: dict[str, Any] | None,
+                  log: Callable[[str], None] | None = None, partial: bool = False) -> None:
+    """results.json + summary.md, then the report (report.html / report.md) built from them.
+
+    The results are on disk before the report is drawn, so a failure while drawing never
+    loses a measurement (``adaptladder report RUN_DIR`` redraws it).
+    """
+    from adaptladder.compare import pairwise
+
+    comparisons = {part: pairwise(results, part, cfg.metric, all_labels=task.labels, seed=cfg.seed)
+                   for part in ("validation", "test")}
     doc = {"schema_version": SCHEMA_VERSION, "task": task.summary(), "config": asdict(cfg), "bar": cfg.bar,
-           "metric": cfg.metric, "rungs": results, "recommendation": rec, "audit": audit}
+           "metric": cfg.metric, "rungs": results, "recommendation": rec, "audit": audit,
+           "comparisons": comparisons, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if partial:
+        doc["partial"] = True
     atomic_write_json(run_dir / "results.json", doc)
     atomic_write_text(run_dir / "summary.md", summary_markdown(doc))
+    try:
+        from adaptladder.report import write_report
+
+        write_report(run_dir, doc)
+    except Exception as e:
+        if os.environ.get("ADAPTLADDER_DEBUG") == "1":
+            raise
+        (log or print)(f"[red]could not draw the report[/red] ({type(e).__name__}: {e}); the results are saved "
+                       f"in {run_dir / 'results.json'}; `adaptladder report {run_dir}` retries.")
 
 
 def _fmt_ci(part: dict[str, Any], m: str) -> str:

@@ -20,10 +20,23 @@ from adaptladder.errors import AdaptError
 SCHEMA_VERSION = 1
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Modes for new files and folders: what open() / mkdir() would give (not mkstemp's 0600 or
+# mkdtemp's 0700), so a report or a saved model can be shared like any other file the user writes.
+FILE_MODE = 0o666 & ~_umask()
+DIR_MODE = 0o777 & ~_umask()
+
+
 def atomic_write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()
@@ -94,7 +107,7 @@ class RunStore:
             if old.get("config_hash") != chash:
                 if not fresh:
                     raise AdaptError(
-                        f"{self.root} holds a run with a different configuration (data, seed or rung settings "
+                        f"{self.root} holds a run with a different configuration (data, seed or --sample "
                         "changed); pass another --out, or --fresh to move the old run aside."
                     )
                 self._move_aside()
@@ -122,3 +135,44 @@ class RunStore:
 
     def save_result(self, name: str, result: dict[str, Any]) -> None:
         atomic_write_json(self.result_path(name), result)
+
+    def discard_result(self, name: str) -> None:
+        """Remove a stale result.json before its rung runs again, so a half-written new model
+        can never sit next to an old 'finished' marker."""
+        self.result_path(name).unlink(missing_ok=True)
+
+    def save_model(self, name: str, rung: Any) -> Path:
+        """Save a fitted rung into ``rungs/<name>/model`` atomically (temp dir, then rename).
+
+        A process killed while saving leaves only a ``.model.tmp*`` directory, which the next
+        save removes; ``model/`` is either the previous complete model or the new one.
+        """
+        final = self.model_dir(name)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        for stale in final.parent.glob(".model.*"):
+            shutil.rmtree(stale, ignore_errors=True)
+        tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".model.tmp"))
+        tmp.chmod(DIR_MODE)  # as mkdir would make it, not mkdtemp's 0700
+        try:
+            rung.save(tmp)
+            if final.exists():
+                old = final.with_name(f".model.old{os.getpid()}")
+                final.rename(old)
+                tmp.rename(final)
+                shutil.rmtree(old, ignore_errors=True)
+            else:
+                tmp.rename(final)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return final
+
+    def is_finished(self, name: str, result: dict[str, Any], params_hash: str) -> bool:
+        """May ``result`` be reused? Same rung settings, finished, and its saved model complete.
+
+        Skipped rungs are not reused: whether a rung can run here (e.g. CUDA) is re-checked,
+        which costs nothing.
+        """
+        if result.get("params_hash") != params_hash or result.get("status") != "done":
+            return False
+        return (self.model_dir(name) / "rung.json").is_file()

@@ -146,4 +146,4 @@ def register(app: typer.Typer) -> None:
         console.print(f"[bold]Recommendation:[/bold] {rec.get('rung')}")
         for reason in rec.get("reasons", []):
             console.print(f"  - {reason}")
-        console.print(f"Run directory: {result.run_dir} (summary.md, results.json)")
+        console.print(f"Run directory: {result.run_dir} (report.html, report.md, results.json)")

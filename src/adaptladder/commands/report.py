@@ -1,0 +1,98 @@
+"""`adaptladder report | predict | evaluate`: redraw a run's report, use its winner, check for drift."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+if not console.is_terminal:
+    console.width = max(console.width, 160)
+
+RunDirArg = Annotated[Path, typer.Argument(help="Run directory written by `adaptladder run` (e.g. runs/sms-spam).",
+                                            show_default=False)]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    def report_cmd(run_dir: RunDirArg) -> None:
+        """Rebuild report.html, report.md and the comparisons in results.json from a run directory."""
+        from adaptladder.report import rebuild
+
+        paths = rebuild(run_dir)
+        for kind, path in paths.items():
+            console.print(f"{kind}: {path}", highlight=False)
+
+    @app.command("predict")
+    def predict_cmd(
+        run_dir: RunDirArg,
+        input: Annotated[Path, typer.Option("--input", "-i", help="CSV/TSV/JSONL/Parquet with a text column.")],
+        output: Annotated[Path, typer.Option("--output", "-o", help="Where to write labels + probabilities "
+                                             "(.csv/.tsv/.jsonl/.parquet).")],
+        text_col: Annotated[str | None, typer.Option(help="Column holding the text (default: the run's, or "
+                                                     "auto-detected).")] = None,
+        rung: Annotated[str | None, typer.Option(help="Use this rung instead of the recommended one.")] = None,
+        overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+    ) -> None:
+        """Label new texts with the run's recommended (or named) rung; adds label and per-class probabilities."""
+        from adaptladder.winner import predict_file
+
+        info = predict_file(run_dir, input, output, text_col=text_col, rung=rung, overwrite=overwrite)
+        counts = ", ".join(f"{k} {v:,}" for k, v in list(info["counts"].items())[:10])
+        console.print(f"{info['rung']}: labelled {info['n']:,} rows of column {info['text_col']!r} in "
+                      f"{info['seconds']:.2f}s ({counts}) -> {info['output']}", highlight=False, markup=False)
+
+    @app.command("evaluate")
+    def evaluate_cmd(
+        run_dir: RunDirArg,
+        data: Annotated[Path, typer.Option("--data", help="New labelled data (same label names as the run).")],
+        rung: Annotated[str | None, typer.Option(help="Evaluate this rung (default: the recommended one).")] = None,
+        all_rungs: Annotated[bool, typer.Option("--all-rungs", help="Evaluate every saved rung.")] = False,
+        tolerance: Annotated[float, typer.Option(help="Exit 1 when the score drops significantly by more than "
+                                                 "this.")] = 0.02,
+        text_col: Annotated[str | None, typer.Option(help="Text column (default: the run's / auto).")] = None,
+        label_col: Annotated[str | None, typer.Option(help="Label column (default: the run's / auto).")] = None,
+        metric: Annotated[str | None, typer.Option(help="macro_f1 or accuracy (default: the run's).")] = None,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the evaluation as JSON.")] = False,
+    ) -> None:
+        """Score saved rungs on new labelled data against the run's test score (drift / before-after check).
+
+        Exit code 1 when the deployed rung (--rung, else the recommended one) is significantly worse by
+        more than --tolerance; 0 otherwise.
+        """
+        from adaptladder.ladder import load_results
+        from adaptladder.winner import evaluate, gate_failed
+
+        evals = evaluate(run_dir, data, rung=rung, all_rungs=all_rungs, tolerance=tolerance, text_col=text_col,
+                         label_col=label_col, metric=metric)
+        deployed = rung or (load_results(run_dir).get("recommendation") or {}).get("rung")
+        failed = gate_failed(evals, deployed)
+        if as_json:
+            print(json.dumps({"evaluations": [e.to_dict() for e in evals], "gate_failed": failed}, indent=2,
+                             default=str))
+        else:
+            m = evals[0].metric
+            table = Table(title=f"{data}: {m} on new data vs the run's test split")
+            for col in ("rung", "n new", f"new {m}", f"run test {m}", "difference [95% CI]", "verdict"):
+                table.add_column(col, justify="right" if col not in ("rung", "verdict") else "left")
+            for e in evals:
+                color = {"degraded": "red", "improved": "green"}.get(e.verdict, "white")
+                verdict = e.verdict + (" (beyond tolerance)" if e.beyond_tolerance else "")
+                table.add_row(e.rung, f"{e.n_new:,}", f"{e.new[m]:.3f} [{e.new[m + '_ci'][0]:.3f}, "
+                              f"{e.new[m + '_ci'][1]:.3f}]", f"{e.run_test[m]:.3f}",
+                              f"{e.diff:+.3f} [{e.diff_ci[0]:+.3f}, {e.diff_ci[1]:+.3f}]",
+                              f"[{color}]{verdict}[/{color}]")
+            console.print(table)
+            for e in evals:
+                console.print(e.sentence(), highlight=False, markup=False)
+                for n in e.notes:
+                    console.print(f"  note: {n}", highlight=False, markup=False)
+            console.print(("FAIL: " if failed else "OK: ") + f"tolerance {tolerance:.3f} on the deployed rung "
+                          f"({deployed}).", highlight=False, markup=False)
+        if failed:
+            raise typer.Exit(1)

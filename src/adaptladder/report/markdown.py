@@ -1,0 +1,103 @@
+"""report.md: the report's content for a terminal or a pull request (no figures)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def md_escape(s: Any) -> str:
+    """Make data text inert in Markdown tables: no table breaks, no HTML, no emphasis surprises."""
+    text = " ".join(str(s).split())
+    for ch in "\\`*[]<>|":
+        text = text.replace(ch, "\\" + ch)
+    return text
+
+
+def _fence(text: str) -> str:
+    ticks = "```"
+    while ticks in text:
+        ticks += "`"
+    return f"{ticks}text\n{text}\n{ticks}"
+
+
+def render_markdown(v: dict[str, Any]) -> str:
+    e = md_escape
+    m = v["metric"]
+    task = v["task"]
+    rec = v["recommendation"]
+    out = [f"# {e(v['title'])}", ""]
+    bar = (f"bar {v['bar']:.2f} on validation" + (" (lower 95% bound)" if v["lower_bound"] else "")
+           if v["bar"] is not None else "no bar")
+    out.append(f"{task.get('n', 0):,} examples, {task.get('n_classes')} classes; split "
+               f"{v['split_sizes'].get('train')}/{v['split_sizes'].get('validation')}/{v['split_sizes'].get('test')}"
+               f" (train/validation/test); metric {m}; {bar}.")
+    out += ["", f"## Recommendation: {e(rec['rung']) if rec['rung'] else 'none'}", ""]
+    if rec["rung"]:
+        out.append(f"Test {m} {rec['test']}, cost per 1,000 predictions {rec['cost']}.")
+        out.append("")
+    out += [f"- {e(r)}" for r in rec["reasons"]]
+    if rec.get("stopped_at"):
+        left = f": {e(', '.join(rec['not_run']))} not run" if rec.get("not_run") else ""
+        out.append(f"- The ladder stopped at {e(rec['stopped_at'])}, the first rung to clear the bar on validation"
+                   f"{left} (`--all` runs the rest).")
+    out.append("- Chosen on the validation split only; test scores are the held-out estimate.")
+    out += [""] + [f"> {e(n)}" for n in v["notes"]]
+    out += ["", "## The ladder", "",
+            f"| rung | status | val {m} [95% CI] | test {m} [95% CI] | test acc | train time | latency p50/p95 ms "
+            "| throughput/s | peak MB fit/predict | $ per 1k | bar |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in v["rows"]:
+        name = e(r["name"]) + (" ★" if r["recommended"] else "")
+        status = r["status"] + (" (reused)" if r["resumed"] else "")
+        if not r["done"]:
+            status += f": {e(r['reason'])}"
+        test = r["test"] + (f" (n={r['test_n']}, sample)" if r["sampled"] else "")
+        out.append(f"| {name} | {status} | {r['val']} | {test} | {r['test_acc']} | {r['fit']} | {r['p50']} / "
+                   f"{r['p95']} | {r['throughput']} | {r['mem_fit']} / {r['mem_predict']} | {r['cost']} | {r['bar']} |")
+    if v["not_done"]:
+        out += ["", "## Skipped and failed rungs", ""]
+        for r in v["not_done"]:
+            details = "; ".join(f"{e(d['key'])}: {e(d['value'])}" for d in r["details"])
+            out.append(f"- **{e(r['name'])}** ({r['status']}): {e(r['reason'])}" + (f" ({details})" if details else ""))
+    w = v["winner"]
+    if w:
+        out += ["", f"## Per-class scores of {e(w['name'])} (test)", "",
+                "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
+        out += [f"| {e(c['label'])} | {c['precision']} | {c['recall']} | {c['f1']} | {c['support']} |"
+                for c in w["per_class"]]
+    out += ["", "## Pairwise comparisons (test split)", ""]
+    cmps = v["comparisons"]["test"]
+    if cmps:
+        rule = "McNemar p < 0.05" if m == "accuracy" else "the 95% CI of the difference excludes 0"
+        out += [f"B is the costlier rung; Δ = B − A in {m} (paired bootstrap CI); McNemar's exact test on the "
+                f"discordant examples. Significant: {rule}. No multiple-comparison correction.", "",
+                "| A | B | n common | Δ | 95% CI | A-only/B-only correct | McNemar p | verdict |",
+                "|---|---|---|---|---|---|---|---|"]
+        for c in cmps:
+            n = f"{c['n']}" + (" (sample)" if c["subset"] else "")
+            out.append(f"| {e(c['a'])} | {e(c['b'])} | {n} | {c['diff']} | {c['ci']} | {c['disc']} | {c['p']} | "
+                       f"{e(c['verdict'])} |")
+        out.append("")
+        out += [f"- {e(c['sentence'])}" for c in cmps if not c["significant"]]
+    else:
+        out.append("Fewer than two rungs finished: nothing to compare.")
+    a = v["audit"]
+    if a:
+        out += ["", "## Data audit", ""]
+        if a["findings"]:
+            out += ["| severity | finding | count |", "|---|---|---|"]
+            out += [f"| {e(f['severity'])} | {e(f['message'])} | {f['count']} |" for f in a["findings"]]
+        else:
+            out.append("No findings.")
+    if v["evaluations"]:
+        out += ["", "## Evaluations on new data", "", "| when | data | rung | n | metric | new | run test | "
+                "difference [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|---|"]
+        out += [f"| {e(r['when'])} | {e(r['data'])} | {e(r['rung'])} | {r['n']} | {r['metric']} | {r['new']} | "
+                f"{r['test']} | {r['diff']} | {e(r['verdict'])} |" for r in v["evaluations"]]
+    if v["prompts"]:
+        out += ["", "## Prompts used"]
+        for p in v["prompts"]:
+            out += ["", f"### {e(p['rung'])}"]
+            for item in p["entries"]:
+                out += ["", f"{e(item['key'])}:", "", _fence(item["text"])]
+    return "\n".join(out) + "\n"

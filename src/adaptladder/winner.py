@@ -1,0 +1,300 @@
+"""Using a finished run: predict with its saved (recommended) rung, and re-evaluate on new data.
+
+``predict`` turns new texts into labels and per-class probabilities with exactly the model the
+ladder measured. ``evaluate`` scores saved rungs on new labelled data and compares with the
+run's own test score, so a deployment can be gated on "did it get worse?" (drift).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from adaptladder.errors import AdaptError
+
+DEFAULT_TOLERANCE = 0.02
+
+
+def _results(run_dir: str | Path) -> dict[str, Any]:
+    from adaptladder.ladder import load_results
+
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise AdaptError(f"{run_dir} is not a directory; pass a run directory written by `adaptladder run`.")
+    return load_results(run_dir)
+
+
+def _rung_result(doc: dict[str, Any], name: str | None, run_dir: Path) -> dict[str, Any]:
+    rungs = {r["name"]: r for r in doc.get("rungs") or []}
+    if name is None:
+        name = (doc.get("recommendation") or {}).get("rung")
+        if name is None:
+            raise AdaptError(f"{run_dir} has no recommended rung (none finished); pass --rung NAME.")
+    if name not in rungs:
+        raise AdaptError(f"rung {name!r} did not run in {run_dir} (it has: {', '.join(rungs) or 'none'}); "
+                         "pass one of those with --rung.")
+    res = rungs[name]
+    if res.get("status") != "done":
+        raise AdaptError(f"rung {name!r} in {run_dir} did not finish ({res.get('status')}: {res.get('reason')}); "
+                         "pick a finished rung with --rung.")
+    if not (run_dir / "rungs" / name / "model" / "rung.json").is_file():
+        raise AdaptError(f"{run_dir / 'rungs' / name / 'model'} holds no saved model; re-run the ladder.")
+    return res
+
+
+def load_model(run_dir: str | Path, rung: str | None = None) -> Any:
+    """The saved, fitted rung of a run (default: the recommended one)."""
+    from adaptladder.rungs import load_rung
+
+    run_dir = Path(run_dir)
+    doc = _results(run_dir)
+    res = _rung_result(doc, rung, run_dir)
+    return load_rung(run_dir / "rungs" / res["name"] / "model")
+
+
+def predict(run_dir: str | Path, texts: Sequence[str], rung: str | None = None) -> pd.DataFrame:
+    """Labels and per-class probabilities for ``texts`` from a run's recommended (or named) rung.
+
+    Returns a DataFrame with ``label`` and one ``proba_<label name>`` column per class.
+    """
+    from adaptladder.rungs.base import check_inputs
+
+    texts, _ = check_inputs(texts)
+    model = load_model(run_dir, rung)
+    return _prediction_frame(model, texts)
+
+
+def _prediction_frame(model: Any, texts: list[str]) -> pd.DataFrame:
+    names = list(model.label_names_)
+    proba = np.asarray(model.predict_proba(texts)) if texts else np.zeros((0, len(names)))
+    frame = pd.DataFrame({"label": [names[k] for k in proba.argmax(axis=1)] if len(texts) else []})
+    for k, n in enumerate(names):
+        frame[f"proba_{n}"] = proba[:, k]
+    return frame
+
+
+# ------------------------------------------------------------------ files
+def _source_col(run_dir: Path, key: str) -> str | None:
+    import json
+
+    try:
+        src = json.loads((run_dir / "task.json").read_text()).get("source") or {}
+    except (OSError, ValueError):
+        return None
+    return src.get(key)
+
+
+def _column(df: pd.DataFrame, wanted: str | None, fallback: str | None, candidates: Sequence[str], what: str,
+            path: Path, flag: str) -> str:
+    from adaptladder.task import _pick_column
+
+    if wanted is None and fallback is not None and fallback in df.columns:
+        return fallback
+    return _pick_column(df, wanted, candidates, what, path, flag)
+
+
+def read_texts(path: str | Path, text_col: str | None, run_dir: Path) -> tuple[pd.DataFrame, list[str], str]:
+    """The input table and its texts; one clear error when the text column is missing or a text is empty."""
+    from adaptladder.task import TEXT_CANDIDATES, _clean_texts, read_table
+
+    path = Path(path)
+    df = read_table(path)
+    col = _column(df, text_col, _source_col(run_dir, "text_col"), TEXT_CANDIDATES, "text", path, "--text-col")
+    return df, _clean_texts(df[col], path, col), col
+
+
+def write_table(df: pd.DataFrame, path: str | Path, *, overwrite: bool = False) -> Path:
+    """Write by suffix (.csv/.tsv/.jsonl/.parquet) atomically; refuse to clobber unless ``overwrite``."""
+    path = Path(path)
+    if path.exists() and not overwrite:
+        raise AdaptError(f"{path} already exists; pass --overwrite to replace it or choose another --output.")
+    kind = path.suffix.lower()
+    if kind not in (".csv", ".tsv", ".jsonl", ".parquet"):
+        raise AdaptError(f"{path}: unknown output type {path.suffix!r}; use .csv, .tsv, .jsonl or .parquet.")
+    if not path.parent.exists():
+        raise AdaptError(f"{path.parent} does not exist; create the folder or choose another --output.")
+    tmp = path.with_name(f".{path.name}.tmp")
+    if kind == ".csv":
+        df.to_csv(tmp, index=False)
+    elif kind == ".tsv":
+        df.to_csv(tmp, index=False, sep="\t")
+    elif kind == ".jsonl":
+        df.to_json(tmp, orient="records", lines=True, force_ascii=False)
+    else:
+        df.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path
+
+
+def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str | Path, *,
+                 text_col: str | None = None, rung: str | None = None, overwrite: bool = False) -> dict[str, Any]:
+    """Predict every row of a table; the output keeps the input's columns and adds label + probabilities."""
+    run_dir = Path(run_dir)
+    out = Path(output_path)
+    if out.exists() and not overwrite:  # fail before the (possibly slow) predictions
+        raise AdaptError(f"{out} already exists; pass --overwrite to replace it or choose another --output.")
+    model = load_model(run_dir, rung)
+    df, texts, col = read_texts(input_path, text_col, run_dir)
+    t0 = time.perf_counter()
+    preds = _prediction_frame(model, texts)
+    seconds = time.perf_counter() - t0
+    taken = [c for c in preds.columns if c in df.columns]
+    preds = preds.rename(columns={c: f"predicted_{c}" for c in taken})
+    write_table(pd.concat([df.reset_index(drop=True), preds], axis=1), out, overwrite=overwrite)
+    label_col = "predicted_label" if "label" in taken else "label"
+    return {"rung": model.name, "n": len(texts), "text_col": col, "output": str(out), "seconds": seconds,
+            "counts": preds[label_col].value_counts().to_dict()}
+
+
+# ------------------------------------------------------------------ drift
+@dataclass
+class Evaluation:
+    """One saved rung scored on new labelled data, compared with its test score in the run."""
+
+    rung: str
+    metric: str
+    n_new: int
+    new: dict[str, Any]
+    run_test: dict[str, Any]
+    diff: float
+    diff_ci: list[float]
+    verdict: str  # "degraded" | "no significant change" | "improved"
+    beyond_tolerance: bool
+    tolerance: float
+    notes: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        from dataclasses import asdict
+
+        return asdict(self)
+
+    def sentence(self) -> str:
+        m = self.metric
+        lo, hi = self.diff_ci
+        s = (f"{self.rung}: {m} {self.new[m]:.3f} on {self.n_new} new examples vs {self.run_test[m]:.3f} on the "
+             f"run's test split; difference {self.diff:+.3f} (95% CI [{lo:+.3f}, {hi:+.3f}]): {self.verdict}")
+        if self.verdict == "degraded":
+            s += (f", beyond the tolerance {self.tolerance:.3f}" if self.beyond_tolerance
+                  else f", within the tolerance {self.tolerance:.3f}")
+        return s + "."
+
+
+def read_labelled(path: str | Path, run_dir: Path, label_names: Sequence[str], text_col: str | None,
+                  label_col: str | None) -> tuple[list[str], np.ndarray]:
+    """Texts and label codes of new labelled data, mapped onto the run's label names."""
+    from adaptladder.task import LABEL_CANDIDATES, _clean_labels
+
+    df, texts, tcol = read_texts(path, text_col, run_dir)
+    path = Path(path)
+    lcol = _column(df, label_col, _source_col(run_dir, "label_col"), LABEL_CANDIDATES, "labels", path,
+                   "--label-col")
+    if lcol == tcol:
+        raise AdaptError(f"{path}: the text and label columns are both {tcol!r}; pass --text-col and --label-col.")
+    strs = _clean_labels(df[lcol], path, lcol)
+    index = {str(n): k for k, n in enumerate(label_names)}
+    unknown = sorted({s for s in strs if s not in index})
+    if unknown:
+        shown = ", ".join(repr(u) for u in unknown[:5]) + (" ..." if len(unknown) > 5 else "")
+        raise AdaptError(f"{path}: label(s) {shown} in column {lcol!r} are not labels of this run "
+                         f"(known: {', '.join(map(repr, label_names))}); rename or drop those rows.")
+    return texts, np.array([index[s] for s in strs], dtype=np.int64)
+
+
+def _independent_diff_ci(y_new: np.ndarray, p_new: np.ndarray, y_old: np.ndarray, p_old: np.ndarray, k: int,
+                         metric: str, seed: int, n_boot: int = 1000) -> list[float]:
+    """95% CI of score(new) - score(old) for two independent samples (each resampled on its own)."""
+    from adaptladder.compare import bootstrap_rows, metric_rows
+
+    rng = np.random.default_rng(seed)
+    new = np.concatenate([metric_rows(y_new[i], p_new[i], k, metric) for i in bootstrap_rows(len(y_new), n_boot, rng)])
+    old = np.concatenate([metric_rows(y_old[j], p_old[j], k, metric) for j in bootstrap_rows(len(y_old), n_boot, rng)])
+    boots = new - old
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def evaluate(run_dir: str | Path, data: str | Path, *, rung: str | None = None, all_rungs: bool = False,
+             tolerance: float = DEFAULT_TOLERANCE, text_col: str | None = None, label_col: str | None = None,
+             metric: str | None = None, save: bool = True) -> list[Evaluation]:
+    """Score saved rungs on new labelled data and compare with the run's own test scores.
+
+    Verdict per rung: "degraded" when the 95% CI of (new - run test) lies below zero,
+    "improved" when above, else "no significant change"; ``beyond_tolerance`` when degraded
+    and the drop exceeds ``tolerance``. Written to ``run_dir/evaluations/``.
+    """
+    from adaptladder.compare import part_labels
+    from adaptladder.measure import score
+    from adaptladder.rungs import load_rung
+    from adaptladder.store import atomic_write_json
+
+    run_dir = Path(run_dir)
+    if tolerance < 0:
+        raise AdaptError(f"--tolerance {tolerance} is negative; give a score drop such as 0.02.")
+    doc = _results(run_dir)
+    metric = metric or doc["metric"]
+    if metric not in ("macro_f1", "accuracy"):
+        raise AdaptError(f"unknown metric {metric!r}: use macro_f1 or accuracy.")
+    names = doc["task"]["label_names"]
+    if all_rungs:
+        if rung is not None:
+            raise AdaptError("pass either --rung NAME or --all-rungs, not both.")
+        chosen = [r for r in doc["rungs"] if r.get("status") == "done"
+                  and (run_dir / "rungs" / r["name"] / "model" / "rung.json").is_file()]
+        if not chosen:
+            raise AdaptError(f"{run_dir} has no finished rung with a saved model; re-run the ladder.")
+    else:
+        chosen = [_rung_result(doc, rung, run_dir)]
+    texts, y = read_labelled(data, run_dir, names, text_col, label_col)
+    seed = (doc.get("config") or {}).get("seed", 0)
+    split_labels = None
+    out: list[Evaluation] = []
+    for res in chosen:
+        model = load_rung(run_dir / "rungs" / res["name"] / "model")
+        proba = np.asarray(model.predict_proba(texts))
+        new = score(y, proba, names, seed=seed)
+        test = res["test"]
+        if "labels" not in test and split_labels is None:
+            from adaptladder.compare import labels_from_split_csv
+
+            split_labels = labels_from_split_csv(run_dir, names)
+        y_old = part_labels(test, split_labels)
+        p_old = np.asarray(test["predictions"], dtype=np.int64)
+        diff = new[metric] - test[metric]
+        ci = _independent_diff_ci(y, proba.argmax(axis=1), y_old, p_old, len(names), metric, seed)
+        verdict = "degraded" if ci[1] < 0 else "improved" if ci[0] > 0 else "no significant change"
+        notes = []
+        if test.get("sampled"):
+            notes.append(f"the run's test score of {res['name']} came from a stratified sample of {test['n']}.")
+        if verdict == "no significant change" and -diff > tolerance:
+            notes.append(f"the point estimate dropped by {-diff:.3f} (more than the tolerance) but the drop is not "
+                         f"significant with {len(y)} new examples; label more data to be sure.")
+        missing = [names[k] for k in range(len(names)) if not (y == k).any()]
+        if missing and metric == "macro_f1":
+            notes.append(f"the new data has no example of {', '.join(missing)}; macro-F1 averages over all "
+                         "classes, so compare accuracy too.")
+        out.append(Evaluation(
+            rung=res["name"], metric=metric, n_new=len(y), new={k: v for k, v in new.items()},
+            run_test={k: test[k] for k in ("n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "sampled")
+                      if k in test},
+            diff=float(diff), diff_ci=ci, verdict=verdict,
+            beyond_tolerance=bool(verdict == "degraded" and -diff > tolerance), tolerance=tolerance, notes=notes))
+    if save:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        atomic_write_json(run_dir / "evaluations" / f"{stamp}-{Path(data).stem[:40]}.json",
+                          {"data": str(Path(data).resolve()), "metric": metric, "tolerance": tolerance,
+                           "evaluations": [e.to_dict() for e in out],
+                           "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return out
+
+
+def gate_failed(evals: Sequence[Evaluation], deployed: str | None) -> bool:
+    """Exit-code rule: the deployed rung (or, if it was not evaluated, any rung) degraded beyond tolerance."""
+    names = {e.rung for e in evals}
+    pool = [e for e in evals if e.rung == deployed] if deployed in names else list(evals)
+    return any(e.beyond_tolerance for e in pool)
