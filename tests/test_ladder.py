@@ -16,7 +16,7 @@ from adaptladder.errors import AdaptError
 
 def test_api_run_writes_a_complete_run_directory(toy_csv: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    res = adaptladder.run(data=str(toy_csv), rungs=["tfidf", "majority"], out=str(out))
+    res = adaptladder.run(no_audit=True, data=str(toy_csv), rungs=["tfidf", "majority"], out=str(out))
     assert [r["name"] for r in res.results] == ["majority", "tfidf"]  # cost order, not the order given
     for f in ("config.json", "task.json", "split.csv", "results.json", "summary.md"):
         assert (out / f).is_file(), f
@@ -37,28 +37,28 @@ def test_api_run_writes_a_complete_run_directory(toy_csv: Path, tmp_path: Path) 
 
 def test_second_identical_run_reuses_finished_rungs(toy_csv: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "run")
-    first = adaptladder.run(data=str(toy_csv), rungs=["majority", "tfidf"], out=out)
-    second = adaptladder.run(data=str(toy_csv), rungs=["majority", "tfidf"], out=out)
+    first = adaptladder.run(no_audit=True, data=str(toy_csv), rungs=["majority", "tfidf"], out=out)
+    second = adaptladder.run(no_audit=True, data=str(toy_csv), rungs=["majority", "tfidf"], out=out)
     assert all(r.get("resumed") for r in second.results)
     assert second.result("tfidf")["test"] == first.result("tfidf")["test"]
     # a changed rung setting recomputes only that rung
-    third = adaptladder.run(data=str(toy_csv), rungs=["majority", "tfidf"], out=out,
+    third = adaptladder.run(no_audit=True, data=str(toy_csv), rungs=["majority", "tfidf"], out=out,
                             rung_params={"tfidf": {"C": 2.0}})
     assert third.result("majority").get("resumed") and not third.result("tfidf").get("resumed")
 
 
 def test_changed_data_or_seed_is_never_mixed(toy_csv: Path, tmp_path: Path) -> None:
     out = str(tmp_path / "run")
-    adaptladder.run(data=str(toy_csv), rungs=["majority"], out=out)
+    adaptladder.run(no_audit=True, data=str(toy_csv), rungs=["majority"], out=out)
     with pytest.raises(AdaptError, match="different configuration"):
-        adaptladder.run(data=str(toy_csv), rungs=["majority"], out=out, seed=99)
-    res = adaptladder.run(data=str(toy_csv), rungs=["majority"], out=out, seed=99, fresh=True)
+        adaptladder.run(no_audit=True, data=str(toy_csv), rungs=["majority"], out=out, seed=99)
+    res = adaptladder.run(no_audit=True, data=str(toy_csv), rungs=["majority"], out=out, seed=99, fresh=True)
     assert not res.result("majority").get("resumed")
     assert (tmp_path / "run.old1" / "results.json").is_file()  # the old run was moved aside, not deleted
 
 
 def test_bar_met_by_the_floor_stops_at_once(toy_csv: Path, tmp_path: Path) -> None:
-    res = adaptladder.run(data=str(toy_csv), rungs=["majority", "tfidf"], out=str(tmp_path / "r"), bar=0.01)
+    res = adaptladder.run(no_audit=True, data=str(toy_csv), rungs=["majority", "tfidf"], out=str(tmp_path / "r"), bar=0.01)
     assert res.stopped_at == "majority" and len(res.results) == 1
     assert res.recommendation["rung"] == "majority"
 
@@ -72,7 +72,7 @@ def test_impossible_bar_runs_everything(tmp_path: Path) -> None:
     df = pd.DataFrame({"text": [" ".join(rng.choice(words, 5)) + f" {i}" for i in range(400)],
                        "label": rng.choice(["a", "b"], 400)})
     df.to_csv(tmp_path / "noise.csv", index=False)
-    res = adaptladder.run(data=str(tmp_path / "noise.csv"), rungs=["majority", "tfidf"], out=str(tmp_path / "r"),
+    res = adaptladder.run(no_audit=True, data=str(tmp_path / "noise.csv"), rungs=["majority", "tfidf"], out=str(tmp_path / "r"),
                           bar=1.0, metric="accuracy")
     assert res.stopped_at is None and len(res.results) == 2
     assert res.recommendation.get("bar_met") is False
@@ -80,7 +80,7 @@ def test_impossible_bar_runs_everything(tmp_path: Path) -> None:
 
 def test_cli_run_prints_a_table(toy_csv: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as ex:
-        main(["run", str(toy_csv), "--rungs", "majority,tfidf", "--out", str(tmp_path / "r"),
+        main(["run", str(toy_csv), "--rungs", "majority,tfidf", "--out", str(tmp_path / "r"), "--no-audit",
               "--set", "tfidf.ngram_max=1"])
     assert ex.value.code == 0
     out = capsys.readouterr().out

@@ -415,8 +415,20 @@ def _write_partial(run_dir: Path, task: Task, cfg: RunConfig, results: list[dict
 
 
 def run_audit_step(task: Task, cfg: RunConfig, run_dir: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
-    """Hook for the data audit (runs before any rung, unless ``no_audit``)."""
-    return None
+    """The data audit, before any rung spends compute; its errors stop the run unless ``force``.
+
+    A resumed run reuses the audit.json it wrote (same data, same config hash) instead of
+    auditing again, but still enforces its errors.
+    """
+    from adaptladder.audit import AuditReport, audit_for_run, enforce_audit
+
+    existing = run_dir / "audit.json"
+    if not cfg.no_audit and existing.is_file():
+        report = AuditReport.from_dict(json.loads(existing.read_text()))
+        log(f"data audit: reusing {existing.name} ({report.summary_line()})")
+        enforce_audit(report, force=cfg.force)
+        return report.to_dict()
+    return audit_for_run(task, cfg, run_dir, log)
 
 
 def _config_record(cfg: RunConfig, order: list[str]) -> dict[str, Any]:
