@@ -174,7 +174,8 @@ def test_deterministic_under_seed(tiny_bert: str) -> None:
 
 
 def test_budget_stops_training(tiny_bert: str) -> None:
-    rung = _fit("full-ft", tiny_bert, n=400, max_epochs=50, budget_minutes=0.03)  # ~2 s
+    # patience 10**6: early stopping can never fire, so only the budget can end training
+    rung = _fit("full-ft", tiny_bert, n=400, max_epochs=50, budget_minutes=0.03, patience=10**6)  # ~2 s
     info = rung.extra_info()
     assert info["stopped_by"] == "budget"
     assert info["steps"] < info["planned_steps"]
