@@ -58,7 +58,8 @@ def test_changed_data_or_seed_is_never_mixed(toy_csv: Path, tmp_path: Path) -> N
 
 
 def test_bar_met_by_the_floor_stops_at_once(toy_csv: Path, tmp_path: Path) -> None:
-    res = adaptladder.run(no_audit=True, data=str(toy_csv), rungs=["majority", "tfidf"], out=str(tmp_path / "r"), bar=0.01)
+    res = adaptladder.run(no_audit=True, data=str(toy_csv), rungs=["majority", "tfidf"], out=str(tmp_path / "r"),
+                          bar=0.01)
     assert res.stopped_at == "majority" and len(res.results) == 1
     assert res.recommendation["rung"] == "majority"
 
@@ -72,7 +73,8 @@ def test_impossible_bar_runs_everything(tmp_path: Path) -> None:
     df = pd.DataFrame({"text": [" ".join(rng.choice(words, 5)) + f" {i}" for i in range(400)],
                        "label": rng.choice(["a", "b"], 400)})
     df.to_csv(tmp_path / "noise.csv", index=False)
-    res = adaptladder.run(no_audit=True, data=str(tmp_path / "noise.csv"), rungs=["majority", "tfidf"], out=str(tmp_path / "r"),
+    res = adaptladder.run(no_audit=True, data=str(tmp_path / "noise.csv"), rungs=["majority", "tfidf"],
+                          out=str(tmp_path / "r"),
                           bar=1.0, metric="accuracy")
     assert res.stopped_at is None and len(res.results) == 2
     assert res.recommendation.get("bar_met") is False

@@ -141,3 +141,26 @@ def test_sample_keeps_splits_and_classes(toy_csv: Path) -> None:
     for part in ("train", "validation", "test"):
         assert len(small.indices(part)) == min(4, len(task.indices(part)))
     assert set(small.labels[small.indices("train")].tolist()) == {0, 1}
+
+
+def test_auto_split_keeps_duplicate_texts_together(tmp_path: Path) -> None:
+    """Our own split must not leak: texts equal after normalisation share one split."""
+    rows = [{"text": f"message number {i}", "label": "a" if i % 2 else "b"} for i in range(60)]
+    rows += [{"text": f"MESSAGE number {i}!!", "label": "a" if i % 2 else "b"} for i in range(0, 60, 3)]
+    task = load_task(_write(tmp_path, "d.csv", pd.DataFrame(rows)), seed=3)
+    from adaptladder.task import normalize_text
+
+    where: dict[str, set[str]] = {}
+    for t, s in zip(task.texts, task.split.tolist(), strict=True):
+        where.setdefault(normalize_text(t), set()).add(s)
+    assert all(len(v) == 1 for v in where.values())
+    assert {"train", "validation", "test"} == set(task.split.tolist())
+
+
+def test_builtin_sms_spam_split_has_no_exact_leak() -> None:
+    from adaptladder.datasets import load_builtin
+    from adaptladder.task import normalize_text
+
+    task = load_builtin("sms-spam")
+    train = {normalize_text(t) for t in task.part("train")[0]}
+    assert not any(normalize_text(t) in train for t in task.part("test")[0])

@@ -27,7 +27,6 @@ import json
 import os
 import re
 import time
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -50,6 +49,7 @@ from adaptladder.task import (
     _encode_labels,
     _pick_column,
     load_task,
+    normalize_text,
     read_table,
     stratified_split,
 )
@@ -318,24 +318,12 @@ def _jsonable(obj: Any) -> Any:
 
 
 # ============================================================================ text helpers
-_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
 _WORD = re.compile(r"\w+", re.UNICODE)
 _URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
 _MOJIBAKE = re.compile("\ufffd|Ã[\u0080-\u00bf]|Â[\u0080-\u00bf\u00a0]|â€|ï»¿")
 _SPACE = re.compile(r"\s+")
 _NOT_ALNUM = re.compile(r"[\W_]+")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
-
-
-def normalize_text(text: str) -> str:
-    """The key for exact-duplicate detection: NFKC, case-folded, punctuation -> space, whitespace collapsed.
-
-    A text that is all punctuation keeps its stripped, case-folded form so that distinct symbol
-    strings do not all collapse into one empty key.
-    """
-    s = unicodedata.normalize("NFKC", str(text)).casefold()
-    norm = " ".join(_NON_WORD.sub(" ", s).split())
-    return norm if norm else "\x00" + " ".join(s.split())
 
 
 def _noise_kind(text: str) -> str | None:

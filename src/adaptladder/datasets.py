@@ -20,7 +20,14 @@ from pathlib import Path
 import numpy as np
 
 from adaptladder.errors import AdaptError
-from adaptladder.task import DEFAULT_FRACTIONS, Task, _carve_validation, _encode_labels, stratified_split
+from adaptladder.task import (
+    DEFAULT_FRACTIONS,
+    Task,
+    _carve_validation,
+    _encode_labels,
+    duplicate_groups,
+    stratified_split,
+)
 
 
 @dataclass(frozen=True)
@@ -133,10 +140,12 @@ def load_builtin(name: str, seed: int = 13, fractions: tuple[float, float, float
     codes, names = _encode_labels(label_strs)
     source = {"kind": "builtin", "builtin": name, "package": info.pip_spec, "seed": seed}
     if given_split is None:
-        split = stratified_split(codes, names, seed, fractions, where=name)
-        source["split"] = f"seeded stratified {fractions[0]:.0%}/{fractions[1]:.0%}/{fractions[2]:.0%}"
+        split = stratified_split(codes, names, seed, fractions, where=name, groups=duplicate_groups(texts))
+        source["split"] = (f"seeded stratified {fractions[0]:.0%}/{fractions[1]:.0%}/{fractions[2]:.0%}, "
+                           "duplicate texts kept in one split")
     else:
-        split = _carve_validation(np.array(given_split, dtype=object), codes, names, seed, where=name)
+        split = _carve_validation(np.array(given_split, dtype=object), codes, names, seed, where=name,
+                                  texts=texts)
         source["split"] = "official train/test; validation carved from train (15%, stratified)"
     return Task(name, texts, codes, names, split, source)
 

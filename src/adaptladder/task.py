@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -121,6 +123,27 @@ class Task:
 
 
 # -------------------------------------------------------------------- splitting
+_NON_WORD = re.compile(r"[\W_]+", re.UNICODE)
+
+
+def normalize_text(text: str) -> str:
+    """The key for exact-duplicate detection: NFKC, case-folded, punctuation -> space, whitespace collapsed.
+
+    A text that is all punctuation keeps its stripped, case-folded form so that distinct symbol
+    strings do not all collapse into one empty key. The audit and the splitter share it, so
+    a split made here never puts the same text on both sides.
+    """
+    s = unicodedata.normalize("NFKC", str(text)).casefold()
+    norm = " ".join(_NON_WORD.sub(" ", s).split())
+    return norm if norm else "\x00" + " ".join(s.split())
+
+
+def duplicate_groups(texts: Sequence[str]) -> np.ndarray:
+    """A group id per text; texts equal after :func:`normalize_text` share one."""
+    ids: dict[str, int] = {}
+    return np.array([ids.setdefault(normalize_text(t), len(ids)) for t in texts], dtype=np.int64)
+
+
 def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     """Positions of a seeded, stratified subset of size ``n`` (every class kept when possible)."""
     from sklearn.model_selection import train_test_split
@@ -140,15 +163,18 @@ def stratified_split(
     seed: int = 13,
     fractions: tuple[float, float, float] = DEFAULT_FRACTIONS,
     where: str = "the data",
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     """Seeded, stratified train / validation / test assignment for each row.
 
     Each class is shuffled and cut by the fractions on its own, so every split has every
-    class (at least one example each) and the proportions hold exactly up to rounding.
+    class (at least one example each) and the proportions hold up to rounding. With
+    ``groups`` (e.g. :func:`duplicate_groups`), all rows of a group land in the same split,
+    so duplicated texts cannot leak from train into test.
     """
     labels = np.asarray(labels)
     counts = np.bincount(labels, minlength=len(label_names))
-    need = 3  # one example in each split, at least
+    need = 1 + int(fractions[1] > 0) + int(fractions[2] > 0)  # one example in each split, at least
     for k, c in enumerate(counts):
         if c < need:
             raise AdaptError(
@@ -157,22 +183,28 @@ def stratified_split(
             )
     _, f_val, f_test = fractions
     rng = np.random.default_rng(seed)
-    split = np.empty(len(labels), dtype=object)
+    groups = np.arange(len(labels)) if groups is None else np.asarray(groups)
+    # one unit per duplicate group, labelled by its first row: duplicates never straddle splits
+    _, first = np.unique(groups, return_index=True)
+    first = np.sort(first)
+    unit_label = labels[first]
+    unit_split = np.empty(len(first), dtype=object)
     for k in range(len(label_names)):
-        idx = np.flatnonzero(labels == k)
-        rng.shuffle(idx)
-        c = len(idx)
-        n_val = max(1, round(c * f_val))
-        n_test = max(1, round(c * f_test))
-        while n_val + n_test > c - 1:  # keep at least one training example
+        units = np.flatnonzero(unit_label == k)
+        rng.shuffle(units)
+        c = len(units)
+        n_val = max(1, round(c * f_val)) if c >= 3 and f_val > 0 else 0
+        n_test = max(1, round(c * f_test)) if c >= 2 and f_test > 0 else 0
+        while n_val + n_test > c - 1 and (n_val or n_test):  # keep at least one training unit
             if n_val >= n_test:
                 n_val -= 1
             else:
                 n_test -= 1
-        split[idx[:n_val]] = "validation"
-        split[idx[n_val:n_val + n_test]] = "test"
-        split[idx[n_val + n_test:]] = "train"
-    return split
+        unit_split[units[:n_val]] = "validation"
+        unit_split[units[n_val:n_val + n_test]] = "test"
+        unit_split[units[n_val + n_test:]] = "train"
+    unit_of_group = dict(zip(groups[first].tolist(), unit_split.tolist(), strict=True))
+    return np.array([unit_of_group[g] for g in groups.tolist()], dtype=object)
 
 
 # -------------------------------------------------------------------- file loading
@@ -362,11 +394,11 @@ def load_task(
             split = _parse_split_column(df[split_col], path, split_col)
             source["split"] = f"column {split_col}"
             if not (split == "validation").any():
-                split = _carve_validation(split, codes, names, seed, where=str(path))
+                split = _carve_validation(split, codes, names, seed, where=str(path), texts=texts)
                 source["split"] += " (validation carved from train, stratified)"
             _check_split_has(split, path, ("train", "test"))
         else:
-            split = stratified_split(codes, names, seed, fractions, where=str(path))
+            split = stratified_split(codes, names, seed, fractions, where=str(path), groups=duplicate_groups(texts))
             source["split"] = f"seeded stratified {fractions[0]:.0%}/{fractions[1]:.0%}/{fractions[2]:.0%}"
         return Task(name or path.stem, texts, codes, names, split, source)
 
@@ -401,7 +433,7 @@ def load_task(
     source = {"kind": "files", "train": str(Path(train).resolve()), "test": str(Path(test).resolve()),
               "text_col": tcol, "label_col": lcol, "seed": seed, "split": "given files"}
     if validation is None:
-        split = _carve_validation(split, codes, names, seed, where=str(train))
+        split = _carve_validation(split, codes, names, seed, where=str(train), texts=all_texts)
         source["split"] = "given train/test files; validation carved from train, stratified"
     else:
         source["validation"] = str(Path(validation).resolve())
@@ -434,9 +466,8 @@ def _check_split_has(split: np.ndarray, path: Path, parts: Sequence[str]) -> Non
 
 
 def _carve_validation(split: np.ndarray, codes: np.ndarray, names: list[str], seed: int, where: str,
-                      frac: float = 0.15) -> np.ndarray:
-    from sklearn.model_selection import train_test_split
-
+                      frac: float = 0.15, texts: Sequence[str] | None = None) -> np.ndarray:
+    """Move a stratified ``frac`` of the training rows to validation (duplicates kept together)."""
     split = split.copy()
     tr = np.flatnonzero(split == "train")
     counts = np.bincount(codes[tr], minlength=len(names))
@@ -446,7 +477,7 @@ def _carve_validation(split: np.ndarray, codes: np.ndarray, names: list[str], se
                 f"class {names[k]!r} has {c} training example in {where}, too few to carve a validation split; "
                 "add examples or give a validation file."
             )
-    n_val = max(round(frac * len(tr)), int((counts > 0).sum()))
-    _, val = train_test_split(tr, test_size=n_val, random_state=seed, stratify=codes[tr])
-    split[val] = "validation"
+    groups = duplicate_groups([texts[i] for i in tr]) if texts is not None else None
+    sub = stratified_split(codes[tr], names, seed, (1 - frac, frac, 0.0), where=where, groups=groups)
+    split[tr[sub == "validation"]] = "validation"
     return split
