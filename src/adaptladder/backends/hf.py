@@ -152,7 +152,7 @@ class HFBackend(LMBackend):
         """Full forward passes (no cache) over ``context ids + continuation ids`` rows, batched."""
         import torch
 
-        model, tok = self._load()
+        _, tok = self._load()
         out: list[tuple[float, int]] = [(0.0, 0)] * len(rows)
         order = sorted(range(len(rows)), key=lambda i: -(len(rows[i][0]) + len(rows[i][1])))
         for s in range(0, len(order), self.batch_size):

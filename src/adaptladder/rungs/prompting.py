@@ -442,6 +442,7 @@ class _PromptingRung(Rung):
     def example_prompt(self, text: str = "<the text to classify>") -> str:
         """The exact prompt string the model sees for ``text`` (the first query's shots for k-NN)."""
         shots = self._shots_for([text])[0]
+        text, shots, _ = self._fit_query(text, shots, self._context_window(), self._label_budget())
         return self.backend.format_chat(self.system_prompt_, self._user(text, shots))
 
     def extra_info(self) -> dict[str, Any]:
