@@ -206,6 +206,13 @@ def stratified_cap(y: np.ndarray, cap: int, seed: int) -> np.ndarray:
     return held
 
 
+def _cuda_peak_mb() -> float:
+    """Peak GPU memory held by tensors since the last reset (torch's caching allocator), in MiB."""
+    import torch
+
+    return torch.cuda.max_memory_allocated() / 2**20
+
+
 def cuda_available() -> bool:
     try:
         import torch
@@ -467,6 +474,10 @@ class FinetuneRung(Rung):
 
         self.source_ = resolve_model(p["model"])
         device = "cuda" if cuda_available() else "cpu"
+        if device == "cuda":
+            import torch
+
+            torch.cuda.reset_peak_memory_stats()
         with _deterministic(), _torch_threads(p["threads"]) as threads_used, PeakRSS() as mem:
             t_load = time.perf_counter()
             model, missing = self._load_base(self.source_, n_classes, p["seed"], quantize=self.method == "qlora")
@@ -506,6 +517,7 @@ class FinetuneRung(Rung):
             "seed": p["seed"], "load_seconds": round(load_seconds, 2),
             "peak_rss_mb": round(mem.peak_mb, 1), "rss_before_fit_mb": round(mem.start_mb, 1),
             "torch_threads": threads_used,
+            **({"peak_gpu_mb": round(_cuda_peak_mb(), 1)} if device == "cuda" else {}),
             **stats, **self._method_info(p),
         }
         return self
