@@ -229,6 +229,39 @@ def test_leak_threshold_is_configurable() -> None:
     assert via_yaml.finding("leakage_train_test").severity == "warning"
 
 
+class _VecEncoder:
+    """Embeds a text as a fixed vector per word set, so chosen texts are near-duplicates."""
+
+    def __init__(self, near: dict[str, str]) -> None:
+        self.near = near  # text -> the text it should nearly equal
+
+    def encode(self, texts: list[str], progress: bool = False, desc: str = "") -> np.ndarray:
+        out = []
+        for t in texts:
+            base = self.near.get(t, t)
+            v = np.random.default_rng(abs(hash(base)) % 2**32).normal(size=32)
+            if base != t:
+                v = v + 0.01  # cosine ~0.9999 with its partner
+            out.append(v)
+        return np.array(out)
+
+
+def test_near_copies_in_test_are_a_warning_until_five_percent() -> None:
+    task = _clean_task(n_per_class=100)  # 45 test rows: one near copy is 2.2%
+    te = np.flatnonzero(task.split == "test")
+    tr = np.flatnonzero(task.split == "train")
+    texts = list(task.texts)
+    texts[te[0]] = texts[tr[0]] + " !!! (re-sent)"  # a near copy, not an exact one
+    t = Task("near1", texts, task.labels, task.label_names, task.split, {})
+    r = run_audit(t, encoder=_VecEncoder({texts[te[0]]: texts[tr[0]]}), label_errors=False)
+    leak = r.stats["leakage"]["test_in_train"]
+    assert (leak["exact"], leak["near"]) == (0, 1) and 0.01 < leak["share"] <= 0.05
+    assert r.finding("leakage_train_test").severity == "warning"
+    strict = run_audit(t, encoder=_VecEncoder({texts[te[0]]: texts[tr[0]]}), label_errors=False,
+                       requirements={"audit": {"max_test_near_leak_share": 0.01}})
+    assert strict.finding("leakage_train_test").severity == "error"
+
+
 def test_small_data_supports_prompting_and_features_only() -> None:
     r = run_audit(_clean_task(n_per_class=10, labels=("A", "B")), encoder=None, label_errors=False)
     assert r.supported_families == ["floor", "prompting", "features"]

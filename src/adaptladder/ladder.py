@@ -420,14 +420,24 @@ def run_audit_step(task: Task, cfg: RunConfig, run_dir: Path, log: Callable[[str
     A resumed run reuses the audit.json it wrote (same data, same config hash) instead of
     auditing again, but still enforces its errors.
     """
-    from adaptladder.audit import AuditReport, audit_for_run, enforce_audit
+    from adaptladder.audit import RULES_VERSION, AuditReport, audit_for_run, enforce_audit, load_requirements
 
     existing = run_dir / "audit.json"
     if not cfg.no_audit and existing.is_file():
-        report = AuditReport.from_dict(json.loads(existing.read_text()))
-        log(f"data audit: reusing {existing.name} ({report.summary_line()})")
-        enforce_audit(report, force=cfg.force)
-        return report.to_dict()
+        try:
+            old = json.loads(existing.read_text())
+        except (OSError, ValueError):
+            old = {}
+        st = old.get("settings") or {}
+        same = (st.get("rules_version") == RULES_VERSION and st.get("requirements") == load_requirements()
+                and st.get("encoder") == cfg.encoder and st.get("seed") == cfg.seed
+                and (old.get("task") or {}).get("fingerprint") == task.summary().get("fingerprint"))
+        if same:
+            report = AuditReport.from_dict(old)
+            log(f"data audit: reusing {existing.name} ({report.summary_line()})")
+            enforce_audit(report, force=cfg.force)
+            return report.to_dict()
+        log(f"data audit: {existing.name} was made with other rules or settings; auditing again")
     return audit_for_run(task, cfg, run_dir, log)
 
 

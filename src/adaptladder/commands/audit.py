@@ -42,8 +42,10 @@ def audit_cmd(
     encoder: Annotated[str, typer.Option("--encoder", help="Encoder for near-duplicates (alias or path).")]
     = "minilm",
     max_test_leak: Annotated[float | None, typer.Option("--max-test-leak",
-                                                        help="Share of leaked test rows above which the audit "
-                                                             "reports an error (default 0.01).")] = None,
+                                                        help="Share of test rows copied exactly from train "
+                                                             "above which the audit reports an error (default 0.01; "
+                                                             "exact + near copies: 0.05, set in the requirements "
+                                                             "YAML).")] = None,
     dedupe: Annotated[Path | None, typer.Option("--dedupe", help="Write clean train/validation/test CSVs to this "
                                                                  "new folder (inputs are never modified).")] = None,
     drop_from: Annotated[str, typer.Option("--drop-from", help="Resolve leaks by dropping rows from train "
