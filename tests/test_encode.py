@@ -184,6 +184,19 @@ def test_cache_hit_on_second_call_and_new_process(tiny_encoder_dir: str, fresh_c
     assert other.stats == {"hits": 0, "misses": uniq}
 
 
+def test_cache_disabled_encodes_even_cached_texts(tiny_encoder_dir: str, fresh_cache: Path) -> None:
+    """Latency is timed under cache_disabled(): it must time the model, never a cache read."""
+    e = Encoder(tiny_encoder_dir, precision="fp32", max_length=64)
+    first = e.encode(TEXTS)
+    before = dict(e.stats)
+    with enc_mod.cache_disabled():
+        timed = e.encode(TEXTS)
+    assert e.stats["hits"] == before["hits"] and e.stats["misses"] == before["misses"] + len(TEXTS)
+    np.testing.assert_allclose(timed, first, atol=1e-6)
+    e.encode(TEXTS)
+    assert e.stats["hits"] == before["hits"] + len(TEXTS)  # the cache is back afterwards
+
+
 def test_empty_input(tiny_encoder_dir: str, fresh_cache: Path) -> None:
     e = Encoder(tiny_encoder_dir, max_length=64)
     out = e.encode([])

@@ -320,7 +320,7 @@ class Encoder:
     def _encode_at(self, texts: list[str], precision: str, progress: bool = False,
                    desc: str = "encoding") -> np.ndarray:
         """Embeddings at one precision, through the cache (calibration and :meth:`encode` share it)."""
-        if not self.use_cache:
+        if not self.use_cache or getattr(_CACHE_OFF, "on", False):  # cache_disabled(): timing the model itself
             self.stats["misses"] += len(texts)
             return self._encode_uncached(texts, progress, precision, desc)
         mk = self._key_for(precision)

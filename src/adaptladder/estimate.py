@@ -722,9 +722,13 @@ def _estimate_train_memory(shape: ModelShape, s: Settings) -> Estimate:
         loss_work = 0.0
     outer_tok = sum(outer.values())
 
+    # QLoRA with peft's kbit preparation upcasts the embeddings (and norms) to fp32, so the
+    # residual stream between layers is fp32: 4 bytes per checkpointed layer input (measured on
+    # an H200, BENCHMARKS.md "Estimator on CUDA")
+    a_res = 4.0 if m == "qlora" and s.adapter_dtype == "fp32" else a
     if ckpt:
         i_ = shape.intermediate
-        saved_layers = shape.n_layers * a * h * tokens
+        saved_layers = shape.n_layers * a_res * h * tokens
         recompute = layer_tok * tokens
         saved_total = saved_layers + outer_tok * tokens
         act_detail = {"checkpointed_layer_inputs": saved_layers, "outside_layers": outer_tok * tokens}
