@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.adaptladder-installed
-DEMO_ARGS ?= sms-spam
+DEMO_ARGS ?= sms-spam --bar 0.95 --rungs majority,tfidf,features
 
 .PHONY: install demo test test-fast lint clean
 

@@ -246,7 +246,7 @@ class _VecEncoder:
         return np.array(out)
 
 
-def test_near_copies_in_test_are_a_warning_until_five_percent() -> None:
+def test_near_copies_in_test_are_a_warning_until_ten_percent() -> None:
     task = _clean_task(n_per_class=100)  # 45 test rows: one near copy is 2.2%
     te = np.flatnonzero(task.split == "test")
     tr = np.flatnonzero(task.split == "train")

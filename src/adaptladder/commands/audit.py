@@ -44,7 +44,7 @@ def audit_cmd(
     max_test_leak: Annotated[float | None, typer.Option("--max-test-leak",
                                                         help="Share of test rows copied exactly from train "
                                                              "above which the audit reports an error (default 0.01; "
-                                                             "exact + near copies: 0.05, set in the requirements "
+                                                             "exact + near copies: 0.10, set in the requirements "
                                                              "YAML).")] = None,
     dedupe: Annotated[Path | None, typer.Option("--dedupe", help="Write clean train/validation/test CSVs to this "
                                                                  "new folder (inputs are never modified).")] = None,
