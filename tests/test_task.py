@@ -105,6 +105,8 @@ BAD_CASES = {
                                                                  "label": ["1", "2", "spam", "ham"] * 2})),
                      {}, "mixes numbers"),
     "unknown type": (lambda tp: _raw(tp, "d.xlsx", "x"), {}, "unknown file type"),
+    "unquoted comma": (lambda tp: _raw(tp, "c.csv", "text,label\n" + "a, b c,pos\nd e,neg\n" * 6),
+                       {}, "more fields than the header"),
     "no text column guess": (lambda tp: _write(tp, "d.csv", pd.DataFrame({"a": ["x", "y"] * 6, "b": ["p", "q"] * 6})),
                              {}, "--text-col"),
 }

@@ -222,7 +222,17 @@ def read_table(path: str | Path) -> pd.DataFrame:
     kind = suffix.split(".")[1] if suffix.count(".") else ""
     try:
         if kind in ("csv",):
-            df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8")
+            import warnings
+
+            with warnings.catch_warnings():
+                # a row with more fields than the header (an unquoted comma) would silently become
+                # an index column or lose its tail; make it an error that names the cause instead
+                warnings.simplefilter("error", pd.errors.ParserWarning)
+                try:
+                    df = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", index_col=False)
+                except pd.errors.ParserWarning as w:
+                    raise AdaptError(f"{path}: some rows have more fields than the header; quote texts that "
+                                     "contain commas (\"like, this\") or use TSV / JSONL.") from w
         elif kind in ("tsv", "tab", "txt"):
             df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8", quoting=3)
         elif kind in ("jsonl", "ndjson"):
