@@ -246,6 +246,15 @@ class _VecEncoder:
         return np.array(out)
 
 
+def test_cross_split_label_conflicts_are_an_error_only_when_they_can_move_the_score(planted) -> None:
+    _, _, task, r = planted
+    assert r.finding("conflicting_labels_train_test").severity == "error"
+    lenient = run_audit(task, encoder=None, label_errors=False,
+                        requirements={"audit": {"max_eval_conflict_share": 0.5}})
+    f = lenient.finding("conflicting_labels_train_test")
+    assert f.severity == "warning" and f.count == 1 and "within the 50.0% allowed" in f.message
+
+
 def test_near_copies_in_test_are_a_warning_until_ten_percent() -> None:
     task = _clean_task(n_per_class=100)  # 45 test rows: one near copy is 2.2%
     te = np.flatnonzero(task.split == "test")

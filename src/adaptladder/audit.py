@@ -56,7 +56,7 @@ from adaptladder.task import (
 
 SCHEMA_VERSION = 1
 #: bump when a check's logic or severity rule changes: a run never reuses an audit made by other rules
-RULES_VERSION = 3
+RULES_VERSION = 4
 SEVERITIES = ("error", "warning", "info")
 TASK_TYPES = ("auto", "text-classification", "sentiment")
 FAMILY_ORDER = ("floor", "prompting", "features", "finetune", "distill")
@@ -1055,9 +1055,16 @@ def _check_conflicts(ctx: _Ctx, findings: list[Finding], stats: dict[str, Any]) 
     stats["conflicts"] = {"groups": len(bad), "rows": len(sub), "train_test_groups": len(cross)}
     advice = "decide the right label (or drop the text); `--dedupe` drops conflicting rows."
     if cross:
-        findings.append(Finding("error", "conflicting_labels_train_test",
+        # an error when it can move the score; a handful in a large evaluation set is a warning
+        n_eval = int(np.isin(ctx.split.astype(str), ["validation", "test"]).sum())
+        n_cross_rows = int(sub[sub["g"].isin(cross) & sub["s"].isin(["validation", "test"])].shape[0])
+        share = n_cross_rows / max(n_eval, 1)
+        limit = float(ctx.cfg.get("max_eval_conflict_share", 0.005))
+        findings.append(Finding("error" if share > limit else "warning", "conflicting_labels_train_test",
                                 f"{len(cross):,} text(s) are labelled one way in train and another in "
-                                "validation/test: the model is scored wrong for learning the training label",
+                                f"validation/test ({n_cross_rows:,} evaluation rows, {share:.2%}; "
+                                f"{'above' if share > limit else 'within'} the {limit:.1%} allowed): the model "
+                                "is scored wrong for learning the training label",
                                 len(cross), examples[: ctx.max_ex], advice=advice))
     findings.append(Finding("warning", "conflicting_labels",
                             f"{len(bad):,} text(s) ({len(sub):,} rows) appear with different labels",
