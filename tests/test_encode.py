@@ -245,4 +245,5 @@ def test_packaged_minilm_engine_matches_sentence_transformers(fresh_cache: Path)
     assert Encoder("minilm", precision="int8").engine().backend_name("int8") == "onnxruntime-int8"
     auto = Encoder("minilm")
     rec = auto.calibrate(TEXTS * 3)
-    assert rec["chosen"] == "int8" and rec["candidates"][0]["mean_cosine"] >= 0.99
+    assert rec["chosen"] == ("bf16" if cpu_has_native_bf16() else "int8")
+    assert rec["candidates"][0]["mean_cosine"] >= 0.99
