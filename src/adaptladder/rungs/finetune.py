@@ -859,7 +859,7 @@ class LoraRung(FinetuneRung):
     cost_rank = 70
     method = "lora"
     description = "LoRA adapters (PEFT) on the attention projections + a trainable classification head"
-    default_lr = 3e-3  # 1e-3 reached 0.33 accuracy on a 320-example trec6 sample in 4 epochs, 3e-3 0.76
+    default_lr = 3e-3  # trec6 validation macro-F1, 3 epochs: 1e-3 0.876, 3e-3 0.908 (1e-3 barely moves in ~80 steps)
     method_defaults: ClassVar[dict[str, Any]] = dict(LORA_DEFAULTS)
 
     def _validate(self, p: dict[str, Any]) -> None:
