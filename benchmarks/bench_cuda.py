@@ -118,7 +118,8 @@ def measure(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
     _free()
     base_alloc = torch.cuda.memory_allocated()
     model = _build(shape, spec["method"], spec["ckpt"], spec["r"], spec["targets"], tmp)
-    _free() if spec["method"] == "qlora" else None  # loading leaves conversion buffers behind
+    if spec["method"] == "qlora":
+        _free()  # loading leaves conversion buffers behind
     torch.cuda.reset_peak_memory_stats()
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=1e-5, fused=True)
@@ -146,7 +147,7 @@ def measure(spec: dict[str, Any], tmp: Path) -> dict[str, Any]:
 
 
 def predict(spec: dict[str, Any]) -> dict[str, Any]:
-    from adaptladder.estimate import estimate_training, gpu_table
+    from adaptladder.estimate import estimate_training
 
     shape = _shape(spec["model"])
     kw: dict[str, Any] = {}
@@ -155,9 +156,7 @@ def predict(spec: dict[str, Any]) -> dict[str, Any]:
     est = estimate_training(shape, spec["method"], seq_len=spec["seq"], batch=spec["batch"], dtype="bf16",
                             optimizer="adamw", grad_checkpointing=spec["ckpt"], head="lm", device="cuda",
                             examples=spec["batch"], epochs=1, tokens_per_example=spec["seq"], gpu="H200-141GB", **kw)
-    fixed = gpu_table()["overhead"]["cuda"]["fixed_gib"] * GIB
-    frac = gpu_table()["overhead"]["cuda"]["fraction"]
-    tensors = (est.peak_bytes - fixed) / (1 + frac)
+    tensors = est.peak_bytes - est.memory["overhead"]
     return {"pred_peak_gib": est.peak_bytes / GIB, "pred_tensors_gib": tensors / GIB, "phase": est.peak_phase,
             "pred_step_seconds": est.compute["hours"] * 3600, "pred_trainable": est.params["trainable"],
             "flops_per_step": est.compute["flops"]}

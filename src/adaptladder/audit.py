@@ -1364,6 +1364,15 @@ def write_clean_splits(task: Task, report: AuditReport, out_dir: str | Path,
             "files": {n: str(out / n) for n in names}}
 
 
+def is_current(doc: dict[str, Any], task: Task, *, encoder: Any, seed: int) -> bool:
+    """True when an audit report (``AuditReport.to_dict()``) was made of this data with these
+    settings and today's rules and default requirements, so it can be reused instead of re-run."""
+    st = doc.get("settings") or {}
+    return (st.get("rules_version") == RULES_VERSION and st.get("requirements") == load_requirements()
+            and st.get("encoder") == encoder and st.get("seed") == seed
+            and (doc.get("task") or {}).get("fingerprint") == task.fingerprint())
+
+
 def audit_for_run(task: Task, cfg: Any, run_dir: str | Path, log: Any = None) -> dict[str, Any] | None:
     """The ladder's audit step: audit, write ``run_dir/audit.json``, log, and stop on errors unless forced.
 

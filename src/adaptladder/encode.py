@@ -58,6 +58,11 @@ class cache_disabled:
         _CACHE_OFF.on = self._prev
 
 
+def caching_disabled() -> bool:
+    """True inside :class:`cache_disabled` (in this thread): compute, never read a cache."""
+    return bool(getattr(_CACHE_OFF, "on", False))
+
+
 class EmbeddingCache:
     """A SQLite key -> float32 vector store; safe against concurrent processes and kills."""
 
@@ -322,7 +327,7 @@ class Encoder:
     def _encode_at(self, texts: list[str], precision: str, progress: bool = False,
                    desc: str = "encoding") -> np.ndarray:
         """Embeddings at one precision, through the cache (calibration and :meth:`encode` share it)."""
-        if not self.use_cache or getattr(_CACHE_OFF, "on", False):  # cache_disabled(): timing the model itself
+        if not self.use_cache or caching_disabled():  # timing the model itself
             self.stats["misses"] += len(texts)
             return self._encode_uncached(texts, progress, precision, desc)
         mk = self._key_for(precision)

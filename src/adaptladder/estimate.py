@@ -837,10 +837,13 @@ def rung_estimate(model: str | dict[str, Any] | ModelShape, method: str = "qlora
                  "optimizer": round(mem["optimizer"]["states"] + mem["optimizer"]["fp32_master_weights"], 3),
                  "activations": mem["activations"]["saved"],
                  "working_set": mem["activations"]["backward_working_set"], "overhead": mem["overhead"]}
-    return {"method": method, "model": est.model["name"], "peak_gib": round(est.peak_gib, 2),
-            "smallest_gpu": fits[0]["gpu"] if fits else None, "fits": [f["gpu"] for f in fits],
-            "breakdown_gib": breakdown, "params": est.params, "settings": d["settings"],
-            "assumptions": est.assumptions}
+    out = {"method": method, "model": est.model["name"], "peak_gib": round(est.peak_gib, 2),
+           "peak_bytes": est.peak_bytes, "smallest_gpu": fits[0]["gpu"] if fits else None,
+           "fits": [f["gpu"] for f in fits], "breakdown_gib": breakdown, "params": est.params,
+           "settings": d["settings"], "assumptions": est.assumptions}
+    if est.compute:  # ``examples=`` given: hours and dollars on the default (or ``gpu=``) device
+        out["compute"] = {k: est.compute.get(k) for k in ("gpu", "hours", "cost_usd")}
+    return out
 
 
 def fitting_gpus(peak_bytes: float) -> list[dict[str, Any]]:

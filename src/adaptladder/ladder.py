@@ -420,7 +420,7 @@ def run_audit_step(task: Task, cfg: RunConfig, run_dir: Path, log: Callable[[str
     A resumed run reuses the audit.json it wrote (same data, same config hash) instead of
     auditing again, but still enforces its errors.
     """
-    from adaptladder.audit import RULES_VERSION, AuditReport, audit_for_run, enforce_audit, load_requirements
+    from adaptladder.audit import AuditReport, audit_for_run, enforce_audit, is_current
 
     existing = run_dir / "audit.json"
     if not cfg.no_audit and existing.is_file():
@@ -428,11 +428,7 @@ def run_audit_step(task: Task, cfg: RunConfig, run_dir: Path, log: Callable[[str
             old = json.loads(existing.read_text())
         except (OSError, ValueError):
             old = {}
-        st = old.get("settings") or {}
-        same = (st.get("rules_version") == RULES_VERSION and st.get("requirements") == load_requirements()
-                and st.get("encoder") == cfg.encoder and st.get("seed") == cfg.seed
-                and (old.get("task") or {}).get("fingerprint") == task.summary().get("fingerprint"))
-        if same:
+        if is_current(old, task, encoder=cfg.encoder, seed=cfg.seed):
             report = AuditReport.from_dict(old)
             log(f"data audit: reusing {existing.name} ({report.summary_line()})")
             enforce_audit(report, force=cfg.force)

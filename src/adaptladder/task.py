@@ -10,6 +10,7 @@ import hashlib
 import json
 import re
 import unicodedata
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -222,8 +223,6 @@ def read_table(path: str | Path) -> pd.DataFrame:
     kind = suffix.split(".")[1] if suffix.count(".") else ""
     try:
         if kind in ("csv",):
-            import warnings
-
             with warnings.catch_warnings():
                 # a row with more fields than the header (an unquoted comma) would silently become
                 # an index column or lose its tail; make it an error that names the cause instead

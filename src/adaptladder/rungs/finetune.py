@@ -943,22 +943,22 @@ class QloraRung(LoraRung):
         examples = int(params.get("n_examples") or 10_000)
         r = params.get("r", cls.method_defaults["r"])
         try:
-            from adaptladder.estimate import estimate_training as shared
+            from adaptladder.estimate import rung_estimate
 
-            est = shared(model, "qlora", examples=examples, epochs=float(epochs), seq_len=seq, batch=batch,
-                         lora_r=int(r), lora_targets="all-linear", head="classifier", num_labels=2)
-            comp = est.compute or {}
+            est = rung_estimate(model, "qlora", examples=examples, epochs=float(epochs), seq_len=seq, batch=batch,
+                                lora_r=int(r), lora_targets="all-linear", head="classifier", num_labels=2)
+            if "error" in est:
+                raise AdaptError(est["error"])
+            comp = est["compute"]
             return {"estimate": {
                 "estimator": "adaptladder.estimate (see docs/estimator.md)",
-                "model": est.model.get("name", model), "method": "qlora", "seq_len": seq, "batch": batch,
+                "model": est["model"], "method": "qlora", "seq_len": seq, "batch": batch,
                 "examples": examples, "epochs": epochs, "lora_r": r,
-                "params": est.params.get("total"), "trainable_params": est.params.get("trainable"),
-                "gpu_memory_gb": round(est.peak_bytes / 1e9, 2), "peak_gib": round(est.peak_gib, 2),
-                "train_hours": round(float(comp.get("hours", 0.0)), 4),
-                "device_assumed": comp.get("gpu", "a GPU"),
-                "train_cost_usd": None if comp.get("cost_usd") is None else round(float(comp["cost_usd"]), 4),
-                "smallest_gpu": next((f["gpu"] for f in sorted(est.fits, key=lambda f: f["memory_gib"])
-                                      if f["fits"]), None)}}
+                "params": est["params"]["total"], "trainable_params": est["params"]["trainable"],
+                "gpu_memory_gb": round(est["peak_bytes"] / 1e9, 2), "peak_gib": est["peak_gib"],
+                "train_hours": round(float(comp["hours"]), 4), "device_assumed": comp["gpu"],
+                "train_cost_usd": None if comp["cost_usd"] is None else round(float(comp["cost_usd"]), 4),
+                "smallest_gpu": est["smallest_gpu"]}}
         except Exception as shared_error:  # fall back to the short interim formula; a skip must not crash
             try:
                 out = estimate_training(model, "qlora", seq_len=seq, batch=batch, n_examples=examples,

@@ -379,9 +379,9 @@ class _PromptingRung(Rung):
 
     def _raw_scores(self, texts: list[str], count: bool = True) -> np.ndarray:
         """Length-normalised label log-likelihoods ``(n, K)``, memoised per text."""
-        from adaptladder.encode import _CACHE_OFF
+        from adaptladder.encode import caching_disabled
 
-        if getattr(_CACHE_OFF, "on", False):  # timing: measure the model, not this memo
+        if caching_disabled():  # timing: measure the model, not this memo
             self._memo = {}
         todo = list(dict.fromkeys(t for t in texts if t not in self._memo))
         if todo:
