@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import sys
 import threading
 import time
@@ -272,6 +273,102 @@ def test_user_template_and_bad_params(tiny_lm: str, tmp_path: Path) -> None:
         ZeroShotRung(model=tiny_lm, template=str(bad)).fit([], np.zeros(0, dtype=int), label_names=["a", "b"])
 
 
+def test_verbalizer_words_are_shown_and_scored_and_saved(tiny_lm: str, tmp_path: Path) -> None:
+    from adaptladder.rungs import load_rung
+    from adaptladder.rungs.prompting import FewShotRung
+
+    texts, y, names, _ = _toy_task()
+    r = FewShotRung(model=tiny_lm, k=1, calibrate=False, prompt_format="plain", threads=1,
+                    verbalizer={"ham": "normal"}).fit(texts, y, label_names=names)
+    assert r.verbalizer_ == {"ham": "normal", "spam": "spam"} and r.verbalizer_source_ == "user"
+    prompt = r.example_prompt("free cash now")
+    assert "normal, spam" in r.system_prompt_ and "Label: normal" in prompt and "Label: ham" not in prompt
+    # the scored continuations are the answer words; predictions are still the data's label indices
+    ref = _backend(tiny_lm, prefix_cache=False, batch_size=1)
+    ref.use_chat_template = False
+    lp = [ref.loglikelihood([(prompt, " " + w)])[0] for w in ("normal", "spam")]
+    norm = np.array([a / n for a, n in lp])
+    proba = r.predict_proba(["free cash now"])[0]
+    np.testing.assert_allclose(proba, np.exp(norm - norm.max()) / np.exp(norm - norm.max()).sum(), atol=1e-4)
+    assert r.extra_info()["verbalizer"] == {"ham": "normal", "spam": "spam"}
+    r.save(tmp_path)
+    back = load_rung(tmp_path)
+    assert back.verbalizer_ == r.verbalizer_ and back.system_prompt_ == r.system_prompt_
+    np.testing.assert_allclose(back.predict_proba(["free cash now", "see you"]),
+                               r.predict_proba(["free cash now", "see you"]), atol=1e-6)
+
+
+def test_verbalizer_chosen_on_validation_and_defaults_to_names(tiny_lm: str) -> None:
+    from adaptladder.rungs.prompting import ZeroShotRung
+
+    texts, y, names, _ = _toy_task()
+    # auto on a well-known label set: names and the built-in words both measured, the better kept
+    r = ZeroShotRung(model=tiny_lm, threads=1, prompt_format="plain").fit(texts, y, label_names=names,
+                                                                         val_texts=texts, val_y=y)
+    sc = r.extra_info()["calibration"]
+    assert sc["verbalizers"] == {"names": {"ham": "ham", "spam": "spam"},
+                                 "verbalizer1": {"ham": "normal", "spam": "spam"}}
+    cands = {k: v for k, v in sc.items() if k.startswith("macro_f1_")}
+    assert len(cands) == 4  # 2 verbalizers x calibrated / not
+    chosen = (f"macro_f1_plain_{'calibrated' if r.calibrate_ else 'uncalibrated'}"
+              + ("" if r.verbalizer_ == {"ham": "ham", "spam": "spam"} else "_verbalizer1"))
+    assert sc[chosen] == max(cands.values())
+    assert r.verbal_ == [r.verbalizer_[n] for n in names]
+    # without validation data the label names are used, never an unmeasured alternative
+    plain = ZeroShotRung(model=tiny_lm, threads=1).fit([], np.zeros(0, dtype=int), label_names=names)
+    assert plain.verbalizer_ == {"ham": "ham", "spam": "spam"} and "ham, spam" in plain.system_prompt_
+    # a label set with no built-in alternative has one candidate
+    other = ZeroShotRung(model=tiny_lm, threads=1, prompt_format="plain", calibrate=False)
+    other.fit(texts, y, label_names=["a", "b"], val_texts=texts, val_y=y)
+    assert other.calibration_scores_["reason"] == "set by parameters"
+
+
+def test_choice_screens_all_candidates_then_compares_two_on_more_examples(tiny_lm: str) -> None:
+    from adaptladder.rungs.prompting import ZeroShotRung
+
+    texts, y, names, _ = _toy_task()
+    r = ZeroShotRung(model=tiny_lm, threads=1, choice_screen=6, calibration_val_max=10)
+    r.fit(texts, y, label_names=names, val_texts=texts, val_y=y)
+    sc = r.calibration_scores_
+    screened = {k: v for k, v in sc["screening"].items() if k.startswith("macro_f1_")}
+    assert sc["screening"]["n_validation"] == 6 and len(screened) == 8  # 2 formats x 2 verbalizers x calibration
+    final = {k: v for k, v in sc.items() if k.startswith("macro_f1_")}
+    assert sc["n_validation"] == 10 and len(final) == 4  # the two best pairs, calibrated or not
+
+    def pair(key: str) -> str:
+        return key.replace("_uncalibrated", "").replace("_calibrated", "")
+
+    best = {p: max(v for k, v in screened.items() if pair(k) == p) for p in {pair(k) for k in screened}}
+    finalists = {pair(k) for k in final}
+    assert len(finalists) == 2 and min(best[p] for p in finalists) >= max(best[p] for p in best if p not in finalists)
+    chosen = _choice_key_of(r)
+    assert final[chosen] == max(final.values())
+
+
+def _choice_key_of(r: Any) -> str:
+    vi = 0 if r.verbalizer_ == {n: n for n in r.label_names_} else 1
+    return (f"macro_f1_{r.prompt_format_}_{'calibrated' if r.calibrate_ else 'uncalibrated'}"
+            + (f"_verbalizer{vi}" if vi else ""))
+
+
+def test_bad_verbalizer_is_one_line_error(tiny_lm: str) -> None:
+    from adaptladder.rungs.prompting import ZeroShotRung
+
+    def fit(v: Any) -> None:
+        ZeroShotRung(model=tiny_lm, threads=1, verbalizer=v).fit([], np.zeros(0, dtype=int), label_names=["a", "b"])
+
+    with pytest.raises(AdaptError, match="unknown label"):
+        fit({"c": "x"})
+    with pytest.raises(AdaptError, match="same answer word"):
+        fit({"a": "b"})
+    with pytest.raises(AdaptError, match="empty answer word"):
+        fit({"a": " "})
+    with pytest.raises(AdaptError, match="verbalizer must be"):
+        fit("no-such-file.yaml")
+    with pytest.raises(AdaptError, match="verbalizer entries"):
+        fit([3])
+
+
 def test_parse_label() -> None:
     from adaptladder.rungs.prompting import parse_label
 
@@ -437,6 +534,21 @@ def test_cli_prompt_with_stub(stub: _Stub, capsys: pytest.CaptureFixture[str]) -
     assert "spam" in out and "Answer with the label only." in out
 
 
+def test_cli_prompt_verbalizer(tiny_lm: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from adaptladder.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["prompt", "win a free phone", "--labels", "ham,spam", "--model", tiny_lm, "--verbalizer", "ham=normal",
+              "--show-prompt"])
+    assert e.value.code in (0, None)
+    out = capsys.readouterr().out
+    table, prompt = out.split("You are a text classifier", 1)
+    assert "normal, spam" in prompt and re.search(r"\b(ham|spam)\b", table) and "normal" not in table
+    with pytest.raises(SystemExit) as e:
+        main(["prompt", "x", "--labels", "ham,spam", "--model", tiny_lm, "--verbalizer", "ham:normal"])
+    assert e.value.code == 2 and "label=word" in capsys.readouterr().err
+
+
 # ---------------------------------------------------------------------------------- real model
 @pytest.mark.slow
 def test_smollm2_few_shot_beats_majority_on_sms_spam() -> None:
@@ -457,3 +569,26 @@ def test_smollm2_few_shot_beats_majority_on_sms_spam() -> None:
         pred = r.predict([vx[i] for i in pos])
     majority = f1_score(vy[pos], np.zeros(len(pos), dtype=int), average="macro")
     assert f1_score(vy[pos], pred, average="macro") > majority
+
+
+@pytest.mark.slow
+def test_smollm2_zero_shot_beats_majority_on_sms_spam() -> None:
+    """The packaged 135M model leans to "spam" whatever the text; validation picks the answer word
+    "normal" for "ham" (and calibration), which takes zero-shot above the majority floor on test."""
+    from sklearn.metrics import f1_score
+
+    from adaptladder.datasets import load_builtin
+    from adaptladder.rungs.prompting import ZeroShotRung
+    from adaptladder.task import stratified_subset
+
+    task = load_builtin("sms-spam")
+    vx, vy = task.part("validation")
+    sx, sy = task.part("test")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = ZeroShotRung().fit([], np.zeros(0, dtype=int), label_names=task.label_names, val_texts=vx, val_y=vy)
+        pos = stratified_subset(sy, 150, 1)
+        pred = r.predict([sx[i] for i in pos])
+    assert r.verbalizer_ == {"ham": "normal", "spam": "spam"}
+    majority = f1_score(sy[pos], np.zeros(len(pos), dtype=int), average="macro")
+    assert f1_score(sy[pos], pred, average="macro") > majority + 0.03

@@ -22,6 +22,8 @@ def register(app: typer.Typer) -> None:
         base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (openai backend).")] = None,
         api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key.")] = "OPENAI_API_KEY",
         calibrate: Annotated[bool, typer.Option(help="Contextual calibration against content-free inputs.")] = False,
+        verbalizer: Annotated[str | None, typer.Option(
+            help="Answer words to score instead of the label names, e.g. ham=normal (zero-shot).")] = None,
         show_prompt: Annotated[bool, typer.Option(help="Print the exact prompt of the first text.")] = False,
     ) -> None:
         """Classify TEXTS with a zero-shot prompt (--labels) or a saved prompting rung (--from)."""
@@ -47,6 +49,12 @@ def register(app: typer.Typer) -> None:
                 params["model"] = model
             if base_url:
                 params["base_url"] = base_url
+            if verbalizer:
+                pairs = [x.split("=", 1) for x in verbalizer.split(",") if x.strip()]
+                if any(len(p) != 2 for p in pairs):
+                    raise AdaptError(f"--verbalizer {verbalizer!r} is not of the form label=word,label=word "
+                                     "(e.g. ham=normal).")
+                params["verbalizer"] = {a.strip(): b.strip() for a, b in pairs}
             rung = ZeroShotRung(**params)  # type: ignore[arg-type]
             rung.fit([], __import__("numpy").zeros(0, dtype=int), label_names=names)
         proba = rung.predict_proba(texts)

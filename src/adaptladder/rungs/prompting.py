@@ -5,7 +5,9 @@ after the prompt (length-normalised), never by parsing free text: a small model 
 generate an answer mostly repeats one label, while its label likelihoods still rank well.
 Optional contextual calibration (Zhao et al. 2021) divides the label probabilities by those
 the model gives to content-free inputs ("N/A", "", "[MASK]"); with validation data the rung
-measures both and keeps the better one.
+measures both and keeps the better one. The same validation pass chooses the answer words
+(verbalizer): the label names, or plainer words the model uses more naturally ("normal" for
+"ham"); predictions are always the data's labels.
 
 ``fit`` only chooses examples (and calibration); nothing is trained. The user-message template
 (Jinja2) and the exact system prompt are saved next to the rung (``prompt_template.j2``,
@@ -65,6 +67,17 @@ KNOWN_LABEL_DESCRIPTIONS: dict[frozenset[str], dict[str, str]] = {
     },
 }
 
+#: Alternative answer words for well-known label sets whose names a small LM rarely uses as
+#: answers ("ham" for a normal message). With validation data a rung measures these against the
+#: label names themselves and keeps the better (``verbalizer: auto``); never used unmeasured.
+KNOWN_VERBALIZERS: dict[frozenset[str], dict[str, str]] = {
+    frozenset({"ham", "spam"}): {"ham": "normal", "spam": "spam"},
+    frozenset({"fresh", "rotten"}): {"fresh": "positive", "rotten": "negative"},
+    frozenset({"ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"}): {
+        "ABBR": "abbreviation", "DESC": "description", "ENTY": "entity", "HUM": "person", "LOC": "location",
+        "NUM": "number"},
+}
+
 _SENT_A, _SENT_B = "\x00A\x00", "\x00B\x00"
 
 
@@ -114,8 +127,10 @@ class _PromptingRung(Rung):
         "backend": "hf", "model": "smollm2", "base_url": None, "api_key_env": "OPENAI_API_KEY",
         "k": None, "seed": 0, "calibrate": "auto", "label_descriptions": None, "template": None,
         "system_prompt": None, "max_context": 2048, "shot_max_tokens": 128, "min_query_tokens": 128,
-        "batch_size": 8, "prefix_cache": True, "scoring": "auto", "calibration_val_max": 60,
+        "batch_size": 8, "prefix_cache": True, "scoring": "auto", "calibration_val_max": 180,
+        "choice_screen": 60,
         "encoder": "minilm", "device": "auto", "threads": "auto", "prompt_format": "auto",
+        "verbalizer": "auto",
     }
 
     def __init__(self, *, backend: str = "hf", model: str = "smollm2", base_url: str | None = None,
@@ -123,9 +138,10 @@ class _PromptingRung(Rung):
                  calibrate: bool | str = "auto", label_descriptions: dict[str, str] | str | None = None,
                  template: str | None = None, system_prompt: str | None = None, max_context: int = 2048,
                  shot_max_tokens: int = 128, min_query_tokens: int = 128, batch_size: int = 8,
-                 prefix_cache: bool = True, scoring: str = "auto", calibration_val_max: int = 60,
+                 prefix_cache: bool = True, scoring: str = "auto", calibration_val_max: int = 180,
+                 choice_screen: int = 60,
                  encoder: str = "minilm", device: str = "auto", threads: int | str = "auto",
-                 prompt_format: str = "auto", **unknown: Any) -> None:
+                 prompt_format: str = "auto", verbalizer: Any = "auto", **unknown: Any) -> None:
         if unknown:
             raise AdaptError(f"unknown parameter(s) {', '.join(sorted(unknown))} for the {self.name} rung; "
                              f"known: {', '.join(self.DEFAULTS)}.")
@@ -191,19 +207,86 @@ class _PromptingRung(Rung):
                              f"the labels are {', '.join(label_names)}.")
         self.label_descriptions_ = {str(k): str(v) for k, v in descs.items()}
         self.descriptions_source_ = source
-        self.labels_ctx_ = [{"name": n, "description": self.label_descriptions_.get(n, "")} for n in label_names]
         if not hasattr(self, "template_text_"):
             self.template_text_ = _read_param_text(self._p("template"), "template") or DEFAULT_TEMPLATE
         if "text" not in self.template_text_:
             raise AdaptError("the prompt template never uses {{ text }}: put {{ text }} where the example goes.")
-        if not hasattr(self, "system_prompt_"):
-            given = _read_param_text(self._p("system_prompt"), "system_prompt")
-            tmpl = given if given is not None else DEFAULT_SYSTEM_TEMPLATE
-            self.system_prompt_ = self._render(tmpl, text="", shots=[]).strip()
         try:
             self._tmpl = _jinja_env().from_string(self.template_text_)
         except Exception as e:
             raise AdaptError(f"the prompt template is not valid Jinja2 ({e}); fix the template file.") from e
+        rendered = hasattr(self, "system_prompt_")  # loaded: the saved prompt is the evaluated prompt
+        if not rendered:
+            given = _read_param_text(self._p("system_prompt"), "system_prompt")
+            self._system_source = given if given is not None else DEFAULT_SYSTEM_TEMPLATE
+        if hasattr(self, "verbalizer_"):
+            self._use_verbalizer(self.verbalizer_, render=not rendered)
+        else:
+            source, words = self._verbalizer_candidates()[0]
+            self._use_verbalizer(words, source, render=not rendered)
+
+    # ------------------------------------------------------------------ verbalizers
+    def _verbalizer_candidates(self) -> list[tuple[str, dict[str, str]]]:
+        """``(source, label -> answer word)`` pairs to choose from on validation, the first the
+        default without validation data: ``auto`` = the label names, plus a built-in alternative
+        for a well-known label set; ``names``; a mapping (labels it omits answer with their
+        name); a JSON/YAML file holding one; or a list of these."""
+        names = list(self.label_names_)
+        spec = self._p("verbalizer")
+        if isinstance(spec, str) and spec not in ("auto", "names"):
+            p = Path(spec).expanduser()
+            if not p.is_file():
+                raise AdaptError(f"verbalizer must be auto, names, a mapping label -> answer word, or a JSON/YAML "
+                                 f"file holding one; {spec!r} is none of these.")
+            import yaml
+
+            spec = yaml.safe_load(p.read_text())
+        items = spec if isinstance(spec, list) else [spec]
+        out: list[tuple[str, dict[str, str]]] = []
+        for item in items:
+            if item == "auto":
+                out.append(("label names", {n: n for n in names}))
+                known = KNOWN_VERBALIZERS.get(frozenset(names))
+                if known:
+                    out.append(("built-in (well-known label set)", dict(known)))
+            elif item == "names":
+                out.append(("label names", {n: n for n in names}))
+            elif isinstance(item, dict):
+                extra = sorted(set(map(str, item)) - set(names))
+                if extra:
+                    raise AdaptError(f"verbalizer names unknown label(s) {', '.join(extra)}; "
+                                     f"the labels are {', '.join(names)}.")
+                words = {n: str(item.get(n, n)).strip() for n in names}
+                out.append(("user", words))
+            else:
+                raise AdaptError(f"verbalizer entries must be auto, names or a mapping label -> answer word, "
+                                 f"got {item!r}.")
+        for _, words in out:
+            bad = [n for n, w in words.items() if not w]
+            if bad:
+                raise AdaptError(f"verbalizer gives label {bad[0]!r} an empty answer word; give it a word.")
+            if len(set(words.values())) < len(words):
+                raise AdaptError(f"verbalizer gives two labels the same answer word ({words}); the words must differ.")
+        seen: set[tuple[str, ...]] = set()
+        uniq = []
+        for src, words in out:
+            key = tuple(words[n] for n in names)
+            if key not in seen:
+                seen.add(key)
+                uniq.append((src, words))
+        return uniq
+
+    def _use_verbalizer(self, words: dict[str, str], source: str | None = None, render: bool = True) -> None:
+        """Answer with ``words`` (label name -> answer word): in the label list the prompt shows,
+        in the demonstrations and as the scored continuations."""
+        self.verbalizer_ = {n: str(words.get(n, n)) for n in self.label_names_}
+        if source is not None:
+            self.verbalizer_source_ = source
+        self.verbal_ = [self.verbalizer_[n] for n in self.label_names_]
+        self.labels_ctx_ = [{"name": self.verbalizer_[n], "description": self.label_descriptions_.get(n, "")}
+                            for n in self.label_names_]
+        if render:
+            self.system_prompt_ = self._render(self._system_source, text="", shots=[]).strip()
 
     def _render(self, template: str, **kw: Any) -> str:
         try:
@@ -213,6 +296,8 @@ class _PromptingRung(Rung):
                              "it may use the variables labels, shots (text, label) and text.") from e
 
     def _user(self, text: str, shots: list[dict[str, str]]) -> str:
+        v = self.verbalizer_
+        shots = [dict(s, label=v.get(s["label"], s["label"])) for s in shots]
         try:
             return self._tmpl.render(labels=self.labels_ctx_, shots=shots, text=text)
         except Exception as e:
@@ -220,7 +305,7 @@ class _PromptingRung(Rung):
                              "it may use the variables labels, shots (text, label) and text.") from e
 
     def _label_budget(self) -> int:
-        return max(self.backend.count_tokens(" " + n) for n in self.label_names_) + 2
+        return max(self.backend.count_tokens(" " + n) for n in self.verbal_) + 2
 
     # ------------------------------------------------------------------ fit
     def fit(self, texts: Sequence[str], y: np.ndarray, *, label_names: Sequence[str],
@@ -233,7 +318,7 @@ class _PromptingRung(Rung):
         if k < 0:
             raise AdaptError(f"k must be >= 0, got {k}.")
         self.label_names_ = [str(n) for n in label_names]
-        for attr in ("template_text_", "system_prompt_"):
+        for attr in ("template_text_", "system_prompt_", "verbalizer_"):
             if hasattr(self, attr):
                 delattr(self, attr)
         self._setup_prompt(self.label_names_)
@@ -284,12 +369,18 @@ class _PromptingRung(Rung):
             self.backend.use_chat_template = fmt == "chat"
 
     def _choose_prompt(self, val_texts: Sequence[str] | None, val_y: np.ndarray | None) -> None:
-        """Pick the prompt format (chat template or plain) and calibration on validation macro-F1.
+        """Pick the prompt format (chat template or plain), the answer words (verbalizer) and
+        calibration on validation macro-F1.
 
-        Every candidate is scored on the same stratified validation subset (at most
-        ``calibration_val_max`` examples); calibration is post-hoc, so it costs no extra model
-        calls. Without validation data: the chat format when the model has one, calibration off
-        unless asked for.
+        Each format x verbalizer pair costs one model pass per validation example; calibration
+        is post-hoc and free. When there are more than two pairs, all are first screened on a
+        stratified subset of ``choice_screen`` validation examples and the two best go on to a
+        larger stratified subset (``calibration_val_max`` examples, containing the first), where
+        the final choice is made (on trec6 few-shot a 60-example subset alone picked a candidate
+        0.05 macro-F1 worse on a 300-example validation sample; ``benchmarks/prompt_choices.py``).
+        Without validation
+        data: the chat format when the model has one, the label names, calibration off unless
+        asked for.
         """
         mode = self._p("calibrate")
         if isinstance(mode, str) and mode.lower() in ("true", "false"):
@@ -297,49 +388,83 @@ class _PromptingRung(Rung):
         if mode not in (True, False, "auto"):
             raise AdaptError(f"calibrate must be true, false or auto, got {mode!r}.")
         formats = self._formats()
+        verbs = self._verbalizer_candidates()
         have_val = val_texts is not None and val_y is not None and len(val_texts) > 0
         cals = [False, True] if mode == "auto" else [bool(mode)]
         self.calibration_scores_: dict[str, Any] = {}
-        if not have_val or (len(formats) == 1 and len(cals) == 1):
+        if not have_val or (len(formats) == 1 and len(cals) == 1 and len(verbs) == 1):
             fmt = formats[0]
             self._set_format(fmt)
+            self._use_verbalizer(verbs[0][1], verbs[0][0])
             self.p_cf_ = self._content_free_probs()
             self.calibrate_ = bool(mode is True)
             self.calibration_scores_ = {
                 "chosen": f"{fmt}, {'calibrated' if self.calibrate_ else 'uncalibrated'}",
                 "reason": "set by parameters" if have_val else "no validation data to choose on"}
             return
-        from sklearn.metrics import f1_score
-
         from adaptladder.task import stratified_subset
 
         vt, vy = check_inputs(val_texts or [], val_y)
         assert vy is not None
-        pos = stratified_subset(vy, int(self._p("calibration_val_max")), int(self._p("seed")))
-        sub = [vt[i] for i in pos]
+        seed = int(self._p("seed"))
+        pos = stratified_subset(vy, int(self._p("calibration_val_max")), seed)
+        pairs = [(vi, fmt) for vi in range(len(verbs)) for fmt in formats]
+        memos: dict[tuple[int, str], tuple[list[float], dict[str, np.ndarray]]] = {}
+        screen = int(self._p("choice_screen"))
+        if len(pairs) > 2 and screen < len(pos):
+            first = pos[stratified_subset(vy[pos], screen, seed)]
+            scores = self._score_candidates(pairs, verbs, cals, vt, vy, first, memos)
+            self.calibration_scores_["screening"] = {"n_validation": len(first),
+                                                     **{_choice_key(*k): round(v, 4) for k, v in scores.items()}}
+            best_per_pair = {pair: max(v for (pr, _), v in scores.items() if pr == pair) for pair in pairs}
+            pairs = sorted(pairs, key=lambda pr: -best_per_pair[pr])[:2]  # sort is stable: ties keep order
+            pairs.sort(key=lambda pr: (pr[0], formats.index(pr[1])))
+        scores = self._score_candidates(pairs, verbs, cals, vt, vy, pos, memos)
+        best: tuple[float, int, str, bool] | None = None
+        for ((vi, fmt), cal), f1 in scores.items():  # in candidate order; ties keep the earlier (plainer)
+            self.calibration_scores_[_choice_key((vi, fmt), cal)] = round(f1, 4)
+            if best is None or f1 > best[0]:
+                best = (f1, vi, fmt, cal)
+        assert best is not None
+        _, vi, fmt, cal = best
+        self._use_verbalizer(verbs[vi][1], verbs[vi][0])
+        self._set_format(fmt)
+        self.p_cf_, self._memo = memos[(vi, fmt)]
+        self.calibrate_ = cal
+        if len(verbs) > 1:
+            self.calibration_scores_["verbalizers"] = {f"verbalizer{i}" if i else "names": w
+                                                       for i, (_, w) in enumerate(verbs)}
+        self.calibration_scores_.update(n_validation=len(pos), chosen=f"{fmt}, "
+                                        f"{'calibrated' if cal else 'uncalibrated'}"
+                                        + (f", verbalizer{vi}" if vi else ""),
+                                        reason="best validation macro-F1")
+
+    def _score_candidates(self, pairs: list[tuple[int, str]], verbs: list[tuple[str, dict[str, str]]],
+                          cals: list[bool], vt: list[str], vy: np.ndarray, pos: np.ndarray,
+                          memos: dict[tuple[int, str], tuple[list[float], dict[str, np.ndarray]]],
+                          ) -> dict[tuple[tuple[int, str], bool], float]:
+        """Validation macro-F1 of every (verbalizer, format) pair x calibration on rows ``pos``;
+        each pair's label scores are memoised in ``memos``, so a larger subset only scores new rows."""
+        from sklearn.metrics import f1_score
+
         labels = list(range(len(self.label_names_)))
-        best: tuple[float, str, bool] | None = None
-        state: dict[str, tuple[list[float], dict[str, np.ndarray]]] = {}
-        for fmt in formats:
+        sub = [vt[i] for i in pos]
+        out: dict[tuple[tuple[int, str], bool], float] = {}
+        for vi, fmt in pairs:
+            self._use_verbalizer(verbs[vi][1], verbs[vi][0])
             self._set_format(fmt)
-            self._memo = {}
-            self.p_cf_ = self._content_free_probs()
+            if (vi, fmt) in memos:
+                self.p_cf_, self._memo = memos[(vi, fmt)]
+            else:
+                self._memo = {}
+                self.p_cf_ = self._content_free_probs()
             probs = _softmax(self._raw_scores(sub, count=False))
-            state[fmt] = (self.p_cf_, self._memo)
+            memos[(vi, fmt)] = (self.p_cf_, self._memo)
             for cal in cals:
                 pred = (self._calibrate(probs) if cal else probs).argmax(1)
-                f1 = float(f1_score(vy[pos], pred, average="macro", labels=labels, zero_division=0))
-                self.calibration_scores_[f"macro_f1_{fmt}_{'calibrated' if cal else 'uncalibrated'}"] = round(f1, 4)
-                if best is None or f1 > best[0]:
-                    best = (f1, fmt, cal)
-        assert best is not None
-        _, fmt, cal = best
-        self._set_format(fmt)
-        self.p_cf_, self._memo = state[fmt]
-        self.calibrate_ = cal
-        self.calibration_scores_.update(n_validation=len(sub), chosen=f"{fmt}, "
-                                        f"{'calibrated' if cal else 'uncalibrated'}",
-                                        reason="best validation macro-F1")
+                out[((vi, fmt), cal)] = float(f1_score(vy[pos], pred, average="macro", labels=labels,
+                                                       zero_division=0))
+        return out
 
     def _calibrate(self, probs: np.ndarray) -> np.ndarray:
         q = probs / np.maximum(np.asarray(self.p_cf_), 1e-12)[None, :]
@@ -417,7 +542,7 @@ class _PromptingRung(Rung):
                 task = progress.add_task(f"{self.name}: scoring", total=len(users))
             try:
                 for s in range(0, len(users), chunk):
-                    sc = self.backend.score_prompts(self.system_prompt_, users[s:s + chunk], self.label_names_,
+                    sc = self.backend.score_prompts(self.system_prompt_, users[s:s + chunk], self.verbal_,
                                                     user_prefix=prefix)
                     self.scoring_method_ = sc.method
                     scores.append(sc.normalized())
@@ -456,6 +581,7 @@ class _PromptingRung(Rung):
             "calibration": dict(self.calibration_scores_, content_free_inputs=list(CONTENT_FREE),
                                 content_free_probs=[round(v, 4) for v in self.p_cf_]),
             "label_descriptions": self.label_descriptions_, "label_descriptions_source": self.descriptions_source_,
+            "verbalizer": self.verbalizer_, "verbalizer_source": self.verbalizer_source_,
             "system_prompt": self.system_prompt_,
             "prompt_template": self.template_text_,
             "example_prompt": self.example_prompt(),
@@ -489,7 +615,8 @@ class _PromptingRung(Rung):
         return {"label_names": self.label_names_, "p_cf": self.p_cf_, "calibrate": self.calibrate_,
                 "prompt_format": self.prompt_format_,
                 "calibration_scores": self.calibration_scores_, "label_descriptions": self.label_descriptions_,
-                "descriptions_source": self.descriptions_source_}
+                "descriptions_source": self.descriptions_source_, "verbalizer": self.verbalizer_,
+                "verbalizer_source": self.verbalizer_source_}
 
     def _save(self, path: Path) -> None:
         self._check_fitted()
@@ -506,6 +633,8 @@ class _PromptingRung(Rung):
         rung.template_text_ = (path / "prompt_template.j2").read_text()
         rung.system_prompt_ = (path / "system_prompt.txt").read_text()
         rung.params["label_descriptions"] = state["label_descriptions"] or None
+        rung.verbalizer_ = state.get("verbalizer") or {n: n for n in rung.label_names_}  # older runs: names
+        rung.verbalizer_source_ = state.get("verbalizer_source", "label names")
         rung._setup_prompt(rung.label_names_)
         rung.descriptions_source_ = state["descriptions_source"]
         rung.p_cf_ = [float(v) for v in state["p_cf"]]
@@ -517,6 +646,12 @@ class _PromptingRung(Rung):
 
     def _load_shots(self, path: Path, state: dict[str, Any]) -> None:
         pass
+
+
+def _choice_key(pair: tuple[int, str], cal: bool) -> str:
+    """``macro_f1_<format>_<calibrated|uncalibrated>[_verbalizer<i>]``: one prompt choice's score key."""
+    vi, fmt = pair
+    return f"macro_f1_{fmt}_{'calibrated' if cal else 'uncalibrated'}" + (f"_verbalizer{vi}" if vi else "")
 
 
 def _softmax(x: np.ndarray) -> np.ndarray:
