@@ -66,13 +66,6 @@ LORA_TARGETS: dict[str, list[str]] = {
     "gpt2": ["c_attn"],
 }
 
-#: Shapes of packaged LMs whose weights may not be converted yet, so the QLoRA estimate never
-#: has to load (or convert) a checkpoint just to say how much GPU it would need.
-KNOWN_SHAPES: dict[str, dict[str, int]] = {
-    # HuggingFaceTB/SmolLM2-135M-Instruct (config.json of the original release)
-    "smollm2": {"n_params": 134_515_008, "hidden": 576, "layers": 30, "heads": 9, "vocab": 49_152},
-}
-
 COMMON_DEFAULTS: dict[str, Any] = {
     "model": models.DEFAULT_ENCODER,
     "max_epochs": 3,
@@ -233,74 +226,6 @@ def resolve_model(name: str) -> str:
                              "pass a local Hugging Face checkpoint folder as model= instead.")
         return str(resolve_lm(name))
     return name
-
-
-# ---------------------------------------------------------------------------- estimate
-def estimate_training(model: str, method: str, *, seq_len: int = 128, batch: int = 16,
-                      n_examples: int = 10_000, epochs: int = 3) -> dict[str, Any]:
-    """A short, documented GPU estimate used while ``adaptladder.estimate`` is not merged.
-
-    Memory = weights (4-bit NF4 with double quantisation ~0.53 bytes/param for QLoRA, 2 bytes
-    for bf16 LoRA / prompt tuning, 16 bytes/param for full fine-tuning with AdamW in mixed
-    precision) + trainable state (16 bytes per trainable param: fp32 weight, grad, 2 Adam
-    moments) + activations with gradient checkpointing (~ 2 bytes x seq x batch x hidden per
-    layer kept, plus one layer's full activations ~ seq x batch x hidden x 34 bytes) + 0.8 GB
-    CUDA context / allocator slack. Time = 6 x params x tokens FLOPs for full FT, 4 x params x
-    tokens for adapter methods (no weight gradients of the frozen base), at 30% of a T4's
-    65 TFLOPS bf16 peak; cost from the price table's T4 $/hour. An indicative figure, +-50%.
-    """
-    shape = _model_shape(model)
-    n, h, layers = shape["n_params"], shape["hidden"], shape["layers"]
-    lora_r = 8
-    trainable = {
-        "full-ft": n,
-        "lora": 2 * lora_r * h * 2 * layers,
-        "qlora": 2 * lora_r * h * 7 * layers,  # all linear layers (q,k,v,o,gate,up,down)
-        "prompt-tuning": 20 * h,
-    }[method]
-    bytes_per_weight = {"full-ft": 4.0, "lora": 2.0, "qlora": 0.53, "prompt-tuning": 2.0}[method]
-    weights = n * bytes_per_weight
-    state = trainable * 16 if method != "full-ft" else n * 12  # fp32 grad + 2 Adam moments
-    acts = 2 * seq_len * batch * h * layers + 34 * seq_len * batch * h
-    total = weights + state + acts + 0.8 * 2**30
-    tokens = n_examples * seq_len * epochs
-    flops = (6 if method == "full-ft" else 4) * n * tokens
-    device = "T4-16GB"
-    seconds = flops / (65e12 * 0.30)
-    try:
-        from adaptladder.pricing import compute_per_hour
-
-        usd = seconds / 3600 * compute_per_hour(device)
-    except Exception:  # a broken user price table must not crash a skipped rung
-        usd = None
-    return {
-        "estimator": "adaptladder.rungs.finetune.estimate_training (interim; see docstring)",
-        "model": model, "method": method, "params": n, "trainable_params": trainable,
-        "seq_len": seq_len, "batch": batch, "examples": n_examples, "epochs": epochs,
-        "gpu_memory_gb": round(total / 2**30, 2),
-        "train_hours": round(seconds / 3600, 4),
-        "device_assumed": device,
-        "train_cost_usd": None if usd is None else round(usd, 4),
-    }
-
-
-def _model_shape(model: str) -> dict[str, int]:
-    if model in KNOWN_SHAPES:
-        return KNOWN_SHAPES[model]
-    try:
-        import torch
-        from transformers import AutoConfig, AutoModelForSequenceClassification
-
-        cfg = AutoConfig.from_pretrained(resolve_model(model))
-        with torch.device("meta"):
-            m = AutoModelForSequenceClassification.from_config(cfg)
-        n = sum(p.numel() for p in m.parameters())
-        text = cfg.get_text_config() if hasattr(cfg, "get_text_config") else cfg
-        return {"n_params": n, "hidden": int(text.hidden_size), "layers": int(text.num_hidden_layers),
-                "heads": int(text.num_attention_heads), "vocab": int(text.vocab_size)}
-    except Exception as e:
-        raise AdaptError(f"cannot read the configuration of model {model!r} to estimate its cost "
-                         f"({type(e).__name__}); pass a local checkpoint folder or a known alias.") from e
 
 
 # ---------------------------------------------------------------------------- the rung
@@ -959,14 +884,8 @@ class QloraRung(LoraRung):
                 "train_hours": round(float(comp["hours"]), 4), "device_assumed": comp["gpu"],
                 "train_cost_usd": None if comp["cost_usd"] is None else round(float(comp["cost_usd"]), 4),
                 "smallest_gpu": est["smallest_gpu"]}}
-        except Exception as shared_error:  # fall back to the short interim formula; a skip must not crash
-            try:
-                out = estimate_training(model, "qlora", seq_len=seq, batch=batch, n_examples=examples,
-                                        epochs=int(epochs))
-                out["shared_estimator_error"] = f"{type(shared_error).__name__}: {shared_error}"
-                return {"estimate": out}
-            except Exception as e:
-                return {"estimate": None, "estimate_error": f"{type(e).__name__}: {e}"}
+        except Exception as e:  # a skipped rung must not crash: say why there is no estimate
+            return {"estimate": None, "estimate_error": f"{type(e).__name__}: {e}"}
 
     def _prepare(self, model: Any, p: dict[str, Any], decoder: bool, missing: list[str]) -> Any:
         from peft import prepare_model_for_kbit_training
