@@ -343,6 +343,16 @@ def test_choice_screens_all_candidates_then_compares_two_on_more_examples(tiny_l
     assert len(finalists) == 2 and min(best[p] for p in finalists) >= max(best[p] for p in best if p not in finalists)
     chosen = _choice_key_of(r)
     assert final[chosen] == max(final.values())
+    # the report's table: every candidate with its screening score, finalists with their final score
+    from adaptladder.report.view import prompt_choices_of
+
+    table = prompt_choices_of(r.extra_info())
+    assert table is not None and (table["n_screening"], table["n_final"]) == (6, 10)
+    assert len(table["rows"]) == 8 and sum(row["chosen"] for row in table["rows"]) == 1
+    assert sum(row["final"] != "-" for row in table["rows"]) == 4
+    pick = next(row for row in table["rows"] if row["chosen"])
+    assert pick["final"] == f"{max(final.values()):.3f}"
+    assert pick["words"] == ("label names" if "verbalizer" not in chosen else "ham → normal")
 
 
 def _choice_key_of(r: Any) -> str:

@@ -148,6 +148,12 @@ def test_report_escapes_hostile_text(tmp_path: Path) -> None:
     # text from rung outputs and the audit reaches the report too: a prompt quoting the hostile row
     doc["rungs"][1]["extra"]["example_prompt"] = f"Message: {HOSTILE} free prize\nLabel:"
     doc["rungs"][1]["extra"]["note"] = HOSTILE
+    doc["rungs"][1]["extra"]["prompt_choices"] = {"validation_examples": {"screening": 60, "final": 180},
+                                                  "candidates": [
+        {"prompt": "plain", "answer_words": f"ham → {HOSTILE}", "calibrated": True, "screening_macro_f1": 0.5,
+         "macro_f1": 0.61, "chosen": True},
+        {"prompt": "chat", "answer_words": "label names", "calibrated": False, "screening_macro_f1": 0.2,
+         "macro_f1": None, "chosen": False}]}
     doc["audit"] = {"findings": [{"severity": "warning", "message": f"duplicate text {HOSTILE}", "count": 2}]}
     (out / "results.json").write_text(json.dumps(doc))
     with pytest.raises(SystemExit) as ex:
@@ -158,10 +164,13 @@ def test_report_escapes_hostile_text(tmp_path: Path) -> None:
     assert "&lt;script&gt;" in html
     assert html.count("&lt;script&gt;") >= 4  # label (header, table, winner), prompt, audit, details
     assert "Prompts used" in html and "example_prompt" in html and "Data audit" in html
+    assert "the two best prompt / answer-word pairs compared on 180" in html and "<b>chosen</b>" in html
+    assert "prompt_choices" not in html  # a table, not a JSON blob in the details
     assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched to view it
     assert html.count("data:image/png;base64,") == 4
     md = (out / "report.md").read_text()
     assert "<script>" not in md.replace(f"Message: {HOSTILE}", "")  # only inside the fenced prompt block
+    assert "| plain | ham → " in md and "| 0.610 | **chosen** |" in md
 
 
 def test_skipped_rung_reason_and_details_are_reported(tmp_path: Path, saved_run: Path) -> None:

@@ -98,6 +98,18 @@ def render_markdown(v: dict[str, Any]) -> str:
         out += ["", "## Prompts used"]
         for p in v["prompts"]:
             out += ["", f"### {e(p['rung'])}"]
+            ch = p.get("choices")
+            if ch:
+                screen = bool(ch["n_screening"])
+                where = (f"all screened on {ch['n_screening']} examples, the two best prompt / answer-word pairs "
+                         f"compared on {ch['n_final']}" if screen else f"{ch['n_final']} examples")
+                out += ["", f"Prompt variants measured on validation macro-F1 ({where}):", "",
+                        "| prompt | answer words | calibrated |" + (" screening |" if screen else "")
+                        + " validation macro-F1 | |",
+                        "|---|---|---|" + ("---|" if screen else "") + "---|---|"]
+                out += [f"| {c['prompt']} | {e(c['words'])} | {c['calibrated']} |"
+                        + (f" {c['screening']} |" if screen else "")
+                        + f" {c['final']} | {'**chosen**' if c['chosen'] else ''} |" for c in ch["rows"]]
             for item in p["entries"]:
                 out += ["", f"{e(item['key'])}:", "", _fence(item["text"])]
     return "\n".join(out) + "\n"

@@ -120,9 +120,26 @@ def prompts_of(extra: dict[str, Any]) -> list[dict[str, str]]:
     return out
 
 
+def prompt_choices_of(extra: dict[str, Any]) -> dict[str, Any] | None:
+    """A prompting rung's candidate prompts (format x answer words x calibration) with their
+    validation macro-F1, for a table; None when the rung chose nothing on validation."""
+    pc = (extra or {}).get("prompt_choices")
+    if not isinstance(pc, dict) or not pc.get("candidates"):
+        return None
+    n = pc.get("validation_examples") or {}
+
+    def f(x: Any) -> str:
+        return "-" if x is None else f"{x:.3f}"
+
+    rows = [{"prompt": c.get("prompt", ""), "words": c.get("answer_words", ""),
+             "calibrated": "yes" if c.get("calibrated") else "no", "screening": f(c.get("screening_macro_f1")),
+             "final": f(c.get("macro_f1")), "chosen": bool(c.get("chosen"))} for c in pc["candidates"]]
+    return {"n_screening": n.get("screening"), "n_final": n.get("final"), "rows": rows}
+
+
 def other_extra(extra: dict[str, Any]) -> list[dict[str, str]]:
     return [{"key": k, "value": _json_short(v)} for k, v in (extra or {}).items()
-            if not (PROMPT_KEY.search(k) and isinstance(v, str))]
+            if not (PROMPT_KEY.search(k) and isinstance(v, str)) and k != "prompt_choices"]
 
 
 def audit_view(audit: dict[str, Any] | None) -> dict[str, Any] | None:
@@ -249,7 +266,8 @@ def build_view(doc: dict[str, Any], run_dir: Path | None = None, *, plots: bool 
             not_done.append({"name": r["name"], "status": r.get("status"), "reason": r.get("reason") or "",
                              "details": [{"key": k, "value": _json_short(v, 300)} for k, v in details.items()],
                              "traceback": r.get("traceback") or ""})
-    prompts = [{"rung": r["name"], "entries": prompts_of(r.get("extra") or {})} for r in rungs]
+    prompts = [{"rung": r["name"], "entries": prompts_of(r.get("extra") or {}),
+                "choices": prompt_choices_of(r.get("extra") or {})} for r in rungs]
     prompts = [p for p in prompts if p["entries"]]
     extras = [{"rung": r["name"], "entries": other_extra(r.get("extra") or {})} for r in rungs
               if r.get("status") == "done" and r.get("extra")]

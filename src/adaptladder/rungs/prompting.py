@@ -398,6 +398,7 @@ class _PromptingRung(Rung):
             self._use_verbalizer(verbs[0][1], verbs[0][0])
             self.p_cf_ = self._content_free_probs()
             self.calibrate_ = bool(mode is True)
+            self.prompt_choices_, self.prompt_choices_n_ = [], {}
             self.calibration_scores_ = {
                 "chosen": f"{fmt}, {'calibrated' if self.calibrate_ else 'uncalibrated'}",
                 "reason": "set by parameters" if have_val else "no validation data to choose on"}
@@ -434,6 +435,14 @@ class _PromptingRung(Rung):
         if len(verbs) > 1:
             self.calibration_scores_["verbalizers"] = {f"verbalizer{i}" if i else "names": w
                                                        for i, (_, w) in enumerate(verbs)}
+        screened = self.calibration_scores_.get("screening", {})
+        self.prompt_choices_ = [
+            {"prompt": f, "answer_words": _words_text(verbs[v][1]), "calibrated": c,
+             "screening_macro_f1": screened.get(_choice_key((v, f), c)),
+             "macro_f1": self.calibration_scores_.get(_choice_key((v, f), c)),
+             "chosen": (v, f, c) == (vi, fmt, cal)}
+            for v in range(len(verbs)) for f in formats for c in cals]
+        self.prompt_choices_n_ = {"screening": screened.get("n_validation"), "final": len(pos)}
         self.calibration_scores_.update(n_validation=len(pos), chosen=f"{fmt}, "
                                         f"{'calibrated' if cal else 'uncalibrated'}"
                                         + (f", verbalizer{vi}" if vi else ""),
@@ -582,6 +591,7 @@ class _PromptingRung(Rung):
                                 content_free_probs=[round(v, 4) for v in self.p_cf_]),
             "label_descriptions": self.label_descriptions_, "label_descriptions_source": self.descriptions_source_,
             "verbalizer": self.verbalizer_, "verbalizer_source": self.verbalizer_source_,
+            "prompt_choices": {"validation_examples": self.prompt_choices_n_, "candidates": self.prompt_choices_},
             "system_prompt": self.system_prompt_,
             "prompt_template": self.template_text_,
             "example_prompt": self.example_prompt(),
@@ -616,7 +626,8 @@ class _PromptingRung(Rung):
                 "prompt_format": self.prompt_format_,
                 "calibration_scores": self.calibration_scores_, "label_descriptions": self.label_descriptions_,
                 "descriptions_source": self.descriptions_source_, "verbalizer": self.verbalizer_,
-                "verbalizer_source": self.verbalizer_source_}
+                "verbalizer_source": self.verbalizer_source_, "prompt_choices": self.prompt_choices_,
+                "prompt_choices_n": self.prompt_choices_n_}
 
     def _save(self, path: Path) -> None:
         self._check_fitted()
@@ -640,12 +651,19 @@ class _PromptingRung(Rung):
         rung.p_cf_ = [float(v) for v in state["p_cf"]]
         rung.calibrate_ = bool(state["calibrate"])
         rung.calibration_scores_ = state["calibration_scores"]
+        rung.prompt_choices_ = state.get("prompt_choices", [])  # older runs: not recorded
+        rung.prompt_choices_n_ = state.get("prompt_choices_n", {})
         rung._set_format(state["prompt_format"])
         rung._load_shots(path, state)
         return rung
 
     def _load_shots(self, path: Path, state: dict[str, Any]) -> None:
         pass
+
+
+def _words_text(words: dict[str, str]) -> str:
+    changed = [f"{k} → {v}" for k, v in words.items() if k != v]
+    return ", ".join(changed) if changed else "label names"
 
 
 def _choice_key(pair: tuple[int, str], cal: bool) -> str:
