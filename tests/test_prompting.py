@@ -361,7 +361,7 @@ def _choice_key_of(r: Any) -> str:
             + (f"_verbalizer{vi}" if vi else ""))
 
 
-def test_bad_verbalizer_is_one_line_error(tiny_lm: str) -> None:
+def test_bad_verbalizer_is_one_line_error(tiny_lm: str, tmp_path: Path) -> None:
     from adaptladder.rungs.prompting import ZeroShotRung
 
     def fit(v: Any) -> None:
@@ -377,6 +377,23 @@ def test_bad_verbalizer_is_one_line_error(tiny_lm: str) -> None:
         fit("no-such-file.yaml")
     with pytest.raises(AdaptError, match="verbalizer entries"):
         fit([3])
+    with pytest.raises(AdaptError, match="empty list"):
+        fit([])
+    with pytest.raises(AdaptError, match="empty answer word"):
+        fit({"a": None})
+    bad = tmp_path / "v.yaml"
+    bad.write_text("a: [unclosed")
+    with pytest.raises(AdaptError, match=r"v\.yaml is not valid JSON/YAML"):
+        fit(str(bad))
+    good = tmp_path / "words.yaml"
+    good.write_text("- names\n- {a: alpha}\n")
+    r = ZeroShotRung(model=tiny_lm, threads=1, verbalizer=str(good))
+    r.fit([], np.zeros(0, dtype=int), label_names=["a", "b"])
+    assert [w for _, w in r._verbalizer_candidates()] == [{"a": "a", "b": "b"}, {"a": "alpha", "b": "b"}]
+    # numeric label names survive YAML's integer keys
+    r = ZeroShotRung(model=tiny_lm, threads=1, verbalizer={0: "negative", 1: "positive"})
+    r.fit([], np.zeros(0, dtype=int), label_names=["0", "1"])
+    assert r.verbalizer_ == {"0": "negative", "1": "positive"}
 
 
 def test_parse_label() -> None:

@@ -36,6 +36,9 @@ def register(app: typer.Typer) -> None:
 
         console = Console()
         if model_dir:
+            if verbalizer:
+                raise AdaptError("--verbalizer applies to a zero-shot prompt (--labels); a saved rung (--from) "
+                                 "answers with the words it was evaluated with.")
             rung = load_rung(model_dir)
             if not isinstance(rung, _PromptingRung):
                 raise AdaptError(f"{model_dir} holds a {rung.name} rung, not a prompting rung; pass a prompting "

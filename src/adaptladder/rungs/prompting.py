@@ -240,7 +240,10 @@ class _PromptingRung(Rung):
                                  f"file holding one; {spec!r} is none of these.")
             import yaml
 
-            spec = yaml.safe_load(p.read_text())
+            try:
+                spec = yaml.safe_load(p.read_text())
+            except (yaml.YAMLError, UnicodeDecodeError) as e:
+                raise AdaptError(f"verbalizer file {p} is not valid JSON/YAML ({type(e).__name__}); fix it.") from e
         items = spec if isinstance(spec, list) else [spec]
         out: list[tuple[str, dict[str, str]]] = []
         for item in items:
@@ -252,15 +255,17 @@ class _PromptingRung(Rung):
             elif item == "names":
                 out.append(("label names", {n: n for n in names}))
             elif isinstance(item, dict):
-                extra = sorted(set(map(str, item)) - set(names))
+                given = {str(k): ("" if v is None else str(v).strip()) for k, v in item.items()}
+                extra = sorted(set(given) - set(names))
                 if extra:
                     raise AdaptError(f"verbalizer names unknown label(s) {', '.join(extra)}; "
                                      f"the labels are {', '.join(names)}.")
-                words = {n: str(item.get(n, n)).strip() for n in names}
-                out.append(("user", words))
+                out.append(("user", {n: given.get(n, n) for n in names}))
             else:
                 raise AdaptError(f"verbalizer entries must be auto, names or a mapping label -> answer word, "
                                  f"got {item!r}.")
+        if not out:
+            raise AdaptError("verbalizer is an empty list; give auto, names, or mappings label -> answer word.")
         for _, words in out:
             bad = [n for n, w in words.items() if not w]
             if bad:
