@@ -81,6 +81,18 @@ def _fake(name: str, idx: list[int], preds: list[int], labels: list[int]) -> dic
     return {"name": name, "status": "done", "cost_rank": 0, "validation": part, "test": part}
 
 
+def test_describe_names_the_test_that_decided() -> None:
+    from adaptladder.compare import describe
+
+    cmp = {"metric": "macro_f1", "diff_ci": (0.002, 0.05), "diff": 0.02, "n_common": 300, "part": "validation",
+           "subset": False, "mcnemar": {"p_value": 0.15}, "significant": True, "a": "lora", "b": "full-ft"}
+    text = describe(cmp)
+    assert "significantly better" in text and "95% CI [+0.002, +0.050], the test used" in text
+    assert "on accuracy McNemar p=0.15" in text  # reported, but it tests accuracy, not macro-F1
+    acc = dict(cmp, metric="accuracy", significant=False)
+    assert "not significantly better" in describe(acc) and "McNemar p=0.15, the test used" in describe(acc)
+
+
 def test_sampled_rung_is_compared_on_common_examples_only() -> None:
     y = [0, 1] * 50
     full = _fake("cheap", list(range(100)), y, y)

@@ -151,7 +151,12 @@ def describe(cmp: dict[str, Any]) -> str:
     lo, hi = cmp["diff_ci"]
     where = f"on {cmp['n_common']} common {cmp['part']} examples" + (" (a stratified sample)" if cmp["subset"] else "")
     p = cmp["mcnemar"]["p_value"]
-    stats = f"{m} difference {cmp['diff']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}]; McNemar p={p:.3g}"
+    if m == "accuracy":
+        stats = (f"accuracy difference {cmp['diff']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}]; "
+                 f"McNemar p={p:.3g}, the test used")
+    else:  # the bootstrap CI decides; McNemar tests accuracy, which can disagree on imbalanced data
+        stats = (f"{m} difference {cmp['diff']:+.3f}, 95% CI [{lo:+.3f}, {hi:+.3f}], the test used; "
+                 f"on accuracy McNemar p={p:.3g}")
     if not cmp["significant"]:
         return f"{cmp['b']} is not significantly better than the cheaper {cmp['a']} {where} ({stats})."
     if cmp["diff"] > 0:
