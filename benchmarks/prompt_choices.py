@@ -36,7 +36,6 @@ def main() -> None:
 
     from adaptladder.datasets import load_builtin
     from adaptladder.rungs import make_rung
-    from adaptladder.rungs.prompting import _softmax
     from adaptladder.task import stratified_subset
 
     warnings.simplefilter("ignore")
@@ -56,22 +55,17 @@ def main() -> None:
     fit_s = time.perf_counter() - t0
     chosen = (rung.prompt_format_, dict(rung.verbalizer_), bool(rung.calibrate_))
     labels = list(range(len(task.label_names)))
+    verbs = rung._verbalizer_candidates()
+    pairs = [(vi, fmt) for vi in range(len(verbs)) for fmt in rung._formats()]
+    memos: dict = {}  # the rung's own candidate scoring, on every pair and the whole samples
+    scores = {p: rung._score_candidates(pairs, verbs, [False, True], x, y, np.arange(len(y)), memos)
+              for p, (x, y) in parts.items()}
     rows = []
-    for _source, words in rung._verbalizer_candidates():
-        rung._use_verbalizer(words)
-        for fmt in rung._formats():
-            rung._set_format(fmt)
-            rung._memo = {}
-            rung.p_cf_ = rung._content_free_probs()
-            probs = {p: _softmax(rung._raw_scores(x, count=False)) for p, (x, _) in parts.items()}
-            for cal in (False, True):
-                row = {"format": fmt, "verbalizer": {k: v for k, v in words.items() if k != v} or "label names",
-                       "calibrated": cal, "chosen": (fmt, words, cal) == chosen}
-                for p, (_, y) in parts.items():
-                    pr = rung._calibrate(probs[p]) if cal else probs[p]
-                    row[f"{p}_macro_f1"] = round(float(f1_score(y, pr.argmax(1), average="macro", labels=labels,
-                                                                zero_division=0)), 4)
-                rows.append(row)
+    for (vi, fmt), cal in scores["validation"]:
+        words = verbs[vi][1]
+        rows.append({"format": fmt, "verbalizer": {k: v for k, v in words.items() if k != v} or "label names",
+                     "calibrated": cal, "chosen": (fmt, words, cal) == chosen,
+                     **{f"{p}_macro_f1": round(scores[p][((vi, fmt), cal)], 4) for p in parts}})
     ty_s = parts["test"][1]
     floor = float(f1_score(ty_s, np.full(len(ty_s), np.bincount(ty).argmax()), average="macro", labels=labels,
                            zero_division=0))

@@ -873,7 +873,7 @@ class QloraRung(LoraRung):
             est = rung_estimate(model, "qlora", examples=examples, epochs=float(epochs), seq_len=seq, batch=batch,
                                 lora_r=int(r), lora_targets="all-linear", head="classifier", num_labels=2)
             if "error" in est:
-                raise AdaptError(est["error"])
+                return {"estimate": None, "estimate_error": est["error"]}
             comp = est["compute"]
             return {"estimate": {
                 "estimator": "adaptladder.estimate (see docs/estimator.md)",

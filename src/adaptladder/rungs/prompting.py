@@ -215,15 +215,11 @@ class _PromptingRung(Rung):
             self._tmpl = _jinja_env().from_string(self.template_text_)
         except Exception as e:
             raise AdaptError(f"the prompt template is not valid Jinja2 ({e}); fix the template file.") from e
-        rendered = hasattr(self, "system_prompt_")  # loaded: the saved prompt is the evaluated prompt
-        if not rendered:
+        if hasattr(self, "system_prompt_"):  # loaded: the saved prompt is the evaluated prompt
+            self._use_verbalizer(self.verbalizer_, render=False)
+        else:  # fitting: rendered per answer-word candidate (:meth:`_use_verbalizer`)
             given = _read_param_text(self._p("system_prompt"), "system_prompt")
             self._system_source = given if given is not None else DEFAULT_SYSTEM_TEMPLATE
-        if hasattr(self, "verbalizer_"):
-            self._use_verbalizer(self.verbalizer_, render=not rendered)
-        else:
-            source, words = self._verbalizer_candidates()[0]
-            self._use_verbalizer(words, source, render=not rendered)
 
     # ------------------------------------------------------------------ verbalizers
     def _verbalizer_candidates(self) -> list[tuple[str, dict[str, str]]]:
@@ -323,13 +319,15 @@ class _PromptingRung(Rung):
         if k < 0:
             raise AdaptError(f"k must be >= 0, got {k}.")
         self.label_names_ = [str(n) for n in label_names]
-        for attr in ("template_text_", "system_prompt_", "verbalizer_"):
+        for attr in ("template_text_", "system_prompt_"):
             if hasattr(self, attr):
                 delattr(self, attr)
         self._setup_prompt(self.label_names_)
+        verbs = self._verbalizer_candidates()
+        self._use_verbalizer(verbs[0][1], verbs[0][0])  # the default until validation chooses
         self._memo = {}
         self._select(texts, y)
-        self._choose_prompt(val_texts, val_y)
+        self._choose_prompt(val_texts, val_y, verbs)
         return self
 
     def _select(self, texts: list[str], y: np.ndarray) -> None:
@@ -373,7 +371,8 @@ class _PromptingRung(Rung):
         if self._p("backend") == "hf":
             self.backend.use_chat_template = fmt == "chat"
 
-    def _choose_prompt(self, val_texts: Sequence[str] | None, val_y: np.ndarray | None) -> None:
+    def _choose_prompt(self, val_texts: Sequence[str] | None, val_y: np.ndarray | None,
+                       verbs: list[tuple[str, dict[str, str]]]) -> None:
         """Pick the prompt format (chat template or plain), the answer words (verbalizer) and
         calibration on validation macro-F1.
 
@@ -393,17 +392,15 @@ class _PromptingRung(Rung):
         if mode not in (True, False, "auto"):
             raise AdaptError(f"calibrate must be true, false or auto, got {mode!r}.")
         formats = self._formats()
-        verbs = self._verbalizer_candidates()
         have_val = val_texts is not None and val_y is not None and len(val_texts) > 0
         cals = [False, True] if mode == "auto" else [bool(mode)]
         self.calibration_scores_: dict[str, Any] = {}
         if not have_val or (len(formats) == 1 and len(cals) == 1 and len(verbs) == 1):
             fmt = formats[0]
             self._set_format(fmt)
-            self._use_verbalizer(verbs[0][1], verbs[0][0])
             self.p_cf_ = self._content_free_probs()
             self.calibrate_ = bool(mode is True)
-            self.prompt_choices_, self.prompt_choices_n_ = [], {}
+            self.prompt_choices_ = []
             self.calibration_scores_ = {
                 "chosen": f"{fmt}, {'calibrated' if self.calibrate_ else 'uncalibrated'}",
                 "reason": "set by parameters" if have_val else "no validation data to choose on"}
@@ -447,7 +444,6 @@ class _PromptingRung(Rung):
              "macro_f1": self.calibration_scores_.get(_choice_key((v, f), c)),
              "chosen": (v, f, c) == (vi, fmt, cal)}
             for v in range(len(verbs)) for f in formats for c in cals]
-        self.prompt_choices_n_ = {"screening": screened.get("n_validation"), "final": len(pos)}
         self.calibration_scores_.update(n_validation=len(pos), chosen=f"{fmt}, "
                                         f"{'calibrated' if cal else 'uncalibrated'}"
                                         + (f", verbalizer{vi}" if vi else ""),
@@ -596,7 +592,10 @@ class _PromptingRung(Rung):
                                 content_free_probs=[round(v, 4) for v in self.p_cf_]),
             "label_descriptions": self.label_descriptions_, "label_descriptions_source": self.descriptions_source_,
             "verbalizer": self.verbalizer_, "verbalizer_source": self.verbalizer_source_,
-            "prompt_choices": {"validation_examples": self.prompt_choices_n_, "candidates": self.prompt_choices_},
+            "prompt_choices": {"validation_examples": {"screening": self.calibration_scores_.get("screening", {})
+                                                       .get("n_validation"),
+                                                       "final": self.calibration_scores_.get("n_validation")},
+                               "candidates": self.prompt_choices_},
             "system_prompt": self.system_prompt_,
             "prompt_template": self.template_text_,
             "example_prompt": self.example_prompt(),
@@ -631,8 +630,7 @@ class _PromptingRung(Rung):
                 "prompt_format": self.prompt_format_,
                 "calibration_scores": self.calibration_scores_, "label_descriptions": self.label_descriptions_,
                 "descriptions_source": self.descriptions_source_, "verbalizer": self.verbalizer_,
-                "verbalizer_source": self.verbalizer_source_, "prompt_choices": self.prompt_choices_,
-                "prompt_choices_n": self.prompt_choices_n_}
+                "verbalizer_source": self.verbalizer_source_, "prompt_choices": self.prompt_choices_}
 
     def _save(self, path: Path) -> None:
         self._check_fitted()
@@ -657,7 +655,6 @@ class _PromptingRung(Rung):
         rung.calibrate_ = bool(state["calibrate"])
         rung.calibration_scores_ = state["calibration_scores"]
         rung.prompt_choices_ = state.get("prompt_choices", [])  # older runs: not recorded
-        rung.prompt_choices_n_ = state.get("prompt_choices_n", {})
         rung._set_format(state["prompt_format"])
         rung._load_shots(path, state)
         return rung
