@@ -434,3 +434,18 @@ def test_audit_for_run_gate(tmp_path: Path) -> None:
     assert d["has_errors"] and any("--force" in s for s in lines)
     assert AuditReport.from_dict(d).to_markdown() == run_audit(leaky, encoder=None).to_markdown()
     assert audit_for_run(leaky, SimpleNamespace(no_audit=True), tmp_path) is None
+
+
+def test_emoji_and_symbol_only_texts_do_not_crash_the_label_error_model() -> None:
+    """Texts with no word token gave TF-IDF an empty vocabulary (a crash); character n-grams take over."""
+    rng = np.random.default_rng(0)
+    happy, sad = ["😀", "👍", "🎉", "❤️", "!!!"], ["😢", "💔", "😡", "???", "…"]
+    texts = [" ".join(rng.choice(sad if i % 2 else happy, 3)) + " " + "#" * (i % 9) + "*" * (i % 4) for i in range(240)]
+    y = np.array([i % 2 for i in range(240)])
+    split = np.array(["train"] * 160 + ["validation"] * 40 + ["test"] * 40, dtype=object)
+    task = Task("emoji", texts, y, ["happy", "sad"], split, {"kind": "memory"})
+    report = run_audit(task, encoder=None, requirements={"audit": {"max_test_leak_share": 1.0}})
+    stats = report.stats["label_errors"]
+    assert stats["rows_checked"] == 240
+    assert stats["out_of_fold_accuracy"] > 0.9  # the emoji carry the label: character n-grams see them
+    assert report.finding("likely_label_errors") is not None

@@ -1,0 +1,294 @@
+"""Checks 3-5: exact and near duplicates, train -> validation / test leakage, conflicting labels."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from adaptladder.audit.context import (
+    SupportsEncode,
+    _Ctx,
+)
+from adaptladder.audit.report import (
+    Finding,
+    _short,
+)
+from adaptladder.task import SPLITS
+
+
+# ---------------------------------------------------------------------------- 3. exact duplicates
+def _check_exact(ctx: _Ctx, findings: list[Finding], stats: dict[str, Any]) -> None:
+    df = pd.DataFrame({"g": ctx.group, "s": ctx.split.astype(str)})
+    per = df.groupby(["g", "s"]).size()
+    dup = per[per > 1]
+    redundant = int((dup - 1).sum())
+    n_groups = len(dup)
+    by_split = {p: int((dup.xs(p, level="s") - 1).sum()) if p in dup.index.get_level_values("s") else 0
+                for p in SPLITS}
+    stats["exact_duplicates"] = {"redundant_rows": redundant, "groups": n_groups, "by_split": by_split,
+                                 "unique_texts": ctx.n_groups}
+    if not redundant:
+        findings.append(Finding("info", "exact_duplicates", "no exact duplicates within a split "
+                                "(after case / whitespace / punctuation normalisation)", 0))
+        return
+    top = dup.sort_values(ascending=False).head(ctx.max_ex)
+    examples = []
+    for (g, s), c in top.items():
+        i = int(ctx.first_row[g])
+        labels = sorted({ctx.names[int(v)] for v in ctx.y[(ctx.group == g) & (ctx.split == s)]})
+        examples.append({"copies": int(c), "split": s, "labels": "/".join(labels), "where": ctx.refs[i],
+                         "text": _short(ctx.task.texts[i], 200)})
+    share = redundant / max(len(ctx.y), 1)
+    sev = "warning" if share > float(ctx.cfg.get("duplicate_share_warn", 0.02)) else "info"
+    findings.append(Finding(sev, "exact_duplicates",
+                            f"{redundant:,} redundant row(s) ({share:.1%}) in {n_groups:,} group(s) of identical texts "
+                            f"within a split (train {by_split['train']:,}, validation {by_split['validation']:,}, "
+                            f"test {by_split['test']:,})", redundant, examples,
+                            advice="duplicates over-weight some texts in training and in the score; "
+                                   "`--dedupe OUT_DIR` keeps one copy."))
+
+
+# ---------------------------------------------------------------------------- 3b. near duplicates
+def _embed_groups(ctx: _Ctx, encoder: str | SupportsEncode, progress: bool) -> np.ndarray:
+    """Embeddings of one representative text per normalised group (L2-normalised float32)."""
+    if isinstance(encoder, str):
+        from adaptladder.encode import get_encoder
+
+        enc: SupportsEncode = get_encoder(encoder)
+    else:
+        enc = encoder
+    reps = [ctx.task.texts[int(i)] for i in ctx.first_row]
+    before = dict(getattr(enc, "stats", {}) or {})
+    emb = np.asarray(enc.encode(reps, progress=progress, desc="audit: embedding"), dtype=np.float32)
+    after = dict(getattr(enc, "stats", {}) or {})
+    ctx.embed_stats = {"texts": len(reps), **{k: int(after.get(k, 0) - before.get(k, 0)) for k in ("hits", "misses")
+                                              if k in after}}
+    norms = np.linalg.norm(emb, axis=1, keepdims=True)
+    return emb / np.maximum(norms, 1e-12)
+
+
+def near_duplicate_pairs(emb: np.ndarray, threshold: float, block: int = 1024,
+                         max_pairs: int = 2_000_000) -> tuple[np.ndarray, np.ndarray, int]:
+    """All pairs ``i < j`` with cosine similarity >= ``threshold``, by blockwise matrix products.
+
+    Returns ``(pairs (m, 2), similarities (m,), total)``; ``total`` keeps counting past
+    ``max_pairs`` so a truncated list is visible. Memory stays at ``block x n`` floats.
+    """
+    n = len(emb)
+    out_i: list[np.ndarray] = []
+    out_j: list[np.ndarray] = []
+    out_s: list[np.ndarray] = []
+    total = kept = 0
+    for s in range(0, n, block):
+        b = min(block, n - s)
+        sims = emb[s:s + b] @ emb[s:].T  # (b, n - s): only columns j >= i's block start
+        sims[:, :b][np.tri(b, dtype=bool)] = -np.inf  # keep j > i: mask the diagonal block's lower triangle
+        r, c = np.nonzero(sims >= threshold)
+        total += len(r)
+        if kept < max_pairs and len(r):
+            take = min(len(r), max_pairs - kept)
+            out_i.append(r[:take] + s)
+            out_j.append(c[:take] + s)
+            out_s.append(sims[r[:take], c[:take]])
+            kept += take
+    if not out_i:
+        return np.zeros((0, 2), dtype=np.int64), np.zeros(0, dtype=np.float32), total
+    pairs = np.stack([np.concatenate(out_i), np.concatenate(out_j)], axis=1).astype(np.int64)
+    return pairs, np.concatenate(out_s).astype(np.float32), total
+
+
+def _check_near(ctx: _Ctx, emb: np.ndarray, thr: float, findings: list[Finding],
+                stats: dict[str, Any]) -> np.ndarray:
+    pairs, sims, total = near_duplicate_pairs(emb, thr, max_pairs=int(ctx.cfg.get("max_pairs", 2_000_000)))
+    ctx.pair_sims = sims
+    ctx.near_done = True
+    ins = ctx.in_split
+    a, b = pairs[:, 0], pairs[:, 1]
+    same = np.zeros(len(pairs), dtype=bool)
+    for p in SPLITS:
+        same |= ins[p][a] & ins[p][b]
+    within = pairs[same]
+    rows_involved = 0
+    if len(within):
+        gs = np.unique(within)
+        rows_involved = int(np.isin(ctx.group, gs).sum())
+    # labels of the representatives: near-duplicates that disagree are label-noise candidates
+    la, lb = ctx.y[ctx.first_row[a]], ctx.y[ctx.first_row[b]]
+    disagree = la != lb
+    stats["near_duplicates"] = {"threshold": thr, "pairs": int(total), "pairs_kept": len(pairs),
+                                "pairs_within_split": int(same.sum()), "rows_within_split": rows_involved,
+                                "pairs_with_different_labels": int(disagree.sum()),
+                                "truncated": bool(total > len(pairs))}
+    order = np.argsort(-sims[same], kind="stable")[: ctx.max_ex]
+
+    def shared_split(g1: int, g2: int) -> str:
+        return next(p for p in SPLITS if ins[p][g1] and ins[p][g2])
+
+    examples = [_pair_example(ctx, int(within[o, 0]), int(within[o, 1]), float(sims[same][o]),
+                              shared_split(int(within[o, 0]), int(within[o, 1]))) for o in order]
+    n_within = int(same.sum())
+    if n_within:
+        share = rows_involved / max(len(ctx.y), 1)
+        sev = "warning" if share > float(ctx.cfg.get("duplicate_share_warn", 0.02)) else "info"
+        findings.append(Finding(sev, "near_duplicates",
+                                f"{n_within:,} near-duplicate pair(s) (cosine >= {thr}) within a split, "
+                                f"involving {rows_involved:,} row(s) ({share:.1%})", n_within, examples,
+                                advice="near-copies (templates, re-posts) inflate what the model seems to know; "
+                                       "review them, and raise --near-dup-threshold if they are distinct texts."))
+    else:
+        findings.append(Finding("info", "near_duplicates", f"no near-duplicate pairs (cosine >= {thr}) within a split",
+                                0))
+    if disagree.any():
+        order = np.flatnonzero(disagree)[np.argsort(-sims[disagree], kind="stable")][: ctx.max_ex]
+        findings.append(Finding("warning" if disagree.sum() > 0.005 * len(ctx.y) else "info",
+                                "near_duplicate_label_disagreement",
+                                f"{int(disagree.sum()):,} near-duplicate pair(s) carry different labels",
+                                int(disagree.sum()),
+                                [_pair_example(ctx, int(pairs[o, 0]), int(pairs[o, 1]), float(sims[o]))
+                                 for o in order],
+                                advice="near-identical texts with different labels are often labelling mistakes."))
+    cross = np.zeros(len(pairs), dtype=bool)
+    for p in SPLITS:
+        for q in SPLITS:
+            if p != q:
+                cross |= ins[p][a] & ins[q][b]
+    ctx.cross_pairs = pairs[cross]
+    return pairs
+
+
+def _pair_example(ctx: _Ctx, g1: int, g2: int, sim: float, split: str | None = None) -> dict[str, Any]:
+    def row(g: int) -> int:  # a row of the group, from ``split`` when given (so the pair shows where it clashes)
+        if split is not None:
+            hit = np.flatnonzero((ctx.group == g) & (ctx.split == split))
+            if len(hit):
+                return int(hit[0])
+        return int(ctx.first_row[g])
+
+    i, j = row(g1), row(g2)
+    return {"similarity": round(sim, 4), "where_a": ctx.refs[i], "split_a": str(ctx.split[i]),
+            "label_a": ctx.names[int(ctx.y[i])], "text_a": _short(ctx.task.texts[i], 160),
+            "where_b": ctx.refs[j], "split_b": str(ctx.split[j]), "label_b": ctx.names[int(ctx.y[j])],
+            "text_b": _short(ctx.task.texts[j], 160)}
+
+
+# ---------------------------------------------------------------------------- 4. leakage
+def _check_leakage(ctx: _Ctx, pairs: np.ndarray, findings: list[Finding], stats: dict[str, Any]) -> None:
+    ins = ctx.in_split
+    near_partner: dict[str, dict[int, tuple[int, float]]] = {}
+    sims = ctx.pair_sims
+    leak_stats: dict[str, Any] = {}
+    for evaluated, source in (("test", "train"), ("validation", "train"), ("test", "validation")):
+        rows = np.flatnonzero(ctx.split == evaluated)
+        if not len(rows):
+            continue
+        exact = ins[source][ctx.group[rows]]
+        # near: the group of an evaluated row has a near-duplicate group that occurs in `source`
+        partner: dict[int, tuple[int, float]] = {}
+        if len(pairs):
+            a, b = pairs[:, 0], pairs[:, 1]
+            for x, y_ in ((a, b), (b, a)):
+                m = ins[evaluated][x] & ins[source][y_] & ~ins[source][x]
+                for g, h, s in zip(x[m].tolist(), y_[m].tolist(), sims[m].tolist(), strict=True):
+                    if g not in partner or s > partner[g][1]:
+                        partner[g] = (h, s)
+        near_partner[f"{evaluated}<-{source}"] = partner
+        near = np.array([int(g) in partner for g in ctx.group[rows]], dtype=bool) & ~exact
+        n_exact, n_near = int(exact.sum()), int(near.sum())
+        share = (n_exact + n_near) / len(rows)
+        leak_stats[f"{evaluated}_in_{source}"] = {"exact": n_exact, "near": n_near, "rows": len(rows),
+                                                  "share": share}
+        if not (n_exact or n_near):
+            continue
+        examples = []
+        n_near_ex = min(n_near, ctx.max_ex // 2)
+        for i in rows[exact][: ctx.max_ex - n_near_ex]:
+            j = int(np.flatnonzero((ctx.group == ctx.group[i]) & (ctx.split == source))[0])
+            examples.append(ctx.ex(int(i), kind="exact", matches=ctx.refs[j],
+                                   matched_label=ctx.names[int(ctx.y[j])]))
+        for i in rows[near][: max(0, ctx.max_ex - len(examples))]:
+            h, s = partner[int(ctx.group[i])]
+            j = int(np.flatnonzero((ctx.group == h) & (ctx.split == source))[0])
+            examples.append(ctx.ex(int(i), kind="near", similarity=round(s, 4), matches=ctx.refs[j],
+                                   text_match=_short(ctx.task.texts[j], 160)))
+        code = f"leakage_{source}_{evaluated}"
+        msg = (f"{n_exact + n_near:,} of {len(rows):,} {evaluated} rows ({share:.1%}) have the same "
+               f"({n_exact:,}) or a near-same ({n_near:,}) text in {source}")
+        if evaluated == "test" and source == "train":
+            # exact copies are memorised outright; near-copies (cosine >= threshold: templated spam,
+            # re-posted questions) are often a real property of the stream, so they get more room
+            limit = float(ctx.cfg.get("max_test_leak_share", 0.01))
+            near_limit = max(float(ctx.cfg.get("max_test_near_leak_share", 0.10)), limit)
+            exact_share = n_exact / len(rows)
+            if exact_share > limit:
+                sev = "error"
+                msg += f"; exact copies ({exact_share:.1%}) above the {limit:.0%} allowed"
+            elif share > near_limit:
+                sev = "error"
+                msg += f"; above the {near_limit:.0%} allowed for exact + near copies"
+            else:
+                sev = "warning"
+                msg += (f"; within the {limit:.0%} allowed for exact and the {near_limit:.0%} for exact + near "
+                        "copies, but the test score is somewhat optimistic")
+            advice = ("the test score would partly measure memorisation: run `adaptladder audit DATA --dedupe OUT_DIR` "
+                      "and use the clean splits (or --force to run anyway).")
+        elif source == "train":
+            limit = float(ctx.cfg.get("max_validation_leak_share", 0.05))
+            sev = "warning" if share > limit else "info"
+            advice = "validation leakage flatters rung selection and early stopping; --dedupe removes it."
+        else:
+            sev = "info" if share <= 0.05 else "warning"
+            advice = "validation and test share texts; their scores are not independent."
+        findings.append(Finding(sev, code, msg, n_exact + n_near, examples, advice=advice))
+    if "test_in_train" in leak_stats:
+        stats["test_leak_share"] = leak_stats["test_in_train"]["share"]
+    stats["leakage"] = leak_stats
+    if not any(v["exact"] or v["near"] for v in leak_stats.values()):
+        findings.append(Finding("info", "leakage", "no test or validation text (exact"
+                                + (" or near" if ctx.near_done else "")
+                                + ") appears in train", 0))
+
+
+# ---------------------------------------------------------------------------- 5. conflicting labels
+def _check_conflicts(ctx: _Ctx, findings: list[Finding], stats: dict[str, Any]) -> None:
+    df = pd.DataFrame({"g": ctx.group, "y": ctx.y, "s": ctx.split.astype(str)})
+    nlab = df.groupby("g")["y"].nunique()
+    bad = nlab[nlab > 1].index.to_numpy()
+    ctx.conflict_groups = set(bad.tolist())
+    if not len(bad):
+        stats["conflicts"] = {"groups": 0, "rows": 0, "train_test_groups": 0}
+        findings.append(Finding("info", "conflicting_labels", "no text carries two different labels", 0))
+        return
+    sub = df[df["g"].isin(bad)]
+    cross = []
+    for g, part in sub.groupby("g"):
+        tr = set(part.loc[part["s"] == "train", "y"])
+        ev = set(part.loc[part["s"].isin(["test", "validation"]), "y"])
+        if tr and ev and tr != ev:
+            cross.append(int(g))
+    examples = []
+    for g in (cross + [int(x) for x in bad if int(x) not in set(cross)])[: ctx.max_ex]:
+        part = sub[sub["g"] == g]
+        i = int(ctx.first_row[g])
+        examples.append({"text": _short(ctx.task.texts[i], 200),
+                         "labels": ", ".join(f"{ctx.names[int(y)]}@{s}" for y, s in zip(part["y"], part["s"],
+                                                                                         strict=True)),
+                         "where": ", ".join(ctx.refs[int(r)] for r in part.index[:4])})
+    stats["conflicts"] = {"groups": len(bad), "rows": len(sub), "train_test_groups": len(cross)}
+    advice = "decide the right label (or drop the text); `--dedupe` drops conflicting rows."
+    if cross:
+        # an error when it can move the score; a handful in a large evaluation set is a warning
+        n_eval = int(np.isin(ctx.split.astype(str), ["validation", "test"]).sum())
+        n_cross_rows = int(sub[sub["g"].isin(cross) & sub["s"].isin(["validation", "test"])].shape[0])
+        share = n_cross_rows / max(n_eval, 1)
+        limit = float(ctx.cfg.get("max_eval_conflict_share", 0.005))
+        findings.append(Finding("error" if share > limit else "warning", "conflicting_labels_train_test",
+                                f"{len(cross):,} text(s) are labelled one way in train and another in "
+                                f"validation/test ({n_cross_rows:,} evaluation rows, {share:.2%}; "
+                                f"{'above' if share > limit else 'within'} the {limit:.1%} allowed): the model "
+                                "is scored wrong for learning the training label",
+                                len(cross), examples[: ctx.max_ex], advice=advice))
+    findings.append(Finding("warning", "conflicting_labels",
+                            f"{len(bad):,} text(s) ({len(sub):,} rows) appear with different labels",
+                            len(bad), examples, advice=advice))

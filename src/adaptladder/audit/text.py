@@ -1,0 +1,103 @@
+"""Text helpers shared by the checks: noise patterns, row references, token lengths."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Sequence
+from functools import lru_cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from adaptladder.errors import AdaptError
+from adaptladder.task import Task
+
+_WORD = re.compile(r"\w+", re.UNICODE)
+_URL = re.compile(r"(?:https?://|www\.)\S+", re.IGNORECASE)
+_MOJIBAKE = re.compile("\ufffd|Ã[\u0080-\u00bf]|Â[\u0080-\u00bf\u00a0]|â€|ï»¿")
+_SPACE = re.compile(r"\s+")
+_NOT_ALNUM = re.compile(r"[\W_]+")
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def _noise_kind(text: str) -> str | None:
+    s = text.strip()
+    if not s:
+        return "empty"
+    if _MOJIBAKE.search(s) or _CONTROL.search(s):
+        return "encoding garbage"
+    no_urls = _URL.sub(" ", s)
+    if no_urls != s and not _WORD.search(no_urls):
+        return "URL only"
+    visible = len(_SPACE.sub("", s))  # regex counts: a Python loop over every character is slow on long texts
+    alnum = len(_NOT_ALNUM.sub("", s))
+    if visible >= 4 and alnum / visible < 0.3:
+        return "mostly symbols"
+    return None
+
+
+def _row_refs(task: Task) -> list[str]:
+    """Where each row came from, for examples a user can look up ("train.csv line 14")."""
+    src = task.source
+    n = len(task.texts)
+    if src.get("row_refs") is not None and len(src["row_refs"]) == n:
+        return list(src["row_refs"])
+    kind = src.get("kind")
+    if kind == "file":
+        name = Path(src.get("path", "data")).name
+        rows = src.get("row_ids")
+        ids = list(rows) if rows is not None and len(rows) == n else list(range(n))
+        return [f"{name} line {i + 2}" for i in ids]
+    if kind == "files":
+        files = [("train", src.get("train"))]
+        if src.get("validation"):
+            files.append(("validation", src.get("validation")))
+        files.append(("test", src.get("test")))
+        refs: list[str] = []
+        i = 0
+        for part, fpath in files:
+            in_file = {"train", "validation"} if part == "train" and not src.get("validation") else {part}
+            line = 2
+            while i < n and task.split[i] in in_file:
+                refs.append(f"{Path(str(fpath)).name} line {line}")
+                line += 1
+                i += 1
+        if len(refs) == n:
+            return refs
+    return [f"row {i}" for i in range(n)]
+
+
+
+# ---------------------------------------------------------------------------- 7. hygiene
+@lru_cache(maxsize=4)
+def _tokenizer(path: str) -> Any:
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(Path(path) / "tokenizer.json"))
+    tok.no_truncation()
+    tok.no_padding()
+    return tok
+
+
+def token_lengths(texts: Sequence[str], encoder: str | Any = "minilm", max_chars: int = 4000) -> tuple[np.ndarray, str]:
+    """Token counts with the encoder's own tokenizer (packaged MiniLM's when unknown).
+
+    Texts are cut at ``max_chars`` first (~800+ tokens, beyond every context window we report
+    on), so long documents cost no more than that; counts of cut texts are lower bounds.
+    Falls back to 1.3 x word count when no tokenizer file is found.
+    """
+    from adaptladder.models import resolve_encoder
+
+    candidates = []
+    for name in ([encoder] if isinstance(encoder, str) else []) + ["minilm"]:
+        with contextlib.suppress(AdaptError):
+            candidates.append(resolve_encoder(name))
+    for c in candidates:
+        if (Path(c) / "tokenizer.json").is_file():
+            tok = _tokenizer(str(c))
+            enc = tok.encode_batch([t[:max_chars] for t in texts])
+            return np.fromiter((len(e.ids) for e in enc), dtype=np.int64, count=len(texts)), str(c)
+    words = np.fromiter((len(_WORD.findall(t)) for t in texts), dtype=np.int64, count=len(texts))
+    return np.ceil(words * 1.3).astype(np.int64) + 2, "estimate (1.3 x words)"
