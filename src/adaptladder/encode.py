@@ -318,11 +318,10 @@ class Encoder:
         precision = precision or self.precision_used_
         if not progress or len(texts) <= self.batch_size:
             return eng.encode(texts, precision)
-        from rich.progress import Progress
+        from adaptladder import progress as prog
 
-        with Progress(transient=True) as bar:
-            task = bar.add_task(desc, total=len(texts))
-            return eng.encode(texts, precision, on_batch=lambda k: bar.advance(task, k))
+        with prog.task(desc, len(texts)) as advance:
+            return eng.encode(texts, precision, on_batch=advance)
 
     def _encode_at(self, texts: list[str], precision: str, progress: bool = False,
                    desc: str = "encoding") -> np.ndarray:

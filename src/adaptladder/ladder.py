@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from adaptladder import progress
 from adaptladder.errors import AdaptError
 from adaptladder.measure import PeakMemory, rss_mb, score, time_predictions
 from adaptladder.pricing import local_cost_per_1k
@@ -122,8 +123,26 @@ def rung_params_for(name: str, cfg: RunConfig) -> dict[str, Any]:
     for key, value in defaults.items():
         if value is not None and key in accepted and (key != "model" or cls.family == "prompting"):
             params[key] = value
-    params.update(cfg.rung_params.get(name, {}))
+    own = dict(cfg.rung_params.get(name, {}))
+    if "budget_minutes" not in accepted:  # a ladder-level setting for this rung (see rung_budget_s)
+        own.pop("budget_minutes", None)
+    params.update(own)
     return params
+
+
+def rung_budget_s(name: str, cfg: RunConfig) -> float | None:
+    """The rung's time budget in seconds: its own ``budget_minutes`` setting, else ``--budget-minutes``."""
+    own = cfg.rung_params.get(name, {}).get("budget_minutes")
+    minutes = own if own is not None else cfg.budget_minutes
+    if minutes is None:
+        return None
+    try:
+        minutes = float(minutes)
+    except (TypeError, ValueError):
+        raise AdaptError(f"budget_minutes for {name} must be a number of minutes, got {minutes!r}.") from None
+    if not minutes > 0:
+        raise AdaptError(f"budget_minutes for {name} must be positive, got {minutes}.")
+    return minutes * 60
 
 
 def climbing_order(cfg: RunConfig) -> list[str]:
@@ -149,26 +168,143 @@ def meets_bar(res: dict[str, Any], cfg: RunConfig) -> bool | None:
     return bool(value >= cfg.bar)
 
 
-def evaluate_rung(rung: Rung, task: Task, seed: int) -> dict[str, Any]:
-    """Score a fitted rung on validation and test (capped by ``eval_cap``) and time it."""
+#: Examples the timing probe predicts before a rung's evaluation (from the test split).
+PROBE_N = 8
+#: The smallest stratified sample per split a budgeted rung may be evaluated on.
+MIN_EVAL_N = 30
+#: A rung whose fit used up its budget (fine-tuning trains to it) still gets this share of the
+#: budget for its evaluation, so a rung's wall time stays under 1.25 x its budget.
+EVAL_FLOOR_SHARE = 0.25
+
+
+class BudgetExceeded(Exception):
+    """A rung cannot be evaluated even on a minimal sample within its budget (the reason says why)."""
+
+
+@dataclass
+class EvalPlan:
+    """How a rung is evaluated: per-split caps sized to the budget and the ETA they imply."""
+
+    caps: dict[str, int | None]
+    seconds_per_example: float | None = None
+    probe_examples: int = 0
+    probe_seconds: float = 0.0
+    estimate_s: float | None = None
+    allowance_s: float | None = None
+    speed_batch: int | None = None
+    n_single: int | None = None
+    reason: str = "full splits"
+
+    def record(self) -> dict[str, Any]:
+        out = asdict(self)
+        for k in ("seconds_per_example", "probe_seconds", "estimate_s", "allowance_s"):
+            if out[k] is not None:
+                out[k] = round(float(out[k]), 4)
+        return out
+
+
+def _speed_sizes(rung: Rung) -> tuple[int, int]:
+    return (64, 20) if rung.eval_cap else (256, 50)
+
+
+def plan_evaluation(rung: Rung, task: Task, seed: int, *, budget_s: float | None = None,
+                    spent_s: float = 0.0, clock: Callable[[], float] = time.perf_counter,
+                    probe_n: int = PROBE_N) -> EvalPlan:
+    """Time a few predictions, then size the evaluation to what is left of the budget.
+
+    Without a budget a rung keeps its ``eval_cap`` (if any). With one, the full splits are
+    evaluated when the estimate fits; otherwise a stratified sample per split sized to fit
+    (at least :data:`MIN_EVAL_N`), or :class:`BudgetExceeded` when even that cannot fit.
+    """
+    sizes = {part: len(task.indices(part)) for part in ("validation", "test")}
+    batch, single = _speed_sizes(rung)
+    test_idx = task.indices("test")
+    probe_n = min(probe_n, len(test_idx))
+    per_ex = None
+    t_probe = 0.0
+    if probe_n:
+        pick = np.random.default_rng(seed + 1).choice(len(test_idx), size=probe_n, replace=False)
+        texts = [task.texts[int(test_idx[i])] for i in pick]
+        t0 = clock()
+        rung.predict_proba(texts)
+        t_probe = clock() - t0
+        per_ex = t_probe / probe_n
+
+    def cost(n_val: int, n_test: int, b: int, s: int) -> float:
+        # the speed measurement predicts ~2 + b (batch) + 1 + s (single, warmed) more examples
+        return (per_ex or 0.0) * (n_val + n_test + b + s + 3)
+
+    if budget_s is None:
+        caps = {p: (rung.eval_cap if rung.eval_cap and sizes[p] > rung.eval_cap else None) for p in sizes}
+        n = {p: caps[p] or sizes[p] for p in sizes}
+        reason = f"capped at {rung.eval_cap} per split (slow rung)" if any(caps.values()) else "full splits"
+        return EvalPlan(caps, per_ex, probe_n, t_probe, cost(n["validation"], n["test"], batch, single),
+                        None, batch, single, reason)
+    allowance = max(budget_s - spent_s, EVAL_FLOOR_SHARE * budget_s)
+    full = cost(sizes["validation"], sizes["test"], batch, single)
+    if full <= allowance or not per_ex:
+        return EvalPlan({"validation": None, "test": None}, per_ex, probe_n, t_probe, full, allowance, batch,
+                        single, "full splits fit the budget")
+    # shrink the speed measurement first (to a tenth of the allowance), then the splits
+    afford = allowance / per_ex
+    batch = int(min(batch, max(8, 0.07 * afford)))
+    single = int(min(single, max(5, 0.03 * afford)))
+    left = afford - batch - single - 3
+    per_split = int(left // 2)
+    minimum = min(MIN_EVAL_N, min(sizes.values()))
+    if per_split < minimum:
+        need = cost(minimum, minimum, 8, 5)
+        raise BudgetExceeded(
+            f"over budget: the timing probe measured {per_ex:.2f} s per example, so even a minimal evaluation "
+            f"({minimum} validation + {minimum} test examples) needs ~{need / 60:.1f} min, more than the "
+            f"{allowance / 60:.1f} min left of its {budget_s / 60:.1f} min budget; raise --budget-minutes "
+            f"(or --set RUNG.budget_minutes=...)")
+    # a split smaller than its share gives the rest to the other
+    caps: dict[str, int | None] = {}
+    small = min(sizes, key=lambda p: sizes[p])
+    big = "test" if small == "validation" else "validation"
+    n_small = min(sizes[small], per_split)
+    n_big = min(sizes[big], int(left) - n_small)
+    caps[small] = n_small if n_small < sizes[small] else None
+    caps[big] = n_big if n_big < sizes[big] else None
+    est = cost(n_small, n_big, batch, single)
+    return EvalPlan(caps, per_ex, probe_n, t_probe, est, allowance, batch, single,
+                    f"stratified sample sized to the budget (full splits: ~{full / 60:.1f} min)")
+
+
+def evaluate_rung(rung: Rung, task: Task, seed: int, plan: EvalPlan | None = None) -> dict[str, Any]:
+    """Score a fitted rung on validation and test (sized by ``plan``; default: ``eval_cap``) and time it."""
+    if plan is None:
+        plan = EvalPlan({p: rung.eval_cap for p in ("validation", "test")}, speed_batch=_speed_sizes(rung)[0],
+                        n_single=_speed_sizes(rung)[1])
     out: dict[str, Any] = {}
     mem: dict[str, float] = {}
-    for part in ("validation", "test"):
-        idx, sampled = _eval_indices(task, part, rung.eval_cap, seed)
-        texts = [task.texts[i] for i in idx]
-        with PeakMemory() as pm:
-            proba = rung.predict_proba(texts)
-        mem[part] = pm.delta_mb
-        out[part] = score(task.labels[idx], proba, task.label_names, seed=seed, sampled=sampled)
-        out[part]["predictions"] = [int(p) for p in np.asarray(proba).argmax(axis=1)]
-        out[part]["indices"] = [int(i) for i in idx]
-        out[part]["labels"] = [int(v) for v in task.labels[idx]]  # so pairs can be compared from the file alone
-    out["predict"] = measure_speed(rung, [task.texts[i] for i in out["test"]["indices"]], seed)
+    picked = {part: _eval_indices(task, part, plan.caps.get(part), seed) for part in ("validation", "test")}
+    total = sum(len(idx) for idx, _ in picked.values())
+    with progress.step(f"{rung.name}: evaluate", total, eta_s=plan.estimate_s):
+        done = 0
+        for part in ("validation", "test"):
+            idx, sampled = picked[part]
+            texts = [task.texts[i] for i in idx]
+            progress.update(detail=part)
+            with PeakMemory() as pm:
+                proba = rung.predict_proba(texts)
+            done += len(idx)
+            progress.update(done=done)
+            mem[part] = pm.delta_mb
+            out[part] = score(task.labels[idx], proba, task.label_names, seed=seed, sampled=sampled)
+            out[part]["predictions"] = [int(p) for p in np.asarray(proba).argmax(axis=1)]
+            out[part]["indices"] = [int(i) for i in idx]
+            out[part]["labels"] = [int(v) for v in task.labels[idx]]  # so pairs can be compared from the file alone
+        progress.update(detail="speed")
+        out["predict"] = measure_speed(rung, [task.texts[i] for i in out["test"]["indices"]], seed,
+                                       batch=plan.speed_batch or _speed_sizes(rung)[0], n_single=plan.n_single)
     out["predict_memory_mb"] = max(mem.values())
     return out
 
 
-def measure_speed(rung: Rung, texts: list[str], seed: int, batch: int = 256) -> dict[str, float]:
+def measure_speed(rung: Rung, texts: list[str], seed: int, batch: int = 256,
+                  n_single: int | None = None) -> dict[str, float]:
     """Batch throughput and single-example latency, with the embedding cache bypassed.
 
     Scores may reuse cached embeddings (they are identical), but speed must measure the model
@@ -179,12 +315,14 @@ def measure_speed(rung: Rung, texts: list[str], seed: int, batch: int = 256) -> 
     rng = np.random.default_rng(seed)
     n = min(len(texts), batch if not rung.eval_cap else min(batch, 64))
     pick = [texts[int(i)] for i in rng.choice(len(texts), size=n, replace=False)]
+    if n_single is None:
+        n_single = 20 if rung.eval_cap else 50
     with cache_disabled():
         rung.predict_proba(pick[:2])  # warm-up (lazy loads, thread pools)
         t0 = time.perf_counter()
         rung.predict_proba(pick)
         seconds = time.perf_counter() - t0
-        lat = time_predictions(rung.predict_proba, texts, n_single=20 if rung.eval_cap else 50, seed=seed)
+        lat = time_predictions(rung.predict_proba, texts, n_single=n_single, seed=seed)
     return {"throughput_per_s": n / seconds if seconds > 0 else float("inf"), "throughput_batch": n,
             "batch_seconds": seconds, **lat}
 
@@ -197,25 +335,44 @@ def _skip_result(cls: type[Rung], params: dict[str, Any], reason: str) -> dict[s
 
 def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
              log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Fit, evaluate, save and record one rung (or record why it was skipped / failed)."""
+    """Fit, evaluate, save and record one rung (or record why it was skipped / failed).
+
+    With a budget (``--budget-minutes`` or the rung's own ``budget_minutes``), a timing probe
+    after the fit sizes the evaluation to what is left of it (:func:`plan_evaluation`).
+    """
+    from adaptladder.progress import fmt_seconds
+
     cls = get_rung_class(name)
     params = rung_params_for(name, cfg)
+    budget_s = rung_budget_s(name, cfg)
     reason = cls.unavailable_reason(params)
     base = {"name": name, "family": cls.family, "cost_rank": cls.cost_rank, "description": cls.description,
-            "params": params, "params_hash": config_hash(params)}
+            "params": params, "params_hash": config_hash(params), "budget_minutes": budget_s and budget_s / 60}
     if reason:
         return dict(_skip_result(cls, params, reason), **base, status="skipped", reason=reason)
     rung = cls(**params)
     tr_texts, tr_y = task.part("train")
     va_texts, va_y = task.part("validation")
     rss_before = rss_mb()
+    t_start = time.perf_counter()
     try:
         with PeakMemory() as pm:
             t0 = time.perf_counter()
-            rung.fit(tr_texts, tr_y, label_names=task.label_names, val_texts=va_texts, val_y=va_y)
+            with progress.step(f"{name}: fit", eta_s=budget_s):
+                rung.fit(tr_texts, tr_y, label_names=task.label_names, val_texts=va_texts, val_y=va_y)
             fit_seconds = time.perf_counter() - t0
-        evaluation = evaluate_rung(rung, task, cfg.seed)
+        with progress.step(f"{name}: timing probe"):
+            plan = plan_evaluation(rung, task, cfg.seed, budget_s=budget_s,
+                                   spent_s=time.perf_counter() - t_start)
+        n_eval = {p: plan.caps[p] or len(task.indices(p)) for p in ("validation", "test")}
+        per = f"{plan.seconds_per_example * 1000:.0f} ms/example" if plan.seconds_per_example else "no probe"
+        log(f"{name}: fit took {fmt_seconds(fit_seconds)}; evaluation ETA {fmt_seconds(plan.estimate_s)} "
+            f"({n_eval['validation']} validation + {n_eval['test']} test, {per}; {plan.reason})")
+        evaluation = evaluate_rung(rung, task, cfg.seed, plan)
         store.save_model(name, rung)  # complete model dir first; result.json (written after) marks it finished
+    except BudgetExceeded as e:
+        log(f"[yellow]rung {name} skipped[/yellow]: {e}")
+        return dict(base, status="skipped", reason=str(e), fit_seconds=time.perf_counter() - t_start)
     except AdaptError:
         raise
     except Exception as e:  # a rung's own failure must not lose the other rungs' results
@@ -224,6 +381,7 @@ def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
         log(f"[red]rung {name} failed[/red]: {type(e).__name__}: {e}")
         return dict(base, status="failed", reason=f"{type(e).__name__}: {e}",
                     traceback=traceback.format_exc(limit=8))
+    eval_seconds = time.perf_counter() - t_start - fit_seconds
     extra = rung.extra_info()
     predict = evaluation.pop("predict")
     cost = extra.get("cost_per_1k_usd")
@@ -236,6 +394,7 @@ def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
         validation=evaluation["validation"],
         test=evaluation["test"],
         fit_seconds=fit_seconds,
+        evaluation_plan=dict(plan.record(), actual_s=round(eval_seconds, 3)),
         predict=predict,
         peak_memory_mb={"fit": pm.delta_mb, "predict": evaluation.pop("predict_memory_mb"),
                         "process_rss_before": rss_before, "process_peak_rss": pm.peak_mb},
@@ -344,6 +503,8 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
     """Run the ladder. ``adaptladder.run(data="sms-spam", rungs=["tfidf", "features"])`` works too."""
     cfg = cfg or RunConfig(**kwargs)
     cfg.validate()
+    # heartbeat lines go through the run's log (to stderr when none is given)
+    previous_reporter = progress.install(progress.Heartbeat(log))
     log = log or (lambda s: None)
     task = prepare_task(cfg)
     order = climbing_order(cfg)
@@ -392,6 +553,7 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
         if results:
             _write_partial(run_dir, task, cfg, results, audit, order, log)
         raise
+    progress.install(previous_reporter)
     rec = recommend(results, cfg, all_labels=task.labels)
     rec["stopped_at"] = stopped_at
     rec["not_run"] = order[len(results):]  # costlier rungs left out because the bar was met
@@ -492,7 +654,7 @@ def summary_markdown(doc: dict[str, Any]) -> str:
             lines.append(f"| {r['name']} | {r.get('status')}: {r.get('reason')} | | | | | | | | |")
             continue
         v, t, p = r["validation"], r["test"], r["predict"]
-        note = " (sample)" if t.get("sampled") else ""
+        note = f" (n={t['n']}, sample)" if t.get("sampled") else ""
         bar = {True: "yes", False: "no", None: "-"}[r.get("meets_bar")]
         lines.append(
             f"| {r['name']} | done | {_fmt_ci(v, m)} | {_fmt_ci(t, m)}{note} | {t['accuracy']:.3f} | "

@@ -64,7 +64,7 @@ def print_results(results: list[dict[str, Any]], metric: str, bar: float | None)
 
         bar_s = {True: "[green]yes[/green]", False: "no", None: "-"}[r.get("meets_bar")]
         table.add_row(r["name"], "done" + (" (reused)" if r.get("resumed") else ""), ci(v),
-                      ci(t) + (" *" if t.get("sampled") else ""), f"{t['accuracy']:.3f}",
+                      ci(t) + (f" (n={t['n']})*" if t.get("sampled") else ""), f"{t['accuracy']:.3f}",
                       f"{r['fit_seconds']:.1f}", f"{p.get('latency_ms_p50', float('nan')):.1f}",
                       f"{p['throughput_per_s']:.0f}", f"{r['cost_per_1k_usd']:.6f}", bar_s)
     console.print(table)
@@ -95,7 +95,9 @@ def register(app: typer.Typer) -> None:
         sample: Annotated[int | None, typer.Option(help="Use at most N rows per split (stratified).")] = None,
         encoder: Annotated[str, typer.Option(help="Sentence encoder: alias, HF id or path.")] = "minilm",
         lm: Annotated[str | None, typer.Option(help="Language model for prompting rungs.")] = None,
-        budget_minutes: Annotated[float | None, typer.Option(help="Time budget per training rung.")] = None,
+        budget_minutes: Annotated[float | None, typer.Option(help="Time budget per rung in minutes: "
+                                                                   "fine-tuning trains to it; every rung's "
+                                                                   "evaluation is sized to fit it.")] = None,
         set_: Annotated[list[str] | None, typer.Option("--set", help="Rung setting RUNG.PARAM=VALUE "
                                                        "(repeatable).")] = None,
         config: Annotated[str | None, typer.Option(help="YAML run config; options given here override it.")] = None,

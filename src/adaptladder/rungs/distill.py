@@ -470,14 +470,12 @@ def _predict_batched(rung: Rung, texts: list[str], batch: int, progress: bool, d
     parts = []
     t0 = time.perf_counter()
     if progress and len(texts) > batch:
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+        from adaptladder import progress as prog
 
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                      transient=True) as bar:
-            task = bar.add_task(desc, total=len(texts))
+        with prog.task(desc, len(texts)) as advance:
             for i in range(0, len(texts), batch):
                 parts.append(np.asarray(rung.predict_proba(texts[i:i + batch])))
-                bar.advance(task, len(texts[i:i + batch]))
+                advance(len(texts[i:i + batch]))
     else:
         for i in range(0, len(texts), batch):
             parts.append(np.asarray(rung.predict_proba(texts[i:i + batch])))

@@ -736,19 +736,17 @@ def _deterministic() -> Iterator[None]:
 
 @contextlib.contextmanager
 def _progress(enabled: bool, label: str, total: int) -> Iterator[Any]:
-    """A rich progress bar showing step, loss and the last validation macro-F1."""
+    """Progress (a bar on a terminal, heartbeat lines elsewhere) showing step, loss and the last
+    validation macro-F1."""
     if not enabled:
         yield lambda *a: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from adaptladder import progress
 
-    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("loss {task.fields[loss]}  val F1 {task.fields[f1]}"), TimeElapsedColumn(),
-                  transient=True) as prog:
-        task = prog.add_task(label, total=total, loss="-", f1="-")
+    with progress.step(label, total):
 
         def update(step: int, loss: float, f1: float | None) -> None:
-            prog.update(task, completed=step, loss=f"{loss:.4f}", f1="-" if f1 is None else f"{f1:.4f}")
+            progress.update(done=step, detail=f"loss {loss:.4f}, val F1 " + ("-" if f1 is None else f"{f1:.4f}"))
 
         yield update
 

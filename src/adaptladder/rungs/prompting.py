@@ -538,29 +538,16 @@ class _PromptingRung(Rung):
                 log.warning(msg)
             prefix = self._shared_user_prefix()
             chunk = 64
-            progress = None
-            if len(users) > chunk:
-                import sys
-
-                if sys.stderr.isatty():
-                    from rich.progress import Progress
-
-                    progress = Progress(transient=True)
             scores = []
-            if progress:
-                progress.start()
-                task = progress.add_task(f"{self.name}: scoring", total=len(users))
-            try:
+            from adaptladder import progress
+
+            with progress.task(f"{self.name}: scoring", len(users)) as advance:
                 for s in range(0, len(users), chunk):
                     sc = self.backend.score_prompts(self.system_prompt_, users[s:s + chunk], self.verbal_,
                                                     user_prefix=prefix)
                     self.scoring_method_ = sc.method
                     scores.append(sc.normalized())
-                    if progress:
-                        progress.advance(task, len(users[s:s + chunk]))
-            finally:
-                if progress:
-                    progress.stop()
+                    advance(len(users[s:s + chunk]))
             for t, row in zip(todo, np.concatenate(scores), strict=True):
                 self._memo[t] = row
         return np.stack([self._memo[t] for t in texts]) if texts else np.zeros((0, len(self.label_names_)))
