@@ -8,8 +8,9 @@ The Python API mirrors the CLI::
     labels = adaptladder.predict(result.run_dir, ["Win a free prize now!"])  # the recommended rung
 """
 
+from adaptladder.config import RunConfig
 from adaptladder.errors import AdaptError
-from adaptladder.ladder import RunConfig, RunResult, load_results, run
+from adaptladder.ladder import RunResult, load_results, run
 from adaptladder.rungs import RUNGS, load_rung, make_rung
 from adaptladder.task import Task, load_task
 from adaptladder.winner import evaluate, load_model, predict

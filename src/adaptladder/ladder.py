@@ -12,13 +12,14 @@ import os
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from adaptladder import progress
+from adaptladder.config import METRICS, RunConfig  # noqa: F401  (re-exported: adaptladder.ladder.RunConfig)
 from adaptladder.errors import AdaptError
 from adaptladder.measure import PeakMemory, rss_mb, score, time_predictions
 from adaptladder.pricing import local_cost_per_1k
@@ -26,73 +27,6 @@ from adaptladder.rungs import RUNGS, get_rung_class, rungs_in_cost_order
 from adaptladder.rungs.base import Rung
 from adaptladder.store import SCHEMA_VERSION, RunStore, atomic_write_json, atomic_write_text, config_hash
 from adaptladder.task import Task, load_task, stratified_subset
-
-METRICS = ("macro_f1", "accuracy")
-
-
-@dataclass
-class RunConfig:
-    """Everything that describes a run; the same object the CLI and the Python API take.
-
-    A YAML file with these keys can be passed as ``--config``; command-line options override it.
-    """
-
-    data: str | None = None
-    text_col: str | None = None
-    label_col: str | None = None
-    split_col: str | None = None
-    train: str | None = None
-    validation: str | None = None
-    test: str | None = None
-    seed: int = 13
-    rungs: list[str] | None = None  # None: every registered rung, in cost order
-    order: list[str] | None = None  # explicit climbing order overriding the declared costs
-    rung_params: dict[str, dict[str, Any]] = field(default_factory=dict)
-    bar: float | None = None
-    metric: str = "macro_f1"
-    run_all: bool = False
-    require_lower_bound: bool = False
-    sample: int | None = None  # cap rows per split (stratified) for quick runs
-    encoder: str = "minilm"
-    lm: str | None = None
-    budget_minutes: float | None = None
-    out: str | None = None
-    name: str | None = None
-    no_audit: bool = False
-    force: bool = False
-    fresh: bool = False
-
-    @classmethod
-    def from_yaml(cls, path: str | Path, **overrides: Any) -> RunConfig:
-        import yaml
-
-        p = Path(path)
-        if not p.is_file():
-            raise AdaptError(f"config file {p} not found; check the path.")
-        try:
-            raw = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise AdaptError(f"config file {p} is not valid YAML ({str(e).splitlines()[0]}); fix it.") from e
-        if not isinstance(raw, dict):
-            raise AdaptError(f"config file {p} must be a mapping of option: value.")
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(raw) - known)
-        if unknown:
-            raise AdaptError(f"config file {p} has unknown key(s) {', '.join(unknown)}; "
-                             f"known: {', '.join(sorted(known))}.")
-        raw.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**raw)
-
-    def validate(self) -> None:
-        if self.metric not in METRICS:
-            raise AdaptError(f"unknown metric {self.metric!r}: use {' or '.join(METRICS)}.")
-        if self.bar is not None and not 0 < self.bar <= 1:
-            raise AdaptError(f"--bar {self.bar} is outside (0, 1]; give a score such as 0.90.")
-        for name in (self.rungs or []) + list(self.rung_params):
-            if name not in RUNGS:
-                raise AdaptError(f"unknown rung {name!r}: choose from {', '.join(RUNGS)}.")
-        if self.sample is not None and self.sample < 10:
-            raise AdaptError(f"--sample {self.sample} is too small; use at least 10 rows per split.")
 
 
 @dataclass

@@ -87,13 +87,14 @@ def register(app: typer.Typer) -> None:
         order: Annotated[str | None, typer.Option(help="Comma-separated climbing order overriding costs.")] = None,
         bar: Annotated[float | None, typer.Option(help="Stop at the first rung whose validation score reaches "
                                                        "this (0-1).")] = None,
-        metric: Annotated[str, typer.Option(help="macro_f1 or accuracy.")] = "macro_f1",
+        metric: Annotated[str | None, typer.Option(help="macro_f1 or accuracy [default: macro_f1].")] = None,
         run_all: Annotated[bool, typer.Option("--all", help="Run every rung even after the bar is met.")] = False,
         lower_bound: Annotated[bool, typer.Option("--lower-bound", help="Require the lower 95% confidence bound "
                                                   "to clear the bar.")] = False,
-        seed: Annotated[int, typer.Option(help="Seed for splits, sampling and training.")] = 13,
+        seed: Annotated[int | None, typer.Option(help="Seed for splits, sampling and training [default: 13].")] = None,
         sample: Annotated[int | None, typer.Option(help="Use at most N rows per split (stratified).")] = None,
-        encoder: Annotated[str, typer.Option(help="Sentence encoder: alias, HF id or path.")] = "minilm",
+        encoder: Annotated[str | None, typer.Option(help="Sentence encoder: alias, HF id or path [default: minilm].")
+                           ] = None,
         lm: Annotated[str | None, typer.Option(help="Language model for prompting rungs.")] = None,
         budget_minutes: Annotated[float | None, typer.Option(help="Time budget per rung in minutes: "
                                                                    "fine-tuning trains to it; every rung's "

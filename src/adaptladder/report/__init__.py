@@ -58,8 +58,9 @@ def assemble_partial(run_dir: Path) -> dict[str, Any]:
     from dataclasses import asdict, fields
 
     from adaptladder.compare import labels_from_split_csv, pairwise
+    from adaptladder.config import RunConfig
     from adaptladder.errors import AdaptError
-    from adaptladder.ladder import RunConfig, meets_bar, recommend
+    from adaptladder.ladder import meets_bar, recommend
     from adaptladder.store import SCHEMA_VERSION, RunStore, read_json
 
     record = read_json(run_dir / "config.json")

@@ -1,0 +1,145 @@
+"""The run's configuration: :class:`RunConfig` (the same object the CLI and the Python API take).
+
+Kept free of heavy imports and of the ladder, so every layer (CLI, ladder, report, audit)
+can read a configuration without importing the others.
+
+Precedence: dataclass defaults < ``--config`` YAML < command-line options. The CLI passes
+only the options the user gave (``None`` means "not given"), so a value in the YAML file
+stands unless the command line overrides it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from adaptladder.errors import AdaptError
+
+METRICS = ("macro_f1", "accuracy")
+
+_STR_KEYS = ("data", "text_col", "label_col", "split_col", "train", "validation", "test", "encoder", "lm", "out",
+             "name", "metric")
+_BOOL_KEYS = ("run_all", "require_lower_bound", "no_audit", "force", "fresh")
+
+
+@dataclass
+class RunConfig:
+    """Everything that describes a run; the same object the CLI and the Python API take.
+
+    A YAML file with these keys can be passed as ``--config``; command-line options override it.
+    """
+
+    data: str | None = None
+    text_col: str | None = None
+    label_col: str | None = None
+    split_col: str | None = None
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+    seed: int = 13
+    rungs: list[str] | None = None  # None: every registered rung, in cost order
+    order: list[str] | None = None  # explicit climbing order overriding the declared costs
+    rung_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    bar: float | None = None
+    metric: str = "macro_f1"
+    run_all: bool = False
+    require_lower_bound: bool = False
+    sample: int | None = None  # cap rows per split (stratified) for quick runs
+    encoder: str = "minilm"
+    lm: str | None = None
+    budget_minutes: float | None = None
+    out: str | None = None
+    name: str | None = None
+    no_audit: bool = False
+    force: bool = False
+    fresh: bool = False
+
+    @classmethod
+    def from_yaml(cls, path: str | Path, **overrides: Any) -> RunConfig:
+        """The YAML file's values, then ``overrides`` that are not None (the options the user gave)."""
+        import yaml
+
+        p = Path(path)
+        if not p.is_file():
+            raise AdaptError(f"config file {p} not found; check the path.")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise AdaptError(f"config file {p} is not valid YAML ({str(e).splitlines()[0]}); fix it.") from e
+        except (OSError, UnicodeDecodeError) as e:
+            raise AdaptError(f"config file {p} cannot be read ({e}); pass a UTF-8 YAML file.") from e
+        if not isinstance(raw, dict):
+            raise AdaptError(f"config file {p} must be a mapping of option: value.")
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(map(str, raw)) - known)
+        if unknown:
+            raise AdaptError(f"config file {p} has unknown key(s) {', '.join(unknown)}; "
+                             f"known: {', '.join(sorted(known))}.")
+        check_types(raw, where=f"config file {p}: ")
+        raw = dict(raw)
+        for key in ("rungs", "order"):
+            if isinstance(raw.get(key), str):  # "tfidf,features" as on the command line
+                raw[key] = [v.strip() for v in raw[key].split(",") if v.strip()]
+        given = {k: v for k, v in overrides.items() if v is not None}
+        if "rung_params" in given and isinstance(raw.get("rung_params"), dict):
+            merged = {k: dict(v) for k, v in raw["rung_params"].items()}
+            for rung, params in given.pop("rung_params").items():
+                merged.setdefault(rung, {}).update(params)
+            raw["rung_params"] = merged
+        raw.update(given)
+        return cls(**raw)
+
+    def validate(self) -> None:
+        """Types and ranges of every value (wherever it came from): one-line errors."""
+        check_types({f.name: getattr(self, f.name) for f in fields(self)}, where="")
+        if self.metric not in METRICS:
+            raise AdaptError(f"unknown metric {self.metric!r}: use {' or '.join(METRICS)}.")
+        if self.bar is not None and not 0 < self.bar <= 1:
+            raise AdaptError(f"--bar {self.bar} is outside (0, 1]; give a score such as 0.90.")
+        from adaptladder.rungs import RUNGS
+
+        for name in (self.rungs or []) + (self.order or []) + list(self.rung_params):
+            if name not in RUNGS:
+                raise AdaptError(f"unknown rung {name!r}: choose from {', '.join(RUNGS)}.")
+        if self.sample is not None and self.sample < 10:
+            raise AdaptError(f"--sample {self.sample} is too small; use at least 10 rows per split.")
+        if self.budget_minutes is not None and self.budget_minutes <= 0:
+            raise AdaptError(f"--budget-minutes {self.budget_minutes} is invalid: use a positive number of minutes.")
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def check_types(values: dict[str, Any], *, where: str) -> None:
+    """Refuse a value of the wrong type (``bar: high``, ``sample: lots``) with one line naming the key."""
+
+    def bad(key: str, want: str) -> AdaptError:
+        return AdaptError(f"{where}{key}: {values[key]!r} is not {want}.")
+
+    for key, v in values.items():
+        if v is None:
+            if key in ("seed", "metric", "encoder", "rung_params") or key in _BOOL_KEYS:
+                raise bad(key, "allowed to be empty; give a value or leave the key out")
+            continue
+        if key in _STR_KEYS and not isinstance(v, str):
+            raise bad(key, "a string")
+        if key in _BOOL_KEYS and not isinstance(v, bool):
+            raise bad(key, "true or false")
+        if key in ("seed", "sample") and not _is_int(v):
+            raise bad(key, "an integer")
+        if key == "seed" and v < 0:
+            raise bad(key, "an integer >= 0")
+        if key in ("bar", "budget_minutes") and not _is_number(v):
+            raise bad(key, "a number")
+        if key in ("rungs", "order") and not (isinstance(v, str) or (
+                isinstance(v, list) and all(isinstance(x, str) for x in v))):
+            raise bad(key, "a list of rung names")
+        if key == "rung_params" and not (isinstance(v, dict) and all(
+                isinstance(k, str) and isinstance(p, dict) for k, p in v.items())):
+            raise bad(key, "a mapping rung -> {setting: value}")
