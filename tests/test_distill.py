@@ -6,13 +6,13 @@ real tfidf -> features pair from the registry.
 
 from __future__ import annotations
 
-import pickle
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 
+from adaptladder.artifacts import dump_sklearn, load_sklearn
 from adaptladder.datasets import load_builtin
 from adaptladder.errors import AdaptError
 from adaptladder.rungs import RUNGS, get_rung_class, load_rung, make_rung
@@ -51,12 +51,13 @@ class TinyTfidfRung(Rung):
         return out
 
     def _save(self, path: Path) -> None:
-        (path / "model.pkl").write_bytes(pickle.dumps((self.vec_, self.clf_)))
+        dump_sklearn(self.vec_, path / "vec.skops")  # no pickle: load_rung refuses pickle files
+        dump_sklearn(self.clf_, path / "clf.skops")
 
     @classmethod
     def _load(cls, path: Path, meta: dict[str, Any]) -> TinyTfidfRung:
         rung = cls(**meta["params"])
-        rung.vec_, rung.clf_ = pickle.loads((path / "model.pkl").read_bytes())
+        rung.vec_, rung.clf_ = load_sklearn(path / "vec.skops"), load_sklearn(path / "clf.skops")
         rung.label_names_ = meta["label_names"]
         return rung
 

@@ -175,4 +175,10 @@ class RunStore:
         """
         if result.get("params_hash") != params_hash or result.get("status") != "done":
             return False
-        return (self.model_dir(name) / "rung.json").is_file()
+        meta = self.model_dir(name) / "rung.json"
+        if not meta.is_file():
+            return False
+        try:  # a model saved by an older adaptladder (pickles, no content hashes) is redone, never loaded
+            return bool(json.loads(meta.read_text(encoding="utf-8")).get("files"))
+        except (ValueError, OSError, AttributeError):
+            return False

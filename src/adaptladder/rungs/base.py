@@ -113,11 +113,15 @@ class Rung(ABC):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self._save(path)
+        from adaptladder.artifacts import file_hashes
+
+        # the class is found by ``name`` in the registry on load (never imported from a string in
+        # this file); ``files`` are the content hashes checked before anything is read back
         meta = {
             "name": self.name,
-            "class": f"{type(self).__module__}:{type(self).__qualname__}",
             "params": _jsonable(self.params),
             "label_names": list(getattr(self, "label_names_", [])),
+            "files": file_hashes(path, exclude=(RUNG_FILE, RUNG_FILE + ".tmp")),
         }
         tmp = path / (RUNG_FILE + ".tmp")
         tmp.write_text(json.dumps(meta, indent=2))
@@ -130,15 +134,30 @@ class Rung(ABC):
 
 
 def load_rung(path: str | Path) -> Rung:
-    """Load any saved rung from its directory (reads ``rung.json`` to find the class)."""
-    from adaptladder.rungs import import_object
+    """Load any saved rung from its directory, safely.
+
+    The class comes from the registry by the rung's ``name`` (a ``"class"`` string in
+    ``rung.json`` is ignored, never imported); pickle files are refused; every file must match
+    the content hash recorded when it was written. Nothing in the directory can run code.
+    """
+    from adaptladder.artifacts import refuse_pickles, verify_files
+    from adaptladder.rungs import RUNGS, get_rung_class
 
     path = Path(path)
     meta_file = path / RUNG_FILE
     if not meta_file.is_file():
         raise AdaptError(f"{path} holds no saved rung ({RUNG_FILE} is missing): pass a rung's model directory.")
-    meta = json.loads(meta_file.read_text())
-    cls = import_object(meta["class"])
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise AdaptError(f"{meta_file} is not valid JSON; the saved rung is damaged: re-run it with --fresh.") from e
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or meta["name"] not in RUNGS:
+        name = meta.get("name") if isinstance(meta, dict) else None
+        raise AdaptError(f"{meta_file} names no known rung ({name!r}); the saved rung is damaged or not from "
+                         "adaptladder: re-run it with --fresh.")
+    refuse_pickles(path)
+    verify_files(path, meta.get("files"), meta_file)
+    cls = get_rung_class(meta["name"])
     return cls._load(path, meta)
 
 

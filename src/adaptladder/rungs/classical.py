@@ -6,13 +6,14 @@ report says so.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 
+from adaptladder.artifacts import dump_sklearn, load_sklearn
 from adaptladder.measure import fast_macro_f1
 from adaptladder.rungs.base import Rung, check_inputs
 
@@ -54,6 +55,10 @@ class MajorityRung(Rung):
 
     def extra_info(self) -> dict[str, Any]:
         return {"majority_label": self.label_names_[self.majority_], "majority_share": float(self.prior_.max())}
+
+
+MODEL_FILE = "model.skops"
+STATE_FILE = "state.json"
 
 
 class TfidfRung(Rung):
@@ -108,13 +113,16 @@ class TfidfRung(Rung):
         return _full_proba(proba, self.pipeline_.classes_, len(self.label_names_))
 
     def _save(self, path: Path) -> None:
-        joblib.dump({"pipeline": self.pipeline_, "C": self.C_, "selection": self.selection_}, path / "model.joblib")
+        # skops, not pickle: loading it back trusts only scikit-learn's own types
+        dump_sklearn(self.pipeline_, path / MODEL_FILE)
+        (path / STATE_FILE).write_text(json.dumps({"C": self.C_, "selection": self.selection_}, indent=2))
 
     @classmethod
     def _load(cls, path: Path, meta: dict[str, Any]) -> TfidfRung:
         rung = cls(**meta["params"])
-        state = joblib.load(path / "model.joblib")
-        rung.pipeline_, rung.C_, rung.selection_ = state["pipeline"], state["C"], state["selection"]
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        rung.pipeline_ = load_sklearn(path / MODEL_FILE)
+        rung.C_, rung.selection_ = state["C"], state["selection"]
         rung.label_names_ = meta["label_names"]
         return rung
 

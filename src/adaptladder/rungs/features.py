@@ -7,14 +7,15 @@ the recipe that often beats hopeful fine-tuning on small data sets, at CPU cost.
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 
+from adaptladder.artifacts import dump_sklearn, dumps_json, load_encoder_source, load_sklearn, save_encoder_source
 from adaptladder.encode import get_encoder
 from adaptladder.errors import AdaptError
 from adaptladder.measure import fast_macro_f1
@@ -23,6 +24,8 @@ from adaptladder.rungs.base import Rung, check_inputs
 from adaptladder.rungs.classical import _full_proba
 
 HEADS = ("logreg", "mlp", "gbdt")
+HEAD_FILE = "head.skops"
+STATE_FILE = "state.json"
 
 
 def make_head(kind: str, seed: int, n_classes: int) -> Any:
@@ -62,7 +65,9 @@ class FeaturesRung(Rung):
             p = self.params
             # a loaded rung pins the precision it was fitted with, so predictions are identical
             precision = getattr(self, "precision_used_", None) or p["precision"]
-            self._enc = get_encoder(p["encoder"], precision=precision, max_length=p["max_length"])
+            # a loaded rung whose encoder travelled with it reads that copy (``encoder/``)
+            source = getattr(self, "_encoder_dir", None) or p["encoder"]
+            self._enc = get_encoder(source, precision=precision, max_length=p["max_length"])
         return self._enc
 
     def fit(self, texts: Sequence[str], y: np.ndarray, *, label_names: Sequence[str],
@@ -106,18 +111,25 @@ class FeaturesRung(Rung):
         return _full_proba(self.head_.predict_proba(X), self.head_.classes_, len(self.label_names_))
 
     def _save(self, path: Path) -> None:
-        joblib.dump({"head": self.head_, "head_kind": self.head_kind_, "head_scores": self.head_scores_,
-                     "precision_used": self.precision_used_, "encoder_info": self.encoder_info_,
-                     "precision_check": getattr(self, "precision_check_", None)},
-                    path / "head.joblib")
+        # skops for the head (no pickle), JSON for the rest, and the encoder either by packaged
+        # alias + content hashes or copied into ``encoder/`` (see :func:`save_encoder_source`)
+        dump_sklearn(self.head_, path / HEAD_FILE)
+        source = save_encoder_source(self, path)
+        state = {"head_kind": self.head_kind_, "head_scores": self.head_scores_,
+                 "precision_used": self.precision_used_, "encoder_info": self.encoder_info_,
+                 "precision_check": getattr(self, "precision_check_", None), "encoder_source": source}
+        (path / STATE_FILE).write_text(dumps_json(state))
 
     @classmethod
     def _load(cls, path: Path, meta: dict[str, Any]) -> FeaturesRung:
         rung = cls(**meta["params"])
-        state = joblib.load(path / "head.joblib")
-        rung.head_, rung.head_kind_, rung.head_scores_ = state["head"], state["head_kind"], state["head_scores"]
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        rung.head_ = load_sklearn(path / HEAD_FILE)
+        rung.head_kind_, rung.head_scores_ = state["head_kind"], state["head_scores"]
         rung.precision_used_, rung.encoder_info_ = state["precision_used"], state["encoder_info"]
         rung.precision_check_ = state.get("precision_check")
+        rung.encoder_source_ = state.get("encoder_source") or {}
+        rung._encoder_dir = load_encoder_source(rung.encoder_source_, path)
         rung.label_names_ = meta["label_names"]
         return rung
 
