@@ -619,3 +619,49 @@ def test_smollm2_zero_shot_beats_majority_on_sms_spam() -> None:
     assert r.verbalizer_ == {"ham": "normal", "spam": "spam"}
     majority = f1_score(sy[pos], np.zeros(len(pos), dtype=int), average="macro")
     assert f1_score(sy[pos], pred, average="macro") > majority + 0.03
+
+
+# ---------------------------------------------------------------------------------- budgets
+def _timed_rung(tiny_lm: str, per_text: float, budget_minutes: float, **kw: Any) -> Any:
+    """A zero-shot rung on a fake clock: each scored text costs ``per_text`` seconds."""
+    from adaptladder.rungs.prompting import ZeroShotRung
+
+    r = ZeroShotRung(model=tiny_lm, threads=1, choice_screen=6, calibration_val_max=10,
+                     budget_minutes=budget_minutes, **kw)
+    clock = {"t": 0.0}
+    r._clock = lambda: clock["t"]
+    real = r._raw_scores
+
+    def slow(texts: list[str], count: bool = True) -> np.ndarray:
+        clock["t"] += per_text * len([t for t in texts if t not in r._memo])
+        return real(texts, count)
+
+    r._raw_scores = slow
+    return r
+
+
+def test_prompt_choice_shrinks_to_the_fit_budget(tiny_lm: str) -> None:
+    texts, y, names, _ = _toy_task()
+    roomy = _timed_rung(tiny_lm, 0.01, 60).fit(texts, y, label_names=names, val_texts=texts, val_y=y)
+    assert roomy.calibration_scores_["n_validation"] == 10  # the budget does not bind
+    tight = _timed_rung(tiny_lm, 8.0, 12)
+    tight.MIN_CHOICE_N = 4
+    tight.fit(texts, y, label_names=names, val_texts=texts, val_y=y)
+    b = tight.calibration_scores_["budget"]
+    assert b["seconds_per_text"] == pytest.approx(8.0) and b["planned_validation_examples"] == 10
+    # (6 min for the fit - 7 texts already scored) / 8 s - 12 content-free = 26 texts, over 4 pairs
+    # screened on 60% and 2 finalists: 26 / 3.2 = 8 validation examples
+    assert tight.calibration_scores_["n_validation"] == b["validation_examples"] == 8
+    assert tight.calibration_scores_["screening"]["n_validation"] == 4
+    assert sum(c["chosen"] for c in tight.prompt_choices_) == 1
+
+
+def test_prompt_choice_falls_back_to_defaults_or_refuses_when_over_budget(tiny_lm: str) -> None:
+    from adaptladder.errors import BudgetExceeded
+
+    texts, y, names, _ = _toy_task()
+    r = _timed_rung(tiny_lm, 8.0, 12).fit(texts, y, label_names=names, val_texts=texts, val_y=y)
+    assert r.prompt_choices_ == [] and "budget" in r.calibration_scores_["reason"]
+    assert r.predict_proba(texts[:2]).shape == (2, 2)
+    with pytest.raises(BudgetExceeded, match=r"20\.00 s per text.*zero-shot\.budget_minutes"):
+        _timed_rung(tiny_lm, 20.0, 10).fit(texts, y, label_names=names, val_texts=texts, val_y=y)

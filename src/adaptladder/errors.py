@@ -13,3 +13,8 @@ class AdaptError(Exception):
 
 class NeedsCuda(AdaptError):
     """A rung or option that only works on a CUDA GPU was asked for on a machine without one."""
+
+
+class BudgetExceeded(Exception):
+    """A rung cannot finish even a minimal evaluation within its time budget; the ladder records
+    it as *skipped* with this message (which holds the timing estimate)."""

@@ -20,7 +20,7 @@ import numpy as np
 
 from adaptladder import progress
 from adaptladder.config import METRICS, RunConfig  # noqa: F401  (re-exported: adaptladder.ladder.RunConfig)
-from adaptladder.errors import AdaptError
+from adaptladder.errors import AdaptError, BudgetExceeded
 from adaptladder.measure import PeakMemory, rss_mb, score, time_predictions
 from adaptladder.pricing import local_cost_per_1k
 from adaptladder.rungs import RUNGS, get_rung_class, rungs_in_cost_order
@@ -109,10 +109,6 @@ MIN_EVAL_N = 30
 #: A rung whose fit used up its budget (fine-tuning trains to it) still gets this share of the
 #: budget for its evaluation, so a rung's wall time stays under 1.25 x its budget.
 EVAL_FLOOR_SHARE = 0.25
-
-
-class BudgetExceeded(Exception):
-    """A rung cannot be evaluated even on a minimal sample within its budget (the reason says why)."""
 
 
 @dataclass

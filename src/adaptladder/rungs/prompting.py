@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from adaptladder.errors import AdaptError
+from adaptladder.errors import AdaptError, BudgetExceeded
 from adaptladder.rungs.base import Rung, check_inputs
 
 log = logging.getLogger(__name__)
@@ -130,7 +131,7 @@ class _PromptingRung(Rung):
         "batch_size": 8, "prefix_cache": True, "scoring": "auto", "calibration_val_max": 180,
         "choice_screen": 60,
         "encoder": "minilm", "device": "auto", "threads": "auto", "prompt_format": "auto",
-        "verbalizer": "auto",
+        "verbalizer": "auto", "budget_minutes": None,
     }
 
     def __init__(self, *, backend: str = "hf", model: str = "smollm2", base_url: str | None = None,
@@ -141,7 +142,8 @@ class _PromptingRung(Rung):
                  prefix_cache: bool = True, scoring: str = "auto", calibration_val_max: int = 180,
                  choice_screen: int = 60,
                  encoder: str = "minilm", device: str = "auto", threads: int | str = "auto",
-                 prompt_format: str = "auto", verbalizer: Any = "auto", **unknown: Any) -> None:
+                 prompt_format: str = "auto", verbalizer: Any = "auto", budget_minutes: float | None = None,
+                 **unknown: Any) -> None:
         if unknown:
             raise AdaptError(f"unknown parameter(s) {', '.join(sorted(unknown))} for the {self.name} rung; "
                              f"known: {', '.join(self.DEFAULTS)}.")
@@ -319,6 +321,7 @@ class _PromptingRung(Rung):
         if k < 0:
             raise AdaptError(f"k must be >= 0, got {k}.")
         self.label_names_ = [str(n) for n in label_names]
+        self._fit_t0 = self._clock()
         for attr in ("template_text_", "system_prompt_"):
             if hasattr(self, attr):
                 delattr(self, attr)
@@ -414,6 +417,19 @@ class _PromptingRung(Rung):
         pairs = [(vi, fmt) for vi in range(len(verbs)) for fmt in formats]
         memos: dict[tuple[int, str], tuple[list[float], dict[str, np.ndarray]]] = {}
         screen = int(self._p("choice_screen"))
+        if self._p("budget_minutes") is not None:
+            sized = self._size_choices_to_budget(pairs, verbs, vt, vy, pos, screen, memos)
+            if sized is None:  # no time to compare prompts: the defaults, scored on nothing
+                fmt = formats[0]
+                self._set_format(fmt)
+                self.p_cf_ = self._content_free_probs()
+                self.calibrate_ = bool(mode is True)
+                self.prompt_choices_ = []
+                self.calibration_scores_.update(
+                    chosen=f"{fmt}, {'calibrated' if self.calibrate_ else 'uncalibrated'}",
+                    reason="defaults: the time budget leaves no room to compare prompts on validation")
+                return
+            pos, screen = sized
         if len(pairs) > 2 and screen < len(pos):
             first = pos[stratified_subset(vy[pos], screen, seed)]
             scores = self._score_candidates(pairs, verbs, cals, vt, vy, first, memos)
@@ -448,6 +464,63 @@ class _PromptingRung(Rung):
                                         f"{'calibrated' if cal else 'uncalibrated'}"
                                         + (f", verbalizer{vi}" if vi else ""),
                                         reason="best validation macro-F1")
+
+    _clock = staticmethod(time.perf_counter)  # tests put a fake clock here
+    #: Validation examples below which prompt choices are not compared (the defaults are used).
+    MIN_CHOICE_N: ClassVar[int] = 12
+    #: Share of the rung's budget its fit (the prompt choice) may use; the rest is evaluation's.
+    FIT_BUDGET_SHARE: ClassVar[float] = 0.5
+    #: Texts a minimal evaluation scores (30 validation + 30 test + a small speed measurement).
+    MIN_EVAL_TEXTS: ClassVar[int] = 76
+
+    def _size_choices_to_budget(self, pairs: list[tuple[int, str]], verbs: list[tuple[str, dict[str, str]]],
+                                vt: list[str], vy: np.ndarray, pos: np.ndarray, screen: int,
+                                memos: dict[tuple[int, str], tuple[list[float], dict[str, np.ndarray]]],
+                                ) -> tuple[np.ndarray, int] | None:
+        """Shrink the validation subsets the prompt choice scores so the fit keeps to its share of
+        ``budget_minutes`` (a 4-text timing probe gives the cost per text). ``None``: not even
+        :attr:`MIN_CHOICE_N` examples fit, so the defaults are used. Raises
+        :class:`BudgetExceeded` when not even a minimal evaluation could fit the budget."""
+        from adaptladder.task import stratified_subset
+
+        budget = float(self._p("budget_minutes")) * 60
+        vi, fmt = pairs[0]
+        self._use_verbalizer(verbs[vi][1], verbs[vi][0])
+        self._set_format(fmt)
+        self._memo = {}
+        self.p_cf_ = self._content_free_probs()
+        probe = [vt[i] for i in pos[:4]]
+        t0 = self._clock()
+        self._raw_scores(probe, count=False)
+        per_text = (self._clock() - t0) / max(len(probe), 1)
+        memos[(vi, fmt)] = (self.p_cf_, self._memo)
+        spent = self._clock() - getattr(self, "_fit_t0", t0)
+        if per_text * self.MIN_EVAL_TEXTS > budget - spent:
+            raise BudgetExceeded(
+                f"over budget: the timing probe measured {per_text:.2f} s per text, so even a minimal evaluation "
+                f"({self.MIN_EVAL_TEXTS} texts) needs ~{per_text * self.MIN_EVAL_TEXTS / 60:.1f} min, more than the "
+                f"{max(budget - spent, 0) / 60:.1f} min left of its {budget / 60:.1f} min budget; raise "
+                f"--budget-minutes (or --set {self.name}.budget_minutes=...) or shorten the prompt "
+                f"(--set {self.name}.max_context=...)")
+        afford = (self.FIT_BUDGET_SHARE * budget - spent) / max(per_text, 1e-9) - 3 * len(pairs)
+        final0 = len(pos)
+        frac = min(1.0, screen / max(final0, 1))
+        if len(pairs) > 2 and screen < final0:
+            final = afford / (len(pairs) * frac + 2 * (1 - frac))
+        else:
+            final = afford / len(pairs)
+        final = int(min(final0, final))
+        self.calibration_scores_["budget"] = {
+            "budget_minutes": budget / 60, "seconds_per_text": round(per_text, 4),
+            "validation_examples": min(final, final0), "planned_validation_examples": final0}
+        if final < min(self.MIN_CHOICE_N, final0):
+            return None
+        if final < final0:
+            seed = int(self._p("seed"))
+            pos = pos[stratified_subset(vy[pos], final, seed)]
+            screen = max(min(screen, int(final * frac)), min(self.MIN_CHOICE_N, final))
+            log.info("%s: the budget affords %d validation examples for the prompt choice", self.name, len(pos))
+        return pos, screen
 
     def _score_candidates(self, pairs: list[tuple[int, str]], verbs: list[tuple[str, dict[str, str]]],
                           cals: list[bool], vt: list[str], vy: np.ndarray, pos: np.ndarray,
