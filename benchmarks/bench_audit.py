@@ -81,7 +81,7 @@ def bench_label_errors(name: str, n: int, repeats: int) -> None:
     from sklearn.model_selection import StratifiedKFold
 
     from adaptladder.audit import out_of_fold_probs
-    from adaptladder.datasets import load_builtin
+    from adaptladder.task import load_builtin
 
     task = load_builtin(name)
     if n < len(task.texts):

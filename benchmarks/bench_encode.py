@@ -97,10 +97,10 @@ def run_set(name: str, n: int, n_train: int, repeats: int, do_profile: bool) -> 
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from adaptladder.datasets import load_builtin
     from adaptladder.encode import Encoder
     from adaptladder.encode_engine import Engine, tokenize
     from adaptladder.models import MINILM_INT8_ONNX, packaged_path, resolve_encoder
+    from adaptladder.task import load_builtin
 
     task = load_builtin(name)
     rng = np.random.default_rng(0)

@@ -39,9 +39,9 @@ def main() -> None:
 
     from sklearn.metrics import accuracy_score, f1_score
 
-    from adaptladder.datasets import load_builtin
-    from adaptladder.rungs.prompting import FewShotRung, parse_label
-    from adaptladder.task import stratified_subset
+    from adaptladder.backends.base import parse_label
+    from adaptladder.rungs.prompting import FewShotRung
+    from adaptladder.task import load_builtin, stratified_subset
 
     task = load_builtin(args.data)
     tx, ty = task.part("train")

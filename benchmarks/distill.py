@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from adaptladder.datasets import load_builtin
 from adaptladder.encode import cache_disabled
 from adaptladder.rungs import load_rung, make_rung
+from adaptladder.task import load_builtin
 
 
 def main() -> None:

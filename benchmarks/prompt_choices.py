@@ -34,9 +34,8 @@ def main() -> None:
 
     from sklearn.metrics import f1_score
 
-    from adaptladder.datasets import load_builtin
     from adaptladder.rungs import make_rung
-    from adaptladder.task import stratified_subset
+    from adaptladder.task import load_builtin, stratified_subset
 
     warnings.simplefilter("ignore")
     task = load_builtin(args.data, seed=args.seed)

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from adaptladder.datasets import BUILTIN, describe_builtins, load_builtin
+from adaptladder.datasets import BUILTIN, describe_builtins
+from adaptladder.task import load_builtin
 
 
 @pytest.mark.parametrize(

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 
 from adaptladder.artifacts import dump_sklearn, load_sklearn
-from adaptladder.datasets import load_builtin
 from adaptladder.errors import AdaptError
 from adaptladder.rungs import RUNGS, get_rung_class, load_rung, make_rung
 from adaptladder.rungs.base import Rung, check_inputs
 from adaptladder.rungs.distill import DistillRung, read_unlabelled
+from adaptladder.task import load_builtin
 
 
 class TinyTfidfRung(Rung):

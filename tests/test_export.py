@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from adaptladder.cli import main
-from adaptladder.datasets import load_builtin
 from adaptladder.errors import AdaptError
 from adaptladder.export import (
     MIN_EXAMPLES,
@@ -18,6 +17,7 @@ from adaptladder.export import (
     system_prompt_from_run,
     validate_jsonl,
 )
+from adaptladder.task import load_builtin
 
 SYSTEM = "Classify the question as ABBR, DESC, ENTY, HUM, LOC or NUM. Answer with the label only."
 

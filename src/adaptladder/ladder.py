@@ -12,7 +12,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,14 @@ from adaptladder.measure import PeakMemory, rss_mb, score, time_predictions
 from adaptladder.pricing import local_cost_per_1k
 from adaptladder.rungs import RUNGS, get_rung_class, rungs_in_cost_order
 from adaptladder.rungs.base import Rung
-from adaptladder.store import SCHEMA_VERSION, RunStore, atomic_write_json, atomic_write_text, config_hash
+from adaptladder.store import (
+    SCHEMA_VERSION,
+    RunStore,
+    atomic_write_json,
+    atomic_write_text,
+    config_hash,
+    load_results,
+)
 from adaptladder.task import Task, load_task, stratified_subset
 
 
@@ -536,6 +543,22 @@ def _config_record(cfg: RunConfig, order: list[str]) -> dict[str, Any]:
     return rec
 
 
+def results_document(task_summary: dict[str, Any], cfg: RunConfig, results: list[dict[str, Any]],
+                     rec: dict[str, Any], audit: dict[str, Any] | None, labels: np.ndarray | None,
+                     partial: bool = False) -> dict[str, Any]:
+    """The content of ``results.json``: the one place that document is built (finished and partial runs)."""
+    from adaptladder.compare import pairwise
+
+    comparisons = {part: pairwise(results, part, cfg.metric, all_labels=labels, seed=cfg.seed)
+                   for part in ("validation", "test")}
+    doc = {"schema_version": SCHEMA_VERSION, "task": task_summary, "config": asdict(cfg), "bar": cfg.bar,
+           "metric": cfg.metric, "rungs": results, "recommendation": rec, "audit": audit,
+           "comparisons": comparisons, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if partial:
+        doc["partial"] = True
+    return doc
+
+
 def write_results(run_dir: Path, task: Task, cfg: RunConfig, results: list[dict[str, Any]],
                   rec: dict[str, Any], audit: dict[str, Any] | None,
                   log: Callable[[str], None] | None = None, partial: bool = False) -> None:
@@ -544,17 +567,8 @@ def write_results(run_dir: Path, task: Task, cfg: RunConfig, results: list[dict[
     The results are on disk before the report is drawn, so a failure while drawing never
     loses a measurement (``adaptladder report RUN_DIR`` redraws it).
     """
-    from adaptladder.compare import pairwise
-
-    comparisons = {part: pairwise(results, part, cfg.metric, all_labels=task.labels, seed=cfg.seed)
-                   for part in ("validation", "test")}
-    doc = {"schema_version": SCHEMA_VERSION, "task": task.summary(), "config": asdict(cfg), "bar": cfg.bar,
-           "metric": cfg.metric, "rungs": results, "recommendation": rec, "audit": audit,
-           "comparisons": comparisons, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    if partial:
-        doc["partial"] = True
-    atomic_write_json(run_dir / "results.json", doc)
-    atomic_write_text(run_dir / "summary.md", summary_markdown(doc))
+    doc = results_document(task.summary(), cfg, results, rec, audit, task.labels, partial=partial)
+    _write_record(run_dir, doc)
     try:
         from adaptladder.report import write_report
 
@@ -564,6 +578,48 @@ def write_results(run_dir: Path, task: Task, cfg: RunConfig, results: list[dict[
             raise
         (log or print)(f"[red]could not draw the report[/red] ({type(e).__name__}: {e}); the results are saved "
                        f"in {run_dir / 'results.json'}; `adaptladder report {run_dir}` retries.")
+
+
+def _write_record(run_dir: Path, doc: dict[str, Any]) -> None:
+    atomic_write_json(run_dir / "results.json", doc)
+    atomic_write_text(run_dir / "summary.md", summary_markdown(doc))
+
+
+def assemble_partial(run_dir: str | Path) -> dict[str, Any]:
+    """results.json content rebuilt from the per-rung files of an unfinished (killed) run."""
+    from adaptladder.compare import labels_from_split_csv
+    from adaptladder.store import read_json
+
+    run_dir = Path(run_dir)
+    record = read_json(run_dir / "config.json")
+    task = read_json(run_dir / "task.json")
+    store = RunStore(run_dir)
+    known = {f.name for f in fields(RunConfig)}
+    cfg = RunConfig(**{k: v for k, v in record.items() if k in known})
+    order = list(record.get("climbing_order") or [])
+    order += sorted(p.parent.name for p in (run_dir / "rungs").glob("*/result.json") if p.parent.name not in order)
+    results = [r for r in (store.load_result(n) for n in order) if r is not None]
+    if not results:
+        raise AdaptError(f"{run_dir} has no finished rung yet; nothing to report (re-run the ladder to resume).")
+    for r in results:
+        r["meets_bar"] = meets_bar(r, cfg)
+    labels = labels_from_split_csv(run_dir, task["label_names"])
+    rec = recommend(results, cfg, all_labels=labels)
+    missing = [n for n in order if n not in {r["name"] for r in results}]
+    rec["reasons"].append("This run did not finish" + (f" ({', '.join(missing)} not run yet)" if missing else "")
+                          + "; re-run the same command to resume it.")
+    rec["stopped_at"] = None
+    audit = read_json(run_dir / "audit.json") if (run_dir / "audit.json").is_file() else None
+    return results_document(task, cfg, results, rec, audit, labels, partial=True)
+
+
+def ensure_results(run_dir: str | Path) -> dict[str, Any]:
+    """The run's results.json; for a run killed before writing one, a partial one is assembled from
+    its finished rungs and written first (so ``report`` and ``predict`` can use the evidence so far)."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "results.json").is_file() and (run_dir / "config.json").is_file():
+        _write_record(run_dir, assemble_partial(run_dir))
+    return load_results(run_dir)
 
 
 def _fmt_ci(part: dict[str, Any], m: str) -> str:
@@ -593,16 +649,6 @@ def summary_markdown(doc: dict[str, Any]) -> str:
     rec = doc["recommendation"]
     lines += ["", f"**Recommendation: {rec.get('rung')}**", ""] + [f"- {s}" for s in rec.get("reasons", [])]
     return "\n".join(lines) + "\n"
-
-
-def load_results(run_dir: str | Path) -> dict[str, Any]:
-    from adaptladder.store import read_json
-
-    doc = read_json(Path(run_dir) / "results.json")
-    if doc.get("schema_version") != SCHEMA_VERSION:
-        raise AdaptError(f"{run_dir} was written by another adaptladder version (schema "
-                         f"{doc.get('schema_version')}); re-run it.")
-    return doc
 
 
 def dumps(obj: Any) -> str:

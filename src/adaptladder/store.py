@@ -78,6 +78,15 @@ def read_json(path: Path) -> Any:
         raise AdaptError(f"{path} is not valid JSON (line {e.lineno}); the run directory is damaged.") from e
 
 
+def load_results(run_dir: str | Path) -> dict[str, Any]:
+    """The ``results.json`` of a run directory (one-line error when it is missing, damaged or too old)."""
+    doc = read_json(Path(run_dir) / "results.json")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise AdaptError(f"{run_dir} was written by another adaptladder version (schema "
+                         f"{doc.get('schema_version')}); re-run it.")
+    return doc
+
+
 class RunStore:
     """Files of one run: ``config.json``, ``task.json``, ``split.csv``, ``rungs/<name>/...``."""
 

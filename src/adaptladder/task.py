@@ -22,7 +22,7 @@ import pandas as pd
 from adaptladder.errors import AdaptError
 
 SPLITS = ("train", "validation", "test")
-_SPLIT_ALIASES = {
+SPLIT_ALIASES = {
     "train": "train", "training": "train", "trn": "train",
     "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",
     "test": "test", "testing": "test", "tst": "test",
@@ -264,7 +264,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
     return df
 
 
-def _pick_column(df: pd.DataFrame, wanted: str | None, candidates: Sequence[str], what: str, path: Path,
+def pick_column(df: pd.DataFrame, wanted: str | None, candidates: Sequence[str], what: str, path: Path,
                  flag: str) -> str:
     cols = list(df.columns)
     if wanted is not None:
@@ -286,7 +286,7 @@ TEXT_CANDIDATES = ("text", "sentence", "content", "message", "review", "question
 LABEL_CANDIDATES = ("label", "labels", "category", "class", "target", "sentiment", "y", "intent")
 
 
-def _clean_labels(raw: pd.Series, path: Path, col: str, offset: int = 2) -> list[str]:
+def clean_labels(raw: pd.Series, path: Path, col: str, offset: int = 2) -> list[str]:
     """Validate a label column and return its values as strings."""
     values = raw.tolist()
     out: list[str] = []
@@ -308,21 +308,21 @@ def _clean_labels(raw: pd.Series, path: Path, col: str, offset: int = 2) -> list
         elif isinstance(v, (float, np.floating)):
             kinds.add("number")
         else:
-            kinds.add("number" if _is_number(s) else "string")
+            kinds.add("number" if is_number(s) else "string")
         out.append(s)
     if kinds == {"number", "string"}:
-        nums = [v for v in out if _is_number(v)][:3]
-        strs = [v for v in out if not _is_number(v)][:3]
+        nums = [v for v in out if is_number(v)][:3]
+        strs = [v for v in out if not is_number(v)][:3]
         raise AdaptError(
             f"{path}: label column {col!r} mixes numbers ({', '.join(nums)}) and words ({', '.join(strs)}); "
             "use one kind of label throughout."
         )
     if "number" in kinds:  # normalise '1.0' and '1'
-        out = [str(int(float(v))) if _is_number(v) and float(v).is_integer() else v for v in out]
+        out = [str(int(float(v))) if is_number(v) and float(v).is_integer() else v for v in out]
     return out
 
 
-def _is_number(s: str) -> bool:
+def is_number(s: str) -> bool:
     try:
         float(s)
     except ValueError:
@@ -330,7 +330,7 @@ def _is_number(s: str) -> bool:
     return True
 
 
-def _clean_texts(raw: pd.Series, path: Path, col: str, offset: int = 2) -> list[str]:
+def clean_texts(raw: pd.Series, path: Path, col: str, offset: int = 2) -> list[str]:
     texts: list[str] = []
     for i, v in enumerate(raw.tolist()):
         if v is None or (isinstance(v, float) and np.isnan(v)):
@@ -344,14 +344,14 @@ def _clean_texts(raw: pd.Series, path: Path, col: str, offset: int = 2) -> list[
     return texts
 
 
-def _encode_labels(label_strs: list[str], label_order: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
-    names = list(label_order) if label_order is not None else sorted(set(label_strs), key=_label_sort_key)
+def encode_labels(label_strs: list[str], label_order: Sequence[str] | None = None) -> tuple[np.ndarray, list[str]]:
+    names = list(label_order) if label_order is not None else sorted(set(label_strs), key=label_sort_key)
     index = {n: k for k, n in enumerate(names)}
     return np.array([index[s] for s in label_strs], dtype=np.int64), names
 
 
-def _label_sort_key(s: str) -> tuple[int, float, str]:
-    return (0, float(s), s) if _is_number(s) else (1, 0.0, s)
+def label_sort_key(s: str) -> tuple[int, float, str]:
+    return (0, float(s), s) if is_number(s) else (1, 0.0, s)
 
 
 def load_task(
@@ -373,7 +373,7 @@ def load_task(
     (``fractions``); with ``train`` + ``test`` files and no validation file, validation is carved
     from train, stratified.
     """
-    from adaptladder.datasets import BUILTIN, load_builtin
+    from adaptladder.datasets import BUILTIN
 
     if data is not None and train is not None:
         raise AdaptError("pass either one data file (or built-in name) or --train/--test files, not both.")
@@ -385,14 +385,14 @@ def load_task(
     if data is not None:
         path = Path(data)
         df = read_table(path)
-        tcol = _pick_column(df, text_col, TEXT_CANDIDATES, "text", path, "--text-col")
-        lcol = _pick_column(df, label_col, LABEL_CANDIDATES, "labels", path, "--label-col")
+        tcol = pick_column(df, text_col, TEXT_CANDIDATES, "text", path, "--text-col")
+        lcol = pick_column(df, label_col, LABEL_CANDIDATES, "labels", path, "--label-col")
         if tcol == lcol:
             raise AdaptError(f"{path}: the text and label columns are both {tcol!r}; pass --text-col and --label-col.")
-        texts = _clean_texts(df[tcol], path, tcol)
-        label_strs = _clean_labels(df[lcol], path, lcol)
-        codes, names = _encode_labels(label_strs)
-        _check_classes(names, path, lcol)
+        texts = clean_texts(df[tcol], path, tcol)
+        label_strs = clean_labels(df[lcol], path, lcol)
+        codes, names = encode_labels(label_strs)
+        check_classes(names, path, lcol)
         source: dict[str, Any] = {"kind": "file", "path": str(path.resolve()), "text_col": tcol, "label_col": lcol,
                                   "seed": seed}
         if split_col is not None:
@@ -400,12 +400,12 @@ def load_task(
                 raise AdaptError(
                     f"{path} has no column {split_col!r} (columns: {', '.join(df.columns)}); fix --split-col."
                 )
-            split = _parse_split_column(df[split_col], path, split_col)
+            split = parse_split_column(df[split_col], path, split_col)
             source["split"] = f"column {split_col}"
             if not (split == "validation").any():
-                split = _carve_validation(split, codes, names, seed, where=str(path), texts=texts)
+                split = carve_validation(split, codes, names, seed, where=str(path), texts=texts)
                 source["split"] += " (validation carved from train, stratified)"
-            _check_split_has(split, path, ("train", "test"))
+            check_split_has(split, path, ("train", "test"))
         else:
             split = stratified_split(codes, names, seed, fractions, where=str(path), groups=duplicate_groups(texts))
             source["split"] = f"seeded stratified {fractions[0]:.0%}/{fractions[1]:.0%}/{fractions[2]:.0%}"
@@ -423,11 +423,11 @@ def load_task(
     tcol = lcol = None
     for part, path in parts:
         df = read_table(path)
-        tcol_p = _pick_column(df, text_col, TEXT_CANDIDATES, "text", path, "--text-col")
-        lcol_p = _pick_column(df, label_col, LABEL_CANDIDATES, "labels", path, "--label-col")
+        tcol_p = pick_column(df, text_col, TEXT_CANDIDATES, "text", path, "--text-col")
+        lcol_p = pick_column(df, label_col, LABEL_CANDIDATES, "labels", path, "--label-col")
         tcol, lcol = tcol or tcol_p, lcol or lcol_p
-        all_texts += _clean_texts(df[tcol_p], path, tcol_p)
-        all_labels += _clean_labels(df[lcol_p], path, lcol_p)
+        all_texts += clean_texts(df[tcol_p], path, tcol_p)
+        all_labels += clean_labels(df[lcol_p], path, lcol_p)
         all_split += [part] * len(df)
     train_labels = {s for s, p in zip(all_labels, all_split, strict=True) if p == "train"}
     unseen = sorted({s for s, p in zip(all_labels, all_split, strict=True) if p != "train"} - train_labels)
@@ -436,45 +436,66 @@ def load_task(
             f"labels {', '.join(map(repr, unseen[:5]))} appear in the test/validation file but never in {train}; "
             "add training examples for them."
         )
-    codes, names = _encode_labels(all_labels)
-    _check_classes(names, Path(train), lcol or "label")
+    codes, names = encode_labels(all_labels)
+    check_classes(names, Path(train), lcol or "label")
     split = np.array(all_split, dtype=object)
     source = {"kind": "files", "train": str(Path(train).resolve()), "test": str(Path(test).resolve()),
               "text_col": tcol, "label_col": lcol, "seed": seed, "split": "given files"}
     if validation is None:
-        split = _carve_validation(split, codes, names, seed, where=str(train), texts=all_texts)
+        split = carve_validation(split, codes, names, seed, where=str(train), texts=all_texts)
         source["split"] = "given train/test files; validation carved from train, stratified"
     else:
         source["validation"] = str(Path(validation).resolve())
     return Task(name or Path(train).stem, all_texts, codes, names, split, source)
 
 
-def _check_classes(names: list[str], path: Path, col: str) -> None:
+def load_builtin(name: str, seed: int = 13, fractions: tuple[float, float, float] = DEFAULT_FRACTIONS) -> Task:
+    """A built-in data set (see :mod:`adaptladder.datasets`) as a Task: labels encoded, split made (seeded)."""
+    from adaptladder.datasets import BUILTIN
+
+    if name not in BUILTIN:
+        raise AdaptError(f"unknown built-in data set {name!r}: choose from {', '.join(BUILTIN)}.")
+    info = BUILTIN[name]
+    texts, label_strs, given_split = info.loader()
+    codes, names = encode_labels(label_strs)
+    source = {"kind": "builtin", "builtin": name, "package": info.pip_spec, "seed": seed}
+    if given_split is None:
+        split = stratified_split(codes, names, seed, fractions, where=name, groups=duplicate_groups(texts))
+        source["split"] = (f"seeded stratified {fractions[0]:.0%}/{fractions[1]:.0%}/{fractions[2]:.0%}, "
+                           "duplicate texts kept in one split")
+    else:
+        split = carve_validation(np.array(given_split, dtype=object), codes, names, seed, where=name,
+                                 texts=texts)
+        source["split"] = "official train/test; validation carved from train (15%, stratified)"
+    return Task(name, texts, codes, names, split, source)
+
+
+def check_classes(names: list[str], path: Path, col: str) -> None:
     if len(names) < 2:
         raise AdaptError(
             f"{path}: column {col!r} holds a single class ({names[0]!r}); classification needs at least two."
         )
 
 
-def _parse_split_column(raw: pd.Series, path: Path, col: str) -> np.ndarray:
+def parse_split_column(raw: pd.Series, path: Path, col: str) -> np.ndarray:
     out = []
     for i, v in enumerate(raw.tolist()):
         key = str(v).strip().lower()
-        if key not in _SPLIT_ALIASES:
+        if key not in SPLIT_ALIASES:
             raise AdaptError(
                 f"{path}: row {i + 2} has split value {v!r} in {col!r}; use train, validation or test."
             )
-        out.append(_SPLIT_ALIASES[key])
+        out.append(SPLIT_ALIASES[key])
     return np.array(out, dtype=object)
 
 
-def _check_split_has(split: np.ndarray, path: Path, parts: Sequence[str]) -> None:
+def check_split_has(split: np.ndarray, path: Path, parts: Sequence[str]) -> None:
     for p in parts:
         if not (split == p).any():
             raise AdaptError(f"{path}: the split column has no {p!r} rows; every split needs examples.")
 
 
-def _carve_validation(split: np.ndarray, codes: np.ndarray, names: list[str], seed: int, where: str,
+def carve_validation(split: np.ndarray, codes: np.ndarray, names: list[str], seed: int, where: str,
                       frac: float = 0.15, texts: Sequence[str] | None = None) -> np.ndarray:
     """Move a stratified ``frac`` of the training rows to validation (duplicates kept together)."""
     split = split.copy()

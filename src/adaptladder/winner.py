@@ -22,7 +22,7 @@ DEFAULT_TOLERANCE = 0.02
 
 
 def _results(run_dir: str | Path) -> dict[str, Any]:
-    from adaptladder.ladder import load_results
+    from adaptladder.store import load_results
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -92,21 +92,21 @@ def _source_col(run_dir: Path, key: str) -> str | None:
 
 def _column(df: pd.DataFrame, wanted: str | None, fallback: str | None, candidates: Sequence[str], what: str,
             path: Path, flag: str) -> str:
-    from adaptladder.task import _pick_column
+    from adaptladder.task import pick_column
 
     if wanted is None and fallback is not None and fallback in df.columns:
         return fallback
-    return _pick_column(df, wanted, candidates, what, path, flag)
+    return pick_column(df, wanted, candidates, what, path, flag)
 
 
 def read_texts(path: str | Path, text_col: str | None, run_dir: Path) -> tuple[pd.DataFrame, list[str], str]:
     """The input table and its texts; one clear error when the text column is missing or a text is empty."""
-    from adaptladder.task import TEXT_CANDIDATES, _clean_texts, read_table
+    from adaptladder.task import TEXT_CANDIDATES, clean_texts, read_table
 
     path = Path(path)
     df = read_table(path)
     col = _column(df, text_col, _source_col(run_dir, "text_col"), TEXT_CANDIDATES, "text", path, "--text-col")
-    return df, _clean_texts(df[col], path, col), col
+    return df, clean_texts(df[col], path, col), col
 
 
 def write_table(df: pd.DataFrame, path: str | Path, *, overwrite: bool = False) -> Path:
@@ -188,7 +188,7 @@ class Evaluation:
 def read_labelled(path: str | Path, run_dir: Path, label_names: Sequence[str], text_col: str | None,
                   label_col: str | None) -> tuple[list[str], np.ndarray]:
     """Texts and label codes of new labelled data, mapped onto the run's label names."""
-    from adaptladder.task import LABEL_CANDIDATES, _clean_labels
+    from adaptladder.task import LABEL_CANDIDATES, clean_labels
 
     df, texts, tcol = read_texts(path, text_col, run_dir)
     path = Path(path)
@@ -196,7 +196,7 @@ def read_labelled(path: str | Path, run_dir: Path, label_names: Sequence[str], t
                    "--label-col")
     if lcol == tcol:
         raise AdaptError(f"{path}: the text and label columns are both {tcol!r}; pass --text-col and --label-col.")
-    strs = _clean_labels(df[lcol], path, lcol)
+    strs = clean_labels(df[lcol], path, lcol)
     index = {str(n): k for k, n in enumerate(label_names)}
     unknown = sorted({s for s in strs if s not in index})
     if unknown:

@@ -15,14 +15,14 @@ from adaptladder.audit.report import (
 )
 from adaptladder.errors import AdaptError
 from adaptladder.task import (
-    _SPLIT_ALIASES,
     DEFAULT_FRACTIONS,
+    SPLIT_ALIASES,
     TEXT_CANDIDATES,
     Task,
-    _clean_labels,
-    _encode_labels,
-    _pick_column,
+    clean_labels,
+    encode_labels,
     load_task,
+    pick_column,
     read_table,
     stratified_split,
 )
@@ -98,8 +98,8 @@ def _load_lenient(
     n_empty = n_nolabel = n_badsplit = 0
     for part, path in files:
         df = read_table(path)  # unreadable files cannot be audited: that error stands
-        tcol = _pick_column(df, text_col, TEXT_CANDIDATES, "text", path, "--text-col")
-        lcol = _pick_column(df, label_col, LABEL_CANDIDATES, "labels", path, "--label-col")
+        tcol = pick_column(df, text_col, TEXT_CANDIDATES, "text", path, "--text-col")
+        lcol = pick_column(df, label_col, LABEL_CANDIDATES, "labels", path, "--label-col")
         if tcol == lcol:
             raise err
         if split_col is not None and part is None and split_col not in df.columns:
@@ -112,7 +112,7 @@ def _load_lenient(
                           or (isinstance(lab, str) and not lab.strip()) or isinstance(lab, (list, dict)))
             sp = part
             if scol is not None:
-                sp = _SPLIT_ALIASES.get(str(scol[i]).strip().lower())
+                sp = SPLIT_ALIASES.get(str(scol[i]).strip().lower())
             if not t_ok:
                 n_empty += 1
                 if len(empty_ex) < 10:
@@ -148,10 +148,10 @@ def _load_lenient(
     if not texts:
         raise AdaptError(f"{files[0][1]}: no usable rows (every row lacks a text or a label); nothing to audit.")
     try:
-        label_strs = _clean_labels(pd.Series(raw_labels, dtype=object), files[0][1], label_col or "label")
+        label_strs = clean_labels(pd.Series(raw_labels, dtype=object), files[0][1], label_col or "label")
     except AdaptError:
         label_strs = [str(v).strip() for v in raw_labels]
-    codes, names = _encode_labels(label_strs)
+    codes, names = encode_labels(label_strs)
     if len(names) < 2:
         raise err
     split = _lenient_split(codes, names, splits, seed, fractions)
@@ -172,7 +172,7 @@ def _lenient_split(codes: np.ndarray, names: list[str], given: list[str | None],
         counts = np.bincount(codes, minlength=len(names))
         ok = np.flatnonzero(counts[codes] >= 3)
         if len(ok):
-            sub_codes, sub_names = _encode_labels([names[k] for k in codes[ok]])
+            sub_codes, sub_names = encode_labels([names[k] for k in codes[ok]])
             try:
                 split[ok] = stratified_split(sub_codes, sub_names, seed, fractions)
             except (AdaptError, ValueError):

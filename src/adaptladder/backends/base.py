@@ -226,6 +226,22 @@ def split_shared_prefix(rendered: str, sentinel: str) -> str:
     return head[:cut]
 
 
+def parse_label(answer: str, label_names: Sequence[str]) -> int | None:
+    """The label a generated answer names (exact, then case-insensitive, longest name first), or None."""
+    a = answer.strip().strip(".:'\"` ").strip()
+    for i, n in enumerate(label_names):
+        if a == n:
+            return i
+    low = a.lower()
+    for i in sorted(range(len(label_names)), key=lambda j: -len(label_names[j])):
+        if low.startswith(label_names[i].lower()):
+            return i
+    for i in sorted(range(len(label_names)), key=lambda j: -len(label_names[j])):
+        if label_names[i].lower() in low:
+            return i
+    return None
+
+
 def get_backend(name: str, **kwargs: Any) -> LMBackend:
     """Build a registered backend by name (``hf`` or ``openai``)."""
     if name not in BACKENDS:

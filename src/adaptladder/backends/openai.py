@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from adaptladder.backends.base import ChoiceScores, LMBackend
+from adaptladder.backends.base import ChoiceScores, LMBackend, parse_label
 from adaptladder.errors import AdaptError
 
 SCORING = ("auto", "echo", "logprobs", "generate")
@@ -226,8 +226,6 @@ class OpenAIBackend(LMBackend):
         return out
 
     def _score_generate(self, system: str, users: Sequence[str], choices: Sequence[str]) -> ChoiceScores:
-        from adaptladder.rungs.prompting import parse_label
-
         answers = self.generate_prompts(system, users, max_tokens=max(8, max(len(c) for c in choices) // 2 + 4))
         lp = np.full((len(users), len(choices)), -20.0)
         for i, a in enumerate(answers):

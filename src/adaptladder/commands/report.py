@@ -21,9 +21,11 @@ RunDirArg = Annotated[Path, typer.Argument(help="Run directory written by `adapt
 def register(app: typer.Typer) -> None:
     @app.command("report")
     def report_cmd(run_dir: RunDirArg) -> None:
-        """Rebuild report.html, report.md and the comparisons in results.json from a run directory."""
+        """Rebuild report.html and report.md from a run directory's results.json (a killed run gets a partial one)."""
+        from adaptladder.ladder import ensure_results
         from adaptladder.report import rebuild
 
+        ensure_results(run_dir)
         paths = rebuild(run_dir)
         for kind, path in paths.items():
             console.print(f"{kind}: {path}", highlight=False)
@@ -65,7 +67,7 @@ def register(app: typer.Typer) -> None:
         Exit code 1 when the deployed rung (--rung, else the recommended one) is significantly worse by
         more than --tolerance; 0 otherwise.
         """
-        from adaptladder.ladder import load_results
+        from adaptladder.store import load_results
         from adaptladder.winner import evaluate, gate_failed
 
         evals = evaluate(run_dir, data, rung=rung, all_rungs=all_rungs, tolerance=tolerance, text_col=text_col,

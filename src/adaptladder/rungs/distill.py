@@ -401,7 +401,7 @@ class DistillRung(Rung):
 # ====================================================================== helpers
 def read_unlabelled(path: str | Path, col: str | None = None) -> list[str]:
     """Texts from a ``.txt`` file (one per non-empty line) or a table with a text column."""
-    from adaptladder.task import TEXT_CANDIDATES, _pick_column, read_table
+    from adaptladder.task import TEXT_CANDIDATES, pick_column, read_table
 
     path = Path(path)
     if not path.is_file():
@@ -414,7 +414,7 @@ def read_unlabelled(path: str | Path, col: str | None = None) -> list[str]:
         texts = [ln.strip() for ln in lines if ln.strip()]
     else:
         df = read_table(path)
-        c = _pick_column(df, col, TEXT_CANDIDATES, "text", path, "unlabelled_col=")
+        c = pick_column(df, col, TEXT_CANDIDATES, "text", path, "unlabelled_col=")
         texts = [str(t).strip() for t in df[c].tolist() if str(t).strip()]
     if not texts:
         raise AdaptError(f"unlabelled texts file {path} holds no texts; add one text per line.")

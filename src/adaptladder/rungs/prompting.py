@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from adaptladder.backends.base import parse_label  # noqa: F401  (re-exported: it lived here)
 from adaptladder.errors import AdaptError, BudgetExceeded
 from adaptladder.rungs.base import Rung, check_inputs
 
@@ -98,22 +99,6 @@ def _read_param_text(value: str | None, what: str) -> str | None:
             raise AdaptError(f"{what} file {p} not found; pass an existing file or the text itself.")
         return p.read_text()
     return str(value)
-
-
-def parse_label(answer: str, label_names: Sequence[str]) -> int | None:
-    """The label a generated answer names (exact, then case-insensitive, longest name first), or None."""
-    a = answer.strip().strip(".:'\"` ").strip()
-    for i, n in enumerate(label_names):
-        if a == n:
-            return i
-    low = a.lower()
-    for i in sorted(range(len(label_names)), key=lambda j: -len(label_names[j])):
-        if low.startswith(label_names[i].lower()):
-            return i
-    for i in sorted(range(len(label_names)), key=lambda j: -len(label_names[j])):
-        if label_names[i].lower() in low:
-            return i
-    return None
 
 
 class _PromptingRung(Rung):

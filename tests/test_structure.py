@@ -1,0 +1,142 @@
+"""The package's shape: no import cycles (lazy imports included) and a light ``import adaptladder.cli``."""
+
+from __future__ import annotations
+
+import ast
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import adaptladder
+
+PKG_ROOT = Path(adaptladder.__file__).resolve().parent
+
+
+def _modules(root: Path) -> dict[str, Path]:
+    mods = {}
+    for f in root.rglob("*.py"):
+        rel = f.relative_to(root.parent).with_suffix("")
+        parts = rel.parts[:-1] if rel.name == "__init__" else rel.parts
+        mods[".".join(parts)] = f
+    return mods
+
+
+def import_graph(root: Path) -> dict[str, set[str]]:
+    """Module -> the package modules it imports anywhere in its body (function-level imports too).
+
+    A package's edge to its own submodules (and a submodule's to its parents) is not a cycle
+    worth breaking: Python imports parents first by design.
+    """
+    mods = _modules(root)
+    edges: dict[str, set[str]] = {m: set() for m in mods}
+    for mod, path in mods.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            targets: list[str] = []
+            if isinstance(node, ast.Import):
+                targets = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = mod.split(".")
+                    keep = len(base) - node.level + (1 if path.name == "__init__.py" else 0)
+                    target = ".".join(base[:keep] + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                targets = [target] + [f"{target}.{a.name}" for a in node.names]
+            for t in targets:
+                if t in mods and t != mod and not mod.startswith(t + ".") and not t.startswith(mod + "."):
+                    edges[mod].add(t)
+    return edges
+
+
+def find_cycles(edges: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected components with more than one module (Tarjan, iterative)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    out: list[list[str]] = []
+    counter = 0
+    for start in edges:
+        if start in index:
+            continue
+        work = [(start, iter(sorted(edges[start])))]
+        index[start] = low[start] = counter
+        counter += 1
+        stack.append(start)
+        on_stack.add(start)
+        while work:
+            v, it = work[-1]
+            w = next(it, None)
+            if w is not None:
+                if w not in index:
+                    index[w] = low[w] = counter
+                    counter += 1
+                    stack.append(w)
+                    on_stack.add(w)
+                    work.append((w, iter(sorted(edges[w]))))
+                elif w in on_stack:
+                    low[v] = min(low[v], index[w])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[v])
+            if low[v] == index[v]:
+                comp = []
+                while True:
+                    x = stack.pop()
+                    on_stack.discard(x)
+                    comp.append(x)
+                    if x == v:
+                        break
+                if len(comp) > 1:
+                    out.append(sorted(comp))
+    return out
+
+
+def test_cycle_finder_finds_a_planted_cycle(tmp_path: Path) -> None:
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("from pkg.a import x\n")
+    (pkg / "a.py").write_text("x = 1\nfrom pkg.sub import b\n")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "sub" / "b.py").write_text("def f():\n    from ..a import x  # lazy: still a cycle\n    return x\n")
+    (pkg / "c.py").write_text("import pkg.a\n")
+    assert find_cycles(import_graph(pkg)) == [["pkg.a", "pkg.sub.b"]]
+
+
+def test_no_import_cycles_in_the_package() -> None:
+    assert len(_modules(PKG_ROOT)) > 30
+    cycles = find_cycles(import_graph(PKG_ROOT))
+    assert not cycles, "import cycles: " + "; ".join(" <-> ".join(c) for c in cycles)
+
+
+HEAVY = ("sklearn", "torch", "transformers", "scipy", "sentence_transformers", "peft", "pandas", "matplotlib")
+
+PROBE = """
+import json, sys
+from adaptladder.cli import main
+try:
+    main(["--help"])
+except SystemExit:
+    pass
+print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
+"""
+
+
+def test_cli_help_does_not_import_heavy_libraries() -> None:
+    """``adaptladder --help`` registers every command but loads none of the ML stack (fast start)."""
+    src = str(PKG_ROOT.parent)
+    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120,
+                          env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
+    assert proc.returncode == 0, proc.stderr
+    loaded = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    assert "typer" in loaded  # the probe did run the CLI
+    assert not loaded & set(HEAVY), f"imported at start: {sorted(loaded & set(HEAVY))}"
+
+
+def test_lazy_public_api_still_resolves() -> None:
+    import adaptladder as al
+
+    assert callable(al.run) and callable(al.load_results) and "tfidf" in al.RUNGS
+    assert set(al.__all__) <= set(dir(al))
