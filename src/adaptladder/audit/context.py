@@ -44,7 +44,9 @@ class _Ctx:
         self.conflict_groups: set[int] = set()
         self.cross_pairs = np.zeros((0, 2), dtype=np.int64)
         self.pair_sims = np.zeros(0, dtype=np.float32)
+        self.pair_text_sims = np.zeros(0, dtype=np.float32)  # whole-text similarity of the confirmed pairs
         self.near_done = False
+        self.log: Any = lambda msg: None  # progress lines (set by run_audit)
         self.embed_stats: dict[str, int] = {}
 
     def ex(self, i: int, **extra: Any) -> dict[str, Any]:

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import re
+import sys
+import time
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -15,7 +19,10 @@ from adaptladder.audit.report import (
     Finding,
     _short,
 )
-from adaptladder.task import SPLITS
+from adaptladder.audit.text import excerpt, strip_boilerplate
+from adaptladder.task import SPLITS, normalize_text
+
+_WORDS = re.compile(r"\w+", re.UNICODE)
 
 
 # ---------------------------------------------------------------------------- 3. exact duplicates
@@ -52,21 +59,114 @@ def _check_exact(ctx: _Ctx, findings: list[Finding], stats: dict[str, Any]) -> N
 
 # ---------------------------------------------------------------------------- 3b. near duplicates
 def _embed_groups(ctx: _Ctx, encoder: str | SupportsEncode, progress: bool) -> np.ndarray:
-    """Embeddings of one representative text per normalised group (L2-normalised float32)."""
+    """Embeddings of one representative text per normalised group (L2-normalised float32).
+
+    The encoder reads each text after :func:`strip_boilerplate` (so e-mail headers do not fill
+    its window; texts without boilerplate are embedded as they are and share the rungs' cache),
+    in chunks, with a progress line about every 15 s (elapsed, done, estimated time left), or a
+    progress bar with ETA on a terminal when ``progress``.
+    """
     if isinstance(encoder, str):
         from adaptladder.encode import get_encoder
 
         enc: SupportsEncode = get_encoder(encoder)
     else:
         enc = encoder
-    reps = [ctx.task.texts[int(i)] for i in ctx.first_row]
+    raw = [ctx.task.texts[int(i)] for i in ctx.first_row]
+    reps = [strip_boilerplate(t) for t in raw]
+    ctx.n_stripped = sum(1 for r, t in zip(reps, raw, strict=True) if r is not t)
     before = dict(getattr(enc, "stats", {}) or {})
-    emb = np.asarray(enc.encode(reps, progress=progress, desc="audit: embedding"), dtype=np.float32)
+    n = len(reps)
+    chunk = 512
+    parts: list[np.ndarray] = []
+    t0 = last = time.perf_counter()
+    bar = None
+    if progress and n > chunk and sys.stderr.isatty():
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar_task = bar.add_task("audit: embedding", total=n)
+        bar.start()
+    try:
+        for s in range(0, n, chunk):
+            parts.append(np.asarray(enc.encode(reps[s:s + chunk], progress=False, desc="audit: embedding"),
+                                    dtype=np.float32))
+            done = min(s + chunk, n)
+            now = time.perf_counter()
+            if bar is not None:
+                bar.advance(bar_task, done - s)
+            elif now - last >= 15 and done < n:
+                rate = done / max(now - t0, 1e-9)
+                ctx.log(f"audit: embedding {done:,}/{n:,} texts ({now - t0:.0f} s, about "
+                        f"{(n - done) / rate:.0f} s left)")
+                last = now
+    finally:
+        if bar is not None:
+            bar.stop()
+    emb = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
     after = dict(getattr(enc, "stats", {}) or {})
-    ctx.embed_stats = {"texts": len(reps), **{k: int(after.get(k, 0) - before.get(k, 0)) for k in ("hits", "misses")
-                                              if k in after}}
+    ctx.embed_stats = {"texts": n, "boilerplate_stripped": ctx.n_stripped,
+                       **{k: int(after.get(k, 0) - before.get(k, 0)) for k in ("hits", "misses") if k in after}}
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     return emb / np.maximum(norms, 1e-12)
+
+
+_LEX_MAX_WORDS = 3000
+
+
+def lexical_tokens(text: str) -> list[str]:
+    """The words a whole-text comparison uses: boilerplate stripped, normalised, at most 3,000 words."""
+    return normalize_text(strip_boilerplate(text)).split()[:_LEX_MAX_WORDS]
+
+
+def text_similarity(a: Sequence[str], b: Sequence[str]) -> float:
+    """Word-level normalised similarity of two token lists: 1 - Indel distance / (len a + len b).
+
+    2 x (longest common word subsequence) / (total words): 1.0 for the same words in the same
+    order, 0.8 for a 10-word text with 2 words changed; two unrelated English texts share only
+    function words (typically under 0.4).
+    """
+    from rapidfuzz.distance import Indel
+
+    if not a and not b:
+        return 1.0
+    return float(Indel.normalized_similarity(a, b))
+
+
+def confirm_pairs(ctx: _Ctx, pairs: np.ndarray, sims: np.ndarray, min_text_sim: float,
+                  max_checked: int = 200_000) -> np.ndarray:
+    """Whole-text similarity of candidate pairs (groups), NaN for pairs beyond ``max_checked``.
+
+    The most similar candidates (by cosine) are checked first.
+    """
+    out = np.full(len(pairs), np.nan, dtype=np.float32)
+    if not len(pairs):
+        return out
+    order = np.argsort(-sims, kind="stable")[:max_checked]
+    tokens: dict[int, list[str]] = {}
+
+    def tok(g: int) -> list[str]:
+        if g not in tokens:
+            tokens[g] = lexical_tokens(ctx.task.texts[int(ctx.first_row[g])])
+        return tokens[g]
+
+    from rapidfuzz.distance import Indel
+
+    t0 = last = time.perf_counter()
+    for k, o in enumerate(order.tolist()):
+        ta, tb = tok(int(pairs[o, 0])), tok(int(pairs[o, 1]))
+        # the length ratio bounds the similarity: skip pairs that cannot reach the threshold
+        la, lb = len(ta), len(tb)
+        if la + lb and 2 * min(la, lb) / (la + lb) < min_text_sim:
+            out[o] = 2 * min(la, lb) / (la + lb)  # an upper bound, already below the threshold
+            continue
+        out[o] = 1.0 if not (la or lb) else Indel.normalized_similarity(ta, tb)
+        now = time.perf_counter()
+        if now - last >= 15:
+            ctx.log(f"audit: comparing whole texts of candidate pairs {k + 1:,}/{len(order):,} "
+                    f"({now - t0:.0f} s)")
+            last = now
+    return out
 
 
 def near_duplicate_pairs(emb: np.ndarray, threshold: float, block: int = 1024,
@@ -101,8 +201,21 @@ def near_duplicate_pairs(emb: np.ndarray, threshold: float, block: int = 1024,
 
 def _check_near(ctx: _Ctx, emb: np.ndarray, thr: float, findings: list[Finding],
                 stats: dict[str, Any]) -> np.ndarray:
-    pairs, sims, total = near_duplicate_pairs(emb, thr, max_pairs=int(ctx.cfg.get("max_pairs", 2_000_000)))
+    """Near-duplicates: cosine similarity proposes candidate pairs, a whole-text comparison confirms them.
+
+    Only confirmed pairs count (near-duplicates, label disagreement, leakage, --dedupe). When many
+    candidate pairs carry different labels the encoder's similarity is a poor duplicate signal on
+    these texts (shared headers, templates) and the audit says so.
+    """
+    cand, cand_sims, total = near_duplicate_pairs(emb, thr, max_pairs=int(ctx.cfg.get("max_pairs", 2_000_000)))
+    min_text = float(ctx.cfg.get("near_dup_min_text_similarity", 0.8))
+    t = time.perf_counter()
+    text_sims = confirm_pairs(ctx, cand, cand_sims, min_text, int(ctx.cfg.get("max_confirm_pairs", 200_000)))
+    confirm_s = time.perf_counter() - t
+    ok = text_sims >= min_text  # NaN (not checked) is False
+    pairs, sims = cand[ok], cand_sims[ok]
     ctx.pair_sims = sims
+    ctx.pair_text_sims = text_sims[ok]
     ctx.near_done = True
     ins = ctx.in_split
     a, b = pairs[:, 0], pairs[:, 1]
@@ -117,37 +230,69 @@ def _check_near(ctx: _Ctx, emb: np.ndarray, thr: float, findings: list[Finding],
     # labels of the representatives: near-duplicates that disagree are label-noise candidates
     la, lb = ctx.y[ctx.first_row[a]], ctx.y[ctx.first_row[b]]
     disagree = la != lb
-    stats["near_duplicates"] = {"threshold": thr, "pairs": int(total), "pairs_kept": len(pairs),
-                                "pairs_within_split": int(same.sum()), "rows_within_split": rows_involved,
+    cand_disagree = ctx.y[ctx.first_row[cand[:, 0]]] != ctx.y[ctx.first_row[cand[:, 1]]]
+    n_checked = int(np.isfinite(text_sims).sum())
+    stats["near_duplicates"] = {"threshold": thr, "min_text_similarity": min_text,
+                                "candidates": int(total), "candidates_kept": len(cand),
+                                "candidates_checked": n_checked, "candidates_rejected": n_checked - int(ok.sum()),
+                                "candidates_with_different_labels": int(cand_disagree.sum()),
+                                "pairs": len(pairs), "pairs_within_split": int(same.sum()),
+                                "rows_within_split": rows_involved,
                                 "pairs_with_different_labels": int(disagree.sum()),
-                                "truncated": bool(total > len(pairs))}
+                                "truncated": bool(total > len(cand) or n_checked < len(cand)),
+                                "boilerplate_stripped": int(getattr(ctx, "n_stripped", 0)),
+                                "confirm_seconds": round(confirm_s, 3),
+                                "compared": "encoder: the first window of each text after e-mail headers, quoted "
+                                            "lines and signatures are removed; confirmation: whole texts (up to "
+                                            f"{_LEX_MAX_WORDS:,} words), the same parts removed"}
+    how = (f"cosine >= {thr} and whole-text similarity >= {min_text}")
+    rejected = n_checked - int(ok.sum())
+    note = f"; {rejected:,} of {len(cand):,} embedding candidates rejected by the whole-text check" if rejected else ""
     order = np.argsort(-sims[same], kind="stable")[: ctx.max_ex]
 
     def shared_split(g1: int, g2: int) -> str:
         return next(p for p in SPLITS if ins[p][g1] and ins[p][g2])
 
     examples = [_pair_example(ctx, int(within[o, 0]), int(within[o, 1]), float(sims[same][o]),
-                              shared_split(int(within[o, 0]), int(within[o, 1]))) for o in order]
+                              shared_split(int(within[o, 0]), int(within[o, 1])),
+                              text_sim=float(ctx.pair_text_sims[same][o])) for o in order]
     n_within = int(same.sum())
     if n_within:
         share = rows_involved / max(len(ctx.y), 1)
         sev = "warning" if share > float(ctx.cfg.get("duplicate_share_warn", 0.02)) else "info"
         findings.append(Finding(sev, "near_duplicates",
-                                f"{n_within:,} near-duplicate pair(s) (cosine >= {thr}) within a split, "
-                                f"involving {rows_involved:,} row(s) ({share:.1%})", n_within, examples,
+                                f"{n_within:,} near-duplicate pair(s) ({how}) within a split, "
+                                f"involving {rows_involved:,} row(s) ({share:.1%}){note}", n_within, examples,
                                 advice="near-copies (templates, re-posts) inflate what the model seems to know; "
                                        "review them, and raise --near-dup-threshold if they are distinct texts."))
     else:
-        findings.append(Finding("info", "near_duplicates", f"no near-duplicate pairs (cosine >= {thr}) within a split",
+        findings.append(Finding("info", "near_duplicates", f"no near-duplicate pairs ({how}) within a split{note}",
                                 0))
+    # a detector check: candidates (before confirmation) that disagree on labels as often as random pairs do
+    # mean the encoder's similarity does not track "same text" here (e.g. e-mails sharing long headers)
+    prior = np.bincount(ctx.y, minlength=len(ctx.names)) / max(len(ctx.y), 1)
+    random_disagree = 1.0 - float((prior ** 2).sum())
+    cand_share = float(cand_disagree.mean()) if len(cand) else 0.0
+    stats["near_duplicates"]["candidate_label_disagreement"] = cand_share
+    stats["near_duplicates"]["random_pair_label_disagreement"] = random_disagree
+    min_pairs = int(ctx.cfg.get("detector_check_min_pairs", 20))
+    if len(cand) >= min_pairs and random_disagree > 0 and cand_share > 0.5 * random_disagree:
+        findings.append(Finding(
+            "warning", "near_duplicate_detector_doubtful",
+            f"{int(cand_disagree.sum()):,} of {len(cand):,} embedding candidate pairs ({cand_share:.0%}) carry "
+            f"different labels (random pairs: {random_disagree:.0%}): cosine similarity is not a good duplicate "
+            f"signal on these texts, so only the {len(pairs):,} pair(s) the whole-text check confirmed count",
+            int(cand_disagree.sum()),
+            advice="the detector, not the data, is probably wrong for most candidates (shared headers or "
+                   "templates); check a few confirmed pairs before trusting the near-duplicate findings."))
     if disagree.any():
         order = np.flatnonzero(disagree)[np.argsort(-sims[disagree], kind="stable")][: ctx.max_ex]
         findings.append(Finding("warning" if disagree.sum() > 0.005 * len(ctx.y) else "info",
                                 "near_duplicate_label_disagreement",
-                                f"{int(disagree.sum()):,} near-duplicate pair(s) carry different labels",
+                                f"{int(disagree.sum()):,} near-duplicate pair(s) ({how}) carry different labels",
                                 int(disagree.sum()),
-                                [_pair_example(ctx, int(pairs[o, 0]), int(pairs[o, 1]), float(sims[o]))
-                                 for o in order],
+                                [_pair_example(ctx, int(pairs[o, 0]), int(pairs[o, 1]), float(sims[o]),
+                                               text_sim=float(ctx.pair_text_sims[o])) for o in order],
                                 advice="near-identical texts with different labels are often labelling mistakes."))
     cross = np.zeros(len(pairs), dtype=bool)
     for p in SPLITS:
@@ -158,7 +303,30 @@ def _check_near(ctx: _Ctx, emb: np.ndarray, thr: float, findings: list[Finding],
     return pairs
 
 
-def _pair_example(ctx: _Ctx, g1: int, g2: int, sim: float, split: str | None = None) -> dict[str, Any]:
+def matched_excerpts(text_a: str, text_b: str, width: int = 160) -> tuple[str, str]:
+    """Excerpts of two texts centred on their longest common run of words (after boilerplate)."""
+    from difflib import SequenceMatcher
+
+    def words(t: str) -> tuple[str, list[tuple[int, int]]]:
+        body = strip_boilerplate(t)
+        spans = [(m.start(), m.end()) for m in _WORDS.finditer(body)][:_LEX_MAX_WORDS]
+        return body, spans
+
+    ba, sa = words(text_a)
+    bb, sb = words(text_b)
+    wa = [ba[s:e].casefold() for s, e in sa]
+    wb = [bb[s:e].casefold() for s, e in sb]
+    if not wa or not wb:
+        return _short(text_a, width), _short(text_b, width)
+    m = SequenceMatcher(None, wa, wb, autojunk=False).find_longest_match(0, len(wa), 0, len(wb))
+    if m.size == 0:
+        return excerpt(ba, 0, 0, width), excerpt(bb, 0, 0, width)
+    return (excerpt(ba, sa[m.a][0], sa[m.a + m.size - 1][1], width),
+            excerpt(bb, sb[m.b][0], sb[m.b + m.size - 1][1], width))
+
+
+def _pair_example(ctx: _Ctx, g1: int, g2: int, sim: float, split: str | None = None,
+                  text_sim: float | None = None) -> dict[str, Any]:
     def row(g: int) -> int:  # a row of the group, from ``split`` when given (so the pair shows where it clashes)
         if split is not None:
             hit = np.flatnonzero((ctx.group == g) & (ctx.split == split))
@@ -167,10 +335,14 @@ def _pair_example(ctx: _Ctx, g1: int, g2: int, sim: float, split: str | None = N
         return int(ctx.first_row[g])
 
     i, j = row(g1), row(g2)
-    return {"similarity": round(sim, 4), "where_a": ctx.refs[i], "split_a": str(ctx.split[i]),
-            "label_a": ctx.names[int(ctx.y[i])], "text_a": _short(ctx.task.texts[i], 160),
-            "where_b": ctx.refs[j], "split_b": str(ctx.split[j]), "label_b": ctx.names[int(ctx.y[j])],
-            "text_b": _short(ctx.task.texts[j], 160)}
+    ea, eb = matched_excerpts(ctx.task.texts[i], ctx.task.texts[j])
+    out: dict[str, Any] = {"similarity": round(sim, 4)}
+    if text_sim is not None:
+        out["text_similarity"] = round(text_sim, 3)
+    out.update({"where_a": ctx.refs[i], "split_a": str(ctx.split[i]), "label_a": ctx.names[int(ctx.y[i])],
+                "text_a": ea, "where_b": ctx.refs[j], "split_b": str(ctx.split[j]),
+                "label_b": ctx.names[int(ctx.y[j])], "text_b": eb})
+    return out
 
 
 # ---------------------------------------------------------------------------- 4. leakage
@@ -210,8 +382,10 @@ def _check_leakage(ctx: _Ctx, pairs: np.ndarray, findings: list[Finding], stats:
         for i in rows[near][: max(0, ctx.max_ex - len(examples))]:
             h, s = partner[int(ctx.group[i])]
             j = int(np.flatnonzero((ctx.group == h) & (ctx.split == source))[0])
-            examples.append(ctx.ex(int(i), kind="near", similarity=round(s, 4), matches=ctx.refs[j],
-                                   text_match=_short(ctx.task.texts[j], 160)))
+            ea, eb = matched_excerpts(ctx.task.texts[int(i)], ctx.task.texts[j])
+            ex = ctx.ex(int(i), kind="near", similarity=round(s, 4), matches=ctx.refs[j], text_match=eb)
+            ex["text"] = ea
+            examples.append(ex)
         code = f"leakage_{source}_{evaluated}"
         msg = (f"{n_exact + n_near:,} of {len(rows):,} {evaluated} rows ({share:.1%}) have the same "
                f"({n_exact:,}) or a near-same ({n_near:,}) text in {source}")

@@ -33,9 +33,13 @@ def enforce_audit(report: AuditReport, force: bool = False) -> None:
 
 def is_current(doc: dict[str, Any], task: Task, *, encoder: Any, seed: int) -> bool:
     """True when an audit report (``AuditReport.to_dict()``) was made of this data with these
-    settings and today's rules and default requirements, so it can be reused instead of re-run."""
+    settings and today's rules and default requirements, so it can be reused instead of re-run.
+
+    An audit that stopped before embedding (errors, no ``--force``) is never reused: it lacks checks.
+    """
     st = doc.get("settings") or {}
-    return (st.get("rules_version") == RULES_VERSION and st.get("requirements") == load_requirements()
+    return (st.get("rules_version") == RULES_VERSION and not st.get("stopped_early")
+            and st.get("requirements") == load_requirements()
             and st.get("encoder") == encoder and st.get("seed") == seed
             and (doc.get("task") or {}).get("fingerprint") == task.fingerprint())
 
@@ -52,11 +56,15 @@ def audit_for_run(task: Task, cfg: Any, run_dir: str | Path, log: Any = None) ->
         log("data audit skipped (--no-audit)")
         return None
     log("data audit: sizes, balance, duplicates, leakage, label conflicts and errors, hygiene")
-    report = run_audit(task, encoder=getattr(cfg, "encoder", "minilm"), seed=getattr(cfg, "seed", 13))
+    from rich.markup import escape
+
+    force = bool(getattr(cfg, "force", False))
+    report = run_audit(task, encoder=getattr(cfg, "encoder", "minilm"), seed=getattr(cfg, "seed", 13),
+                       log=lambda msg: log(escape(msg)), stop_on_errors=not force)
     report.write_json(Path(run_dir) / "audit.json")
     for f in report.errors + report.warnings:
         colour = "red" if f.severity == "error" else "yellow"
-        log(f"audit [{colour}]{f.severity}[/{colour}] {f.code}: {f.message}")
+        log(f"audit [{colour}]{f.severity}[/{colour}] {f.code}: {escape(f.message)}")
     log(f"audit: {report.summary_line()} ({report.timings['total']:.1f} s; details in audit.json)")
     if report.has_errors and getattr(cfg, "force", False):
         log(f"[red]continuing despite {len(report.errors)} audit error(s) (--force)[/red]")

@@ -46,6 +46,8 @@ def out_of_fold_probs(texts: Sequence[str], y: np.ndarray, *, model: str = "tfid
     regression (a few passes, far faster than lbfgs on 20 classes with the same ranking quality);
     ``features``: precomputed embeddings + logistic regression.
     """
+    if model not in ("tfidf", "features"):
+        raise AdaptError(f"unknown out-of-fold model {model!r}: use tfidf or features.")
     from sklearn.linear_model import LogisticRegression, SGDClassifier
     from sklearn.model_selection import StratifiedKFold
 
@@ -92,14 +94,25 @@ def _check_label_errors(ctx: _Ctx, model: str, emb: np.ndarray | None, findings:
     row_emb = emb[ctx.group[rows]] if emb is not None else None
     if model == "features" and row_emb is None:
         model = "tfidf"
-    probs = out_of_fold_probs(texts, y, model=model, emb=row_emb, folds=folds, seed=ctx.seed)
+    candidates = ["tfidf", "features"] if model == "auto" else [model]
+    if row_emb is None:
+        candidates = [c for c in candidates if c != "features"] or ["tfidf"]
+    tried: dict[str, float] = {}
+    best: tuple[float, str, np.ndarray] | None = None
+    for m in candidates:
+        p = out_of_fold_probs(texts, y, model=m, emb=row_emb, folds=folds, seed=ctx.seed)
+        a = float((p.argmax(1) == y).mean())
+        tried[m] = a
+        if best is None or a > best[0]:
+            best = (a, m, p)
+    assert best is not None
+    acc, model, probs = best
     issues = find_label_issues(y, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
-    acc = float((probs.argmax(1) == y).mean())
     n_issue = len(issues)
     share = n_issue / len(rows)
     by_class = np.bincount(y[issues], minlength=len(ok_classes))
     stats["label_errors"] = {"model": model, "folds": folds, "rows_checked": len(rows),
-                             "out_of_fold_accuracy": acc, "issues": n_issue, "share": share,
+                             "out_of_fold_accuracy": acc, "models_tried": tried, "issues": n_issue, "share": share,
                              "by_given_label": {ctx.names[int(ok_classes[c])]: int(by_class[c])
                                                 for c in range(len(ok_classes)) if by_class[c]}}
     examples = []
@@ -109,9 +122,22 @@ def _check_label_errors(ctx: _Ctx, model: str, emb: np.ndarray | None, findings:
         examples.append({"where": ctx.refs[i], "split": str(ctx.split[i]), "given": ctx.names[int(ctx.y[i])],
                          "suggested": ctx.names[int(ok_classes[sug])], "p_given": float(probs[pos, y[pos]]),
                          "p_suggested": float(probs[pos, sug]), "text": _short(ctx.task.texts[i], 200)})
-    sev = "warning" if share > float(ctx.cfg.get("label_issue_share_warn", 0.03)) else "info"
-    msg = (f"{n_issue:,} of {len(rows):,} rows ({share:.1%}) look mislabelled to cleanlab "
-           f"(out-of-fold {model} model, accuracy {acc:.1%})")
-    findings.append(Finding(sev, "likely_label_errors", msg, n_issue, examples,
-                            advice="review the top-ranked rows (given vs suggested label); on a hard task some "
-                                   "flags are just difficult texts, not mistakes."))
+    min_acc = float(ctx.cfg.get("label_model_min_accuracy", 0.85))
+    weak = acc < min_acc
+    stats["label_errors"]["model_too_weak"] = weak
+    stats["label_errors"]["min_accuracy"] = min_acc
+    chosen = f"out-of-fold {model} model, accuracy {acc:.1%}" + (
+        f"; the better of {', '.join(f'{k} {v:.1%}' for k, v in tried.items())}" if len(tried) > 1 else "")
+    if weak:
+        sev = "info"
+        msg = (f"{n_issue:,} of {len(rows):,} rows ({share:.1%}) look mislabelled to cleanlab, but the audit's model "
+               f"is too weak to judge labels ({chosen}, below the {min_acc:.0%} needed): most of these are "
+               "probably its own mistakes, not the data's")
+        advice = ("a stronger model (a fine-tuned rung) can re-check the labels; the top-ranked rows are still worth "
+                  "a look.")
+    else:
+        sev = "warning" if share > float(ctx.cfg.get("label_issue_share_warn", 0.03)) else "info"
+        msg = f"{n_issue:,} of {len(rows):,} rows ({share:.1%}) look mislabelled to cleanlab ({chosen})"
+        advice = ("review the top-ranked rows (given vs suggested label); on a hard task some flags are just "
+                  "difficult texts, not mistakes.")
+    findings.append(Finding(sev, "likely_label_errors", msg, n_issue, examples, advice=advice))

@@ -15,7 +15,7 @@ from adaptladder.errors import AdaptError
 
 SCHEMA_VERSION = 1
 #: bump when a check's logic or severity rule changes: a run never reuses an audit made by other rules
-RULES_VERSION = 4
+RULES_VERSION = 5
 SEVERITIES = ("error", "warning", "info")
 TASK_TYPES = ("auto", "text-classification", "sentiment")
 FAMILY_ORDER = ("floor", "prompting", "features", "finetune", "distill")

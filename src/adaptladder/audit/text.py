@@ -101,3 +101,60 @@ def token_lengths(texts: Sequence[str], encoder: str | Any = "minilm", max_chars
             return np.fromiter((len(e.ids) for e in enc), dtype=np.int64, count=len(texts)), str(c)
     words = np.fromiter((len(_WORD.findall(t)) for t in texts), dtype=np.int64, count=len(texts))
     return np.ceil(words * 1.3).astype(np.int64) + 2, "estimate (1.3 x words)"
+
+
+# ---------------------------------------------------------------------------- boilerplate and excerpts
+_HEADER_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,40}:[ \t]")  # "Received: ...", "From: a@b", "Subject: ..."
+_QUOTED_LINE = re.compile(r"^[ \t]*(?:>|\|>)")
+
+
+def strip_boilerplate(text: str) -> str:
+    """The text without what unrelated messages share: a leading block of e-mail style header lines.
+
+    Removed: a leading block of two or more ``Name: value`` lines (with their indented
+    continuation lines) up to the first line that is not one, quoted reply lines (``> ...``)
+    and a signature after a ``--`` line. A text without them (or one that would be left
+    empty) comes back unchanged, so single-line data sets are unaffected.
+    """
+    if "\n" not in text:
+        return text
+    lines = text.split("\n")
+    i = n_hdr = 0
+    while i < len(lines):
+        line = lines[i]
+        if _HEADER_LINE.match(line):
+            n_hdr += 1
+        elif not (n_hdr and line[:1] in (" ", "\t") and line.strip()):
+            break
+        i += 1
+    body = lines[i:] if n_hdr >= 2 else lines
+    out: list[str] = []
+    for line in body:
+        if line.rstrip() == "--":
+            break
+        if not _QUOTED_LINE.match(line):
+            out.append(line)
+    s = "\n".join(out).strip()
+    return s if s else text
+
+
+def excerpt(text: str, start: int, end: int | None = None, width: int = 160) -> str:
+    """About ``width`` characters of ``text`` centred on ``text[start:end]``, whitespace collapsed.
+
+    Used so that an example shows the offending characters (``Â£``) or the matched span
+    instead of a beginning that is cut off before it.
+    """
+    end = start if end is None else end
+    if len(text) <= width:
+        return " ".join(text.split())
+    mid = (start + end) // 2
+    lo = max(0, min(mid - width // 2, len(text) - width))
+    hi = lo + width
+    s = " ".join(text[lo:hi].split())
+    return ("…" if lo > 0 else "") + s + ("…" if hi < len(text) else "")
+
+
+def noise_span(text: str) -> tuple[int, int] | None:
+    """Where the first encoding garbage (mojibake or a control character) in ``text`` is."""
+    m = _MOJIBAKE.search(text) or _CONTROL.search(text)
+    return (m.start(), m.end()) if m else None

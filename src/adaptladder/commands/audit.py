@@ -36,7 +36,8 @@ def audit_cmd(
     no_label_errors: Annotated[bool, typer.Option("--no-label-errors", help="Skip the cleanlab label-error search.")]
     = False,
     label_error_model: Annotated[str, typer.Option("--label-error-model",
-                                                   help="tfidf (fast) or features (embeddings + LR).")] = "tfidf",
+                                                   help="auto (the more accurate of the two), tfidf or features "
+                                                        "(embeddings + LR).")] = "auto",
     no_near_dups: Annotated[bool, typer.Option("--no-near-dups", help="Skip the embedding near-duplicate search.")]
     = False,
     encoder: Annotated[str, typer.Option("--encoder", help="Encoder for near-duplicates (alias or path).")]
@@ -55,6 +56,7 @@ def audit_cmd(
 ) -> None:
     """Audit a data set before training: size, balance, duplicates, leakage, label conflicts and errors, hygiene."""
     from rich.console import Console
+    from rich.markup import escape
 
     from adaptladder.audit import audit_source, write_clean_splits
     from adaptladder.errors import AdaptError
@@ -72,6 +74,7 @@ def audit_cmd(
         test=test, seed=seed, encoder=None if no_near_dups else encoder, near_dup_threshold=near_dup_threshold,
         task_type=task_type, requirements=requirements, label_errors=not no_label_errors,
         label_error_model=label_error_model, max_test_leak_share=max_test_leak, progress=True,
+        log=lambda msg: console.print(escape(msg), style="dim", highlight=False),
     )
     report.render(console)
     console.print(f"[dim]audit took {report.timings['total']:.1f} s[/]")

@@ -1,0 +1,125 @@
+"""Near-duplicates are confirmed on whole texts: shared e-mail headers or boilerplate are not copies."""
+
+from __future__ import annotations
+
+import zlib
+
+import numpy as np
+import pytest
+
+from adaptladder.audit import enforce_audit, run_audit
+from adaptladder.audit.duplicates import lexical_tokens, matched_excerpts, text_similarity
+from adaptladder.audit.text import excerpt, strip_boilerplate
+from adaptladder.task import Task
+
+
+class FirstWindowEncoder:
+    """Hashed character trigrams of the first ``window`` characters only (like a 256-token encoder window)."""
+
+    def __init__(self, window: int = 300, dim: int = 2048) -> None:
+        self.window, self.dim = window, dim
+
+    def encode(self, texts, *, progress: bool = False, desc: str = "") -> np.ndarray:
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        for i, t in enumerate(texts):
+            s = f"  {t[: self.window].lower()}  "
+            for j in range(len(s) - 2):
+                out[i, zlib.crc32(s[j:j + 3].encode()) % self.dim] += 1.0
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def _body(rng: np.random.Generator, vocab: list[str], n: int = 60) -> str:
+    return " ".join(rng.choice(vocab, size=n)) + "."
+
+
+def _vocabs(rng: np.random.Generator) -> dict[str, list[str]]:
+    letters = list("abcdefghijklmnopqrstuvwxyz")
+    shared = ["".join(rng.choice(letters, size=rng.integers(4, 9))) for _ in range(300)]
+    return {c: shared[:200] + ["".join(rng.choice(letters, size=7)) for _ in range(40)] for c in ("ham", "spam")}
+
+
+HEADER = ("Received: from mail.example-list.org (mail.example-list.org [10.0.0.1])\n"
+          "\tby mx.example.com (Postfix) with ESMTP id 4F2A1\n"
+          "\tfor <list@example-list.org>; Mon, 2 Sep 2002 10:00:00 +0100\n"
+          "From: list-owner@example-list.org\nTo: list@example-list.org\n"
+          "Subject: [example-list] weekly digest\nMessage-ID: <digest@example-list.org>\n"
+          "X-Mailer: ListServ 2.0\nContent-Type: text/plain; charset=us-ascii\n\n")
+BOILER = ("IMPORTANT NOTICE: this message and any attachment are confidential and intended only for the named "
+          "recipient; if you received it in error please tell the sender and delete it. Views expressed are the "
+          "author's own and not those of the list. Unsubscribe at any time from the list web page. ") * 2
+
+
+def _mail_task(prefix: str, n: int = 300, plant: int = 0, seed: int = 3) -> tuple[Task, list[int]]:
+    """E-mails sharing ``prefix`` with different bodies; ``plant`` test rows are near-copies of train rows."""
+    rng = np.random.default_rng(seed)
+    vocab = _vocabs(rng)
+    labels = rng.integers(0, 2, size=n)
+    texts = [prefix + _body(rng, vocab["ham" if y == 0 else "spam"]) + "\n-- \nsent from the list\n"
+             for y in labels]
+    split = np.array(["train"] * int(n * 0.7) + ["validation"] * int(n * 0.15), dtype=object)
+    split = np.concatenate([split, np.array(["test"] * (n - len(split)), dtype=object)])
+    te, tr = np.flatnonzero(split == "test"), np.flatnonzero(split == "train")
+    planted = []
+    for k in range(plant):  # a near copy: two words of the body changed, a line added
+        i, j = int(te[k]), int(tr[k])
+        words = texts[j].split(" ")
+        words[-(len(words) // 4)] = "changed"  # past the encoder window: only the whole-text check sees it
+        words[-(len(words) // 5)] = "edited"
+        texts[i] = " ".join(words) + "\nPS: resent"
+        labels[i] = labels[j]
+        planted.append(i)
+    return Task("mail", texts, labels, ["ham", "spam"], split, {"kind": "memory"}), planted
+
+
+def test_emails_sharing_headers_are_not_leakage() -> None:
+    task, _ = _mail_task(HEADER)
+    r = run_audit(task, encoder=FirstWindowEncoder(), label_errors=False)
+    leak = r.stats["leakage"]["test_in_train"]
+    assert (leak["exact"], leak["near"]) == (0, 0)
+    assert not r.has_errors
+    enforce_audit(r)  # no refusal
+    assert r.stats["near_duplicates"]["pairs"] == 0
+    assert r.stats["embedding"]["boilerplate_stripped"] == len(task.texts)  # the encoder saw the bodies
+
+
+def test_shared_boilerplate_candidates_are_rejected_on_the_whole_text() -> None:
+    """A shared opening (not a header, so not stripped) fills the encoder's window: every pair is a candidate
+    by cosine; the whole-text check rejects them and the audit says the detector is wrong here."""
+    task, _ = _mail_task(BOILER, n=120)
+    r = run_audit(task, encoder=FirstWindowEncoder(), label_errors=False)
+    nd = r.stats["near_duplicates"]
+    assert nd["candidates"] > 1000 and nd["pairs"] == 0 and nd["candidates_rejected"] == nd["candidates"]
+    assert r.stats["leakage"]["test_in_train"]["near"] == 0 and not r.has_errors
+    doubt = r.finding("near_duplicate_detector_doubtful")
+    assert doubt is not None and doubt.severity == "warning"
+    assert r.finding("near_duplicate_label_disagreement") is None
+
+
+@pytest.mark.parametrize("prefix", [HEADER, BOILER])
+def test_planted_near_copies_are_still_caught(prefix: str) -> None:
+    task, planted = _mail_task(prefix, plant=8)  # 45 test rows, 8 near copies: 17.8% > 10%
+    r = run_audit(task, encoder=FirstWindowEncoder(), label_errors=False)
+    leak = r.stats["leakage"]["test_in_train"]
+    assert (leak["exact"], leak["near"]) == (0, 8)
+    f = r.finding("leakage_train_test")
+    assert f is not None and f.severity == "error"
+    ex = next(e for e in f.examples if e["kind"] == "near")
+    core = ex["text"].strip("…")[60:100]  # the excerpts show the matched span of the bodies, not the headers
+    assert core in ex["text_match"] and "Received:" not in ex["text"] + ex["text_match"]
+
+
+def test_text_similarity_and_boilerplate() -> None:
+    a = lexical_tokens("From: a@b.c\nTo: d@e.f\n\nthe cat sat on the mat today\n> quoted\n-- \nsig")
+    assert a == ["the", "cat", "sat", "on", "the", "mat", "today"]
+    assert text_similarity(a, a) == 1.0
+    assert text_similarity(a, ["the", "dog", "sat", "on", "the", "mat", "today"]) == pytest.approx(12 / 14)
+    assert strip_boilerplate("no header: here\njust text") == "no header: here\njust text"
+    assert strip_boilerplate("single line") == "single line"
+
+
+def test_excerpts_are_centred_on_the_problem() -> None:
+    text = "x " * 200 + "price Â£5 only" + " y" * 200
+    e = excerpt(text, text.index("Â£"), text.index("Â£") + 2, width=60)
+    assert "Â£5" in e and e.startswith("…") and e.endswith("…")
+    a, b = matched_excerpts("intro " * 80 + "the very same sentence here", "other " * 80 + "the very same sentence here")
+    assert "the very same sentence here" in a and "the very same sentence here" in b
