@@ -97,7 +97,7 @@ def test_shared_boilerplate_candidates_are_rejected_on_the_whole_text() -> None:
 
 @pytest.mark.parametrize("prefix", [HEADER, BOILER])
 def test_planted_near_copies_are_still_caught(prefix: str) -> None:
-    task, planted = _mail_task(prefix, plant=8)  # 45 test rows, 8 near copies: 17.8% > 10%
+    task, _planted = _mail_task(prefix, plant=8)  # 45 test rows, 8 near copies: 17.8% > 10%
     r = run_audit(task, encoder=FirstWindowEncoder(), label_errors=False)
     leak = r.stats["leakage"]["test_in_train"]
     assert (leak["exact"], leak["near"]) == (0, 8)
@@ -121,5 +121,30 @@ def test_excerpts_are_centred_on_the_problem() -> None:
     text = "x " * 200 + "price Â£5 only" + " y" * 200
     e = excerpt(text, text.index("Â£"), text.index("Â£") + 2, width=60)
     assert "Â£5" in e and e.startswith("…") and e.endswith("…")
-    a, b = matched_excerpts("intro " * 80 + "the very same sentence here", "other " * 80 + "the very same sentence here")
+    same = "the very same sentence here"
+    a, b = matched_excerpts("intro " * 80 + same, "other " * 80 + same)
     assert "the very same sentence here" in a and "the very same sentence here" in b
+
+
+def test_size_sentences_never_contradict() -> None:
+    """300 training rows (enough to try fine-tuning by count) but a class with 5: one sentence, 'too few'."""
+    rng = np.random.default_rng(0)
+    y = np.array([0] * 200 + [1] * 195 + [2] * 7)
+    texts = [f"text {i} " + " ".join(rng.choice(["a", "b", "c", "d"], 5)) for i in range(len(y))]
+    split = np.array(["train"] * len(y), dtype=object)
+    split[[i for i in range(len(y)) if i % 4 == 3 and y[i] != 2][:90]] = "test"
+    split[396] = "test"  # one 'c' in test, 6 in train: under the 10 per class fine-tuning needs
+    task = Task("sizes", texts, y, ["a", "b", "c"], split, {"kind": "memory"})
+    r = run_audit(task, encoder=None, label_errors=False)
+    msg = r.finding("supported_families").message
+    assert "too few for fine-tuning" in msg and "enough to try fine-tuning" not in msg
+    assert msg.count("fine-tuning (") == 1
+
+
+def test_encoding_garbage_examples_show_the_garbage() -> None:
+    texts = [("word " * 60) + "costs Â£5 today" if i == 0 else f"clean text number {i} about things" for i in range(60)]
+    y = np.array([i % 2 for i in range(60)])
+    split = np.array(["train"] * 40 + ["validation"] * 10 + ["test"] * 10, dtype=object)
+    r = run_audit(Task("moji", texts, y, ["x", "y"], split, {"kind": "memory"}), encoder=None, label_errors=False)
+    ex = next(e for e in r.finding("noisy_texts").examples if e["kind"] == "encoding garbage")
+    assert "Â£5" in ex["text"] and ex["chars"] == "Â£"

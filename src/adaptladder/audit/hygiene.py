@@ -11,6 +11,8 @@ from adaptladder.audit.report import Finding
 from adaptladder.audit.text import (
     _WORD,
     _noise_kind,
+    excerpt,
+    noise_span,
     token_lengths,
 )
 
@@ -75,7 +77,16 @@ def _check_hygiene(ctx: _Ctx, encoder: Any, findings: list[Finding], stats: dict
     stats["noise"] = {k: len(v) for k, v in kinds.items()}
     if total_noise:
         share = total_noise / max(n, 1)
-        examples = [ctx.ex(i, kind=k) for k, idx in kinds.items() for i in idx[:2]][: ctx.max_ex]
+        examples = []
+        for k, idx in kinds.items():
+            for i in idx[:2]:
+                ex = ctx.ex(i, kind=k)
+                span = noise_span(texts[i]) if k == "encoding garbage" else None
+                if span is not None:  # show the garbage itself, not a beginning cut off before it
+                    ex["text"] = excerpt(texts[i], span[0], span[1], width=100)
+                    ex["chars"] = texts[i][span[0]:span[1]]
+                examples.append(ex)
+        examples = examples[: ctx.max_ex]
         findings.append(Finding("warning" if share > float(cfg.get("noise_share_warn", 0.01)) or "encoding garbage"
                                 in kinds else "info", "noisy_texts",
                                 f"{total_noise:,} text(s) look like noise: "

@@ -69,16 +69,6 @@ def _check_size(ctx: _Ctx, reqs: dict[str, Any], task_type: str, findings: list[
                                 [{"label": names[i], "n": int(total[i]), "n_train": int(train[i])}
                                  for i in order[: ctx.max_ex]],
                                 advice="label more examples of these classes first."))
-    # fine-tuning rule of thumb on the training split
-    ft = reqs["fine_tuning"]
-    if n_train < ft["too_few"]:
-        verdict = f"too few for fine-tuning (under {ft['too_few']})"
-    elif n_train < ft["a_start"]:
-        verdict = f"a start for fine-tuning ({ft['too_few']}-{ft['a_start']}); expect unstable results"
-    elif n_train < ft["good"][0]:
-        verdict = f"enough to try fine-tuning; {ft['good'][0]:,}-{ft['good'][1]:,} usually gives good results"
-    else:
-        verdict = f"enough for fine-tuning to give good results ({ft['good'][0]:,}+)"
     support: dict[str, dict[str, Any]] = {}
     for fam in FAMILY_ORDER:
         rule = reqs["families"].get(fam)
@@ -98,10 +88,24 @@ def _check_size(ctx: _Ctx, reqs: dict[str, Any], task_type: str, findings: list[
                       + ", ".join(repr(s) for s in short[:4]) + (" ..." if len(short) > 4 else "") + " have fewer")
         support[fam] = {"supported": bool(ok), "reason": reason, "min_train": min_train, "min_per_class": min_pc}
     sup = [FAMILY_WORDS[f] for f in FAMILY_ORDER if support.get(f, {}).get("supported")]
-    missing = [FAMILY_WORDS[f] for f in FAMILY_ORDER if f in support and not support[f]["supported"]]
+    # one rule table (families) decides support; the fine_tuning grades only say how good a supported one gets,
+    # so the sentence about fine-tuning never says both "enough to try" and "too few"
+    ft = reqs["fine_tuning"]
+    fs = support.get("finetune")
+    ft_min = fs["min_train"] if fs is not None else int(ft.get("too_few", 0))
+    if (fs is not None and not fs["supported"]) or (fs is None and n_train < ft_min):
+        verdict = f"too few for fine-tuning ({fs['reason'] if fs is not None else f'needs {ft_min:,}+'})"
+    elif n_train < ft["a_start"]:
+        verdict = f"a start for fine-tuning ({ft_min}-{ft['a_start']}); expect unstable results"
+    elif n_train < ft["good"][0]:
+        verdict = f"enough to try fine-tuning; {ft['good'][0]:,}-{ft['good'][1]:,} usually gives good results"
+    else:
+        verdict = f"enough for fine-tuning to give good results ({ft['good'][0]:,}+)"
+    others = [f for f in FAMILY_ORDER if f != "finetune" and f in support and not support[f]["supported"]]
     msg = f"{n_train:,} training examples: {verdict}"
-    if missing:
-        msg += f"; too few for {', '.join(missing)}: {', '.join(sup) or 'nothing'} only"
+    if others:
+        msg += "; " + "; ".join(f"too few for {FAMILY_WORDS[f]} ({support[f]['reason']})" for f in others)
+    msg += f"; supported: {', '.join(sup) or 'nothing'}"
     findings.append(Finding("warning" if "finetune" in support and not support["finetune"]["supported"] else "info",
                             "supported_families", msg, len(sup)))
     stats["supported_families"] = [f for f in FAMILY_ORDER if support.get(f, {}).get("supported")]
