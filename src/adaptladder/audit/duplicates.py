@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import sys
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -63,8 +62,8 @@ def _embed_groups(ctx: _Ctx, encoder: str | SupportsEncode, progress: bool) -> n
 
     The encoder reads each text after :func:`strip_boilerplate` (so e-mail headers do not fill
     its window; texts without boilerplate are embedded as they are and share the rungs' cache),
-    in chunks, with a progress line about every 15 s (elapsed, done, estimated time left), or a
-    progress bar with ETA on a terminal when ``progress``.
+    in chunks reported to :mod:`adaptladder.progress` (a bar with ETA on a terminal, a heartbeat
+    line with done/total, elapsed and ETA at least every 20 s elsewhere).
     """
     if isinstance(encoder, str):
         from adaptladder.encode import get_encoder
@@ -79,30 +78,14 @@ def _embed_groups(ctx: _Ctx, encoder: str | SupportsEncode, progress: bool) -> n
     n = len(reps)
     chunk = 512
     parts: list[np.ndarray] = []
-    t0 = last = time.perf_counter()
-    bar = None
-    if progress and n > chunk and sys.stderr.isatty():
-        from rich.progress import Progress
+    from adaptladder import progress as prog
 
-        bar = Progress(transient=True)
-        bar_task = bar.add_task("audit: embedding", total=n)
-        bar.start()
-    try:
+    # chunks through the cache: a bar with ETA on a terminal, a heartbeat line at least every 20 s elsewhere
+    with prog.step("audit: embedding", total=n):
         for s in range(0, n, chunk):
             parts.append(np.asarray(enc.encode(reps[s:s + chunk], progress=False, desc="audit: embedding"),
                                     dtype=np.float32))
-            done = min(s + chunk, n)
-            now = time.perf_counter()
-            if bar is not None:
-                bar.advance(bar_task, done - s)
-            elif now - last >= 15 and done < n:
-                rate = done / max(now - t0, 1e-9)
-                ctx.log(f"audit: embedding {done:,}/{n:,} texts ({now - t0:.0f} s, about "
-                        f"{(n - done) / rate:.0f} s left)")
-                last = now
-    finally:
-        if bar is not None:
-            bar.stop()
+            prog.update(done=min(s + chunk, n))
     emb = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
     after = dict(getattr(enc, "stats", {}) or {})
     ctx.embed_stats = {"texts": n, "boilerplate_stripped": ctx.n_stripped,
@@ -152,21 +135,23 @@ def confirm_pairs(ctx: _Ctx, pairs: np.ndarray, sims: np.ndarray, min_text_sim: 
 
     from rapidfuzz.distance import Indel
 
-    t0 = last = time.perf_counter()
-    for k, o in enumerate(order.tolist()):
-        ta, tb = tok(int(pairs[o, 0])), tok(int(pairs[o, 1]))
-        # the length ratio bounds the similarity: skip pairs that cannot reach the threshold
-        la, lb = len(ta), len(tb)
-        if la + lb and 2 * min(la, lb) / (la + lb) < min_text_sim:
-            out[o] = 2 * min(la, lb) / (la + lb)  # an upper bound, already below the threshold
-            continue
-        out[o] = 1.0 if not (la or lb) else Indel.normalized_similarity(ta, tb)
-        now = time.perf_counter()
-        if now - last >= 15:
-            ctx.log(f"audit: comparing whole texts of candidate pairs {k + 1:,}/{len(order):,} "
-                    f"({now - t0:.0f} s)")
-            last = now
+    from adaptladder import progress as prog
+
+    with prog.step("audit: comparing whole texts of candidate pairs", total=len(order)):
+        for k, o in enumerate(order.tolist()):
+            _confirm_one(pairs, o, tok, min_text_sim, out, Indel)
+            if k % 1000 == 999:
+                prog.update(done=k + 1)
     return out
+
+
+def _confirm_one(pairs: np.ndarray, o: int, tok: Any, min_text_sim: float, out: np.ndarray, indel: Any) -> None:
+    ta, tb = tok(int(pairs[o, 0])), tok(int(pairs[o, 1]))
+    la, lb = len(ta), len(tb)
+    if la + lb and 2 * min(la, lb) / (la + lb) < min_text_sim:
+        out[o] = 2 * min(la, lb) / (la + lb)  # the length ratio bounds the similarity, already below the threshold
+    else:
+        out[o] = 1.0 if not (la or lb) else indel.normalized_similarity(ta, tb)
 
 
 def near_duplicate_pairs(emb: np.ndarray, threshold: float, block: int = 1024,

@@ -134,6 +134,8 @@ def strip_boilerplate(text: str) -> str:
             break
         if not _QUOTED_LINE.match(line):
             out.append(line)
+    if len(out) == len(lines):
+        return text  # nothing removed: the very same string (the encoder cache is shared with the rungs)
     s = "\n".join(out).strip()
     return s if s else text
 
