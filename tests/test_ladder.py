@@ -127,3 +127,26 @@ def test_end_to_end_on_a_builtin_sample(tmp_path: Path) -> None:
     assert by["features"]["extra"]["head"] in ("logreg", "mlp", "gbdt")
     again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0 and "reused" in again.stdout
+
+
+def test_a_run_directory_keeps_rungs_from_earlier_commands(toy_csv: Path, tmp_path: Path,
+                                                           tiny_encoder_dir: str) -> None:
+    """--rungs majority,tfidf then --rungs features into one directory: results, report and recommendation
+    cover all three; --fresh starts over."""
+    out = tmp_path / "run"
+    adaptladder.run(no_audit=True, data=str(toy_csv), rungs=["majority", "tfidf"], out=str(out), run_all=True)
+    res = adaptladder.run(no_audit=True, data=str(toy_csv), rungs=["features"], out=str(out), run_all=True,
+                          encoder=tiny_encoder_dir)
+    assert [r["name"] for r in res.results] == ["majority", "tfidf", "features"]
+    assert not res.result("features").get("from_earlier_command")
+    assert res.result("tfidf")["from_earlier_command"] and res.result("majority")["resumed"]
+    doc = json.loads((out / "results.json").read_text())
+    assert [r["name"] for r in doc["rungs"]] == ["majority", "tfidf", "features"]
+    rec = doc["recommendation"]
+    assert rec["rung"] in ("majority", "tfidf", "features")
+    done = {r["name"]: r["validation"]["macro_f1"] for r in res.results}
+    if rec.get("rule") == "best":  # with no bar met, the best on validation over all three (not only features)
+        assert done[rec["rung"]] == max(done.values())
+    assert "tfidf" in (out / "summary.md").read_text()
+    fresh = adaptladder.run(no_audit=True, data=str(toy_csv), rungs=["majority"], out=str(out), fresh=True)
+    assert [r["name"] for r in fresh.results] == ["majority"]

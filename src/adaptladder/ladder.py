@@ -491,13 +491,50 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
             _write_partial(run_dir, task, cfg, results, audit, order, log)
         raise
     progress.install(previous_reporter)
+    not_run = order[len(results):]  # costlier rungs left out because the bar was met
+    results = with_earlier_rungs(results, store, cfg, log)
     rec = recommend(results, cfg, all_labels=task.labels)
     rec["stopped_at"] = stopped_at
-    rec["not_run"] = order[len(results):]  # costlier rungs left out because the bar was met
+    rec["not_run"] = not_run
     if stopped_at is None and cfg.bar is not None and not cfg.run_all:
         rec["stopped_at_reason"] = "no rung cleared the bar: every rung ran"
     write_results(run_dir, task, cfg, results, rec, audit, log=log)
     return RunResult(run_dir, task, results, rec, stopped_at)
+
+
+def with_earlier_rungs(results: list[dict[str, Any]], store: RunStore, cfg: RunConfig,
+                       log: Callable[[str], None] | None = None) -> list[dict[str, Any]]:
+    """This command's results plus rungs an earlier command finished in the same run directory.
+
+    The directory's config hash already guarantees the same data, split, seed and sample (another
+    one is refused unless ``--fresh``), so ``--rungs majority,tfidf`` then ``--rungs features``
+    into one ``--out`` gives results, a report and a recommendation over all three. Only
+    finished rungs with a complete saved model are taken; the bar verdict is re-judged with this
+    command's bar. Returned in cost order, each earlier one marked ``from_earlier_command``.
+    """
+    have = {r.get("name") for r in results}
+    earlier: list[dict[str, Any]] = []
+    rungs_dir = store.root / "rungs"
+    for path in sorted(rungs_dir.glob("*/result.json")) if rungs_dir.is_dir() else []:
+        name = path.parent.name
+        if name in have or name not in RUNGS:
+            continue
+        prev = store.load_result(name)
+        if not prev or not store.is_finished(name, prev, prev.get("params_hash", "")):
+            continue
+        res = dict(prev)
+        res["meets_bar"] = meets_bar(res, cfg)
+        res["resumed"] = True
+        res["from_earlier_command"] = True
+        earlier.append(res)
+    if not earlier:
+        return results
+    if log:
+        log(f"kept from earlier commands in this directory: {', '.join(r['name'] for r in earlier)} "
+            "(--fresh starts over)")
+    merged = results + earlier
+    rank = {n: i for i, n in enumerate(rungs_in_cost_order([str(r.get("name")) for r in merged]))}
+    return sorted(merged, key=lambda r: rank.get(str(r.get("name")), len(rank)))
 
 
 def _write_partial(run_dir: Path, task: Task, cfg: RunConfig, results: list[dict[str, Any]],
