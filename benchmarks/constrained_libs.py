@@ -47,6 +47,16 @@ def outlines_factory(gen: Any, schema: dict[str, Any]) -> tuple[Any, float]:
 
 
 def lmfe_factory(gen: Any, schema: dict[str, Any]) -> tuple[Any, float]:
+    # lm-format-enforcer 0.11.3 imports PreTrainedTokenizerBase from transformers.tokenization_utils,
+    # which transformers 5 no longer exports: its integration fails to import as shipped. A shim
+    # module lets the comparison measure it anyway.
+    import types
+
+    import transformers
+
+    shim = types.ModuleType("transformers.tokenization_utils")
+    shim.PreTrainedTokenizerBase = transformers.PreTrainedTokenizerBase  # type: ignore[attr-defined]
+    sys.modules["transformers.tokenization_utils"] = shim
     from lmformatenforcer import JsonSchemaParser, TokenEnforcer
     from lmformatenforcer.integrations.transformers import build_token_enforcer_tokenizer_data
     from transformers import PrefixConstrainedLogitsProcessor
