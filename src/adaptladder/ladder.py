@@ -659,31 +659,19 @@ def ensure_results(run_dir: str | Path) -> dict[str, Any]:
     return load_results(run_dir)
 
 
-def _fmt_ci(part: dict[str, Any], m: str) -> str:
-    lo, hi = part[m + "_ci"]
-    return f"{part[m]:.3f} [{lo:.3f}, {hi:.3f}]"
-
-
 def summary_markdown(doc: dict[str, Any]) -> str:
+    """summary.md: the run in a few lines and the results table (the same table as the terminal and report.md)."""
+    from adaptladder.report.markdown import md_escape
+    from adaptladder.report.table import ladder_table, markdown_table
+
     m = doc["metric"]
     task = doc["task"]
-    lines = [f"# adaptladder run: {task['name']}", "",
+    rec = doc["recommendation"]
+    headers, rows = ladder_table(doc["rungs"], m, rec.get("rung"), escape=md_escape)
+    lines = [f"# adaptladder run: {md_escape(task['name'])}", "",
              f"{task['n']:,} examples, {task['n_classes']} classes; split {task['split_sizes']}; "
              f"metric {m}" + (f", bar {doc['bar']:.2f} on validation" if doc["bar"] is not None else ", no bar"),
-             "", "| rung | status | val " + m + " [95% CI] | test " + m + " [95% CI] | test acc | fit s | "
-             "latency p50 ms | throughput/s | cost $/1k | bar |", "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in doc["rungs"]:
-        if r.get("status") != "done":
-            lines.append(f"| {r['name']} | {r.get('status')}: {r.get('reason')} | | | | | | | | |")
-            continue
-        v, t, p = r["validation"], r["test"], r["predict"]
-        note = f" (n={t['n']}, sample)" if t.get("sampled") else ""
-        bar = {True: "yes", False: "no", None: "-"}[r.get("meets_bar")]
-        lines.append(
-            f"| {r['name']} | done | {_fmt_ci(v, m)} | {_fmt_ci(t, m)}{note} | {t['accuracy']:.3f} | "
-            f"{r['fit_seconds']:.1f} | {p.get('latency_ms_p50', float('nan')):.1f} | {p['throughput_per_s']:.0f} | "
-            f"{r['cost_per_1k_usd']:.6f} | {bar} |")
-    rec = doc["recommendation"]
+             "", *markdown_table(headers, rows)]
     lines += ["", f"**Recommendation: {rec.get('rung')}**", ""] + [f"- {s}" for s in rec.get("reasons", [])]
     return "\n".join(lines) + "\n"
 

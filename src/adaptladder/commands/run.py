@@ -47,29 +47,21 @@ def split_list(value: str | None) -> list[str] | None:
     return items
 
 
-def print_results(results: list[dict[str, Any]], metric: str, bar: float | None) -> None:
-    table = Table(title=f"adaptladder: validation and test {metric} (95% CI)")
-    for col in ("rung", "status", f"val {metric}", f"test {metric}", "test acc", "fit s", "p50 ms", "ex/s",
-                "$/1k pred", "bar"):
-        table.add_column(col, justify="right" if col not in ("rung", "status") else "left")
-    for r in results:
-        if r.get("status") != "done":
-            table.add_row(r["name"], f"[yellow]{r.get('status')}[/yellow]", str(r.get("reason") or "")[:60],
-                          "", "", "", "", "", "", "")
-            continue
-        v, t, p = r["validation"], r["test"], r["predict"]
+def print_results(results: list[dict[str, Any]], metric: str, bar: float | None,
+                  recommended: str | None = None) -> None:
+    """The results table on the terminal: the same columns and cells as summary.md and report.md."""
+    from rich.text import Text
 
-        def ci(part: dict[str, Any]) -> str:
-            return f"{part[metric]:.3f} [{part[metric + '_ci'][0]:.3f}-{part[metric + '_ci'][1]:.3f}]"
+    from adaptladder.report.table import TEXT_COLUMNS, ladder_table
 
-        bar_s = {True: "[green]yes[/green]", False: "no", None: "-"}[r.get("meets_bar")]
-        table.add_row(r["name"], "done" + (" (reused)" if r.get("resumed") else ""), ci(v),
-                      ci(t) + (f" (n={t['n']})*" if t.get("sampled") else ""), f"{t['accuracy']:.3f}",
-                      f"{r['fit_seconds']:.1f}", f"{p.get('latency_ms_p50', float('nan')):.1f}",
-                      f"{p['throughput_per_s']:.0f}", f"{r['cost_per_1k_usd']:.6f}", bar_s)
+    headers, rows = ladder_table(results, metric, recommended)
+    table = Table(title=f"adaptladder: validation and test {metric} (95% CI)"
+                  + (f", bar {bar:.2f}" if bar is not None else ""))
+    for col in headers:
+        table.add_column(col, justify="left" if col in TEXT_COLUMNS else "right")
+    for cells in rows:
+        table.add_row(*(Text(c) for c in cells))  # data text (label names, errors) is never read as markup
     console.print(table)
-    if any(r.get("status") == "done" and r["test"].get("sampled") for r in results):
-        console.print("* evaluated on a stratified sample of the split (slow rung); see results.json for n.")
 
 
 def register(app: typer.Typer) -> None:
@@ -144,7 +136,7 @@ def register(app: typer.Typer) -> None:
                               "rungs": [{k: r.get(k) for k in ("name", "status", "meets_bar")} for r in
                                         result.results]}, indent=2))
             return
-        print_results(result.results, cfg.metric, cfg.bar)
+        print_results(result.results, cfg.metric, cfg.bar, result.recommendation.get("rung"))
         rec = result.recommendation
         console.print(f"[bold]Recommendation:[/bold] {rec.get('rung')}")
         for reason in rec.get("reasons", []):

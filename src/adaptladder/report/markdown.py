@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from adaptladder.report.table import ladder_headers, markdown_table, row_cells
+
 
 def md_escape(s: Any) -> str:
     """Make data text inert in Markdown tables: no table breaks, no HTML, no emphasis surprises."""
@@ -42,18 +44,8 @@ def render_markdown(v: dict[str, Any]) -> str:
                    f"{left} (`--all` runs the rest).")
     out.append("- Chosen on the validation split only; test scores are the held-out estimate.")
     out += [""] + [f"> {e(n)}" for n in v["notes"]]
-    out += ["", "## The ladder", "",
-            f"| rung | status | val {m} [95% CI] | test {m} [95% CI] | test acc | train time | latency p50/p95 ms "
-            "| throughput/s | peak MB fit/predict | $ per 1k | bar |",
-            "|---|---|---|---|---|---|---|---|---|---|---|"]
-    for r in v["rows"]:
-        name = e(r["name"]) + (" ★" if r["recommended"] else "")
-        status = r["status"] + (" (reused)" if r["resumed"] else "")
-        if not r["done"]:
-            status += f": {e(r['reason'])}"
-        test = r["test"] + (f" (n={r['test_n']}, sample)" if r["sampled"] else "")
-        out.append(f"| {name} | {status} | {r['val']} | {test} | {r['test_acc']} | {r['fit']} | {r['p50']} / "
-                   f"{r['p95']} | {r['throughput']} | {r['mem_fit']} / {r['mem_predict']} | {r['cost']} | {r['bar']} |")
+    headers = ladder_headers(m)
+    out += ["", "## The ladder", "", *markdown_table(headers, [row_cells(r, e) for r in v["rows"]])]
     if v["not_done"]:
         out += ["", "## Skipped and failed rungs", ""]
         for r in v["not_done"]:
