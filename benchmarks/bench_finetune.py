@@ -29,9 +29,8 @@ CANDIDATES = ("features", "lora", "full-ft")
 def run_one(name: str, task_name: str, n_train: int, n_eval: int, budget: float, seed: int) -> dict[str, Any]:
     """Fit one candidate in this process and measure it (called in a subprocess)."""
 
-    from adaptladder.measure import score
+    from adaptladder.measure import PeakMemory, score
     from adaptladder.rungs import make_rung
-    from adaptladder.rungs.finetune import PeakRSS
     from adaptladder.task import load_task
 
     task = load_task(task_name).sample({"train": n_train, "validation": n_eval, "test": n_eval}, seed=0)
@@ -42,7 +41,7 @@ def run_one(name: str, task_name: str, n_train: int, n_eval: int, budget: float,
         rung = make_rung("features", heads=["logreg"], seed=seed)
     else:
         rung = make_rung(name, seed=seed, budget_minutes=budget, progress=False)
-    with PeakRSS() as mem:
+    with PeakMemory() as mem:
         t0 = time.perf_counter()
         rung.fit(tx, y, label_names=task.label_names, val_texts=vx, val_y=vy)
         fit_s = time.perf_counter() - t0

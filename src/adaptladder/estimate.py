@@ -30,11 +30,8 @@ import json
 import os
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from adaptladder.errors import AdaptError
 
@@ -145,19 +142,11 @@ class ModelShape:
 
 
 def _yaml_data(name: str, env: str) -> dict[str, Any]:
-    data = yaml.safe_load(resources.files("adaptladder.data").joinpath(name).read_text())
-    path = os.environ.get(env)
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise AdaptError(f"{env}={p} does not exist; point it at a YAML file like data/{name}.")
-        try:
-            over = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise AdaptError(f"{p} is not valid YAML ({str(e).splitlines()[0]}); fix the file.") from e
-        for k, v in over.items():
-            data[k] = {**data[k], **v} if isinstance(v, dict) and isinstance(data.get(k), dict) else v
-    return data
+    """A packaged table overlaid by the YAML file named in ``$env`` (deep merge, :mod:`adaptladder.packaged`)."""
+    from adaptladder.packaged import load_table
+
+    what = {"gpus.yaml": "GPU table", "model_presets.yaml": "model presets table"}.get(name, "table")
+    return load_table(name, os.environ.get(env), what=what, fix=f"fix {env}")
 
 
 @lru_cache(maxsize=4)

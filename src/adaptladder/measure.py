@@ -84,36 +84,74 @@ def rss_mb() -> float:
     return psutil.Process(os.getpid()).memory_info().rss / 2**20
 
 
+class _Sampler:
+    """The one thread that samples this process's RSS, shared by every open :class:`PeakMemory` block.
+
+    Nested blocks (the ladder around a rung's fit, the rung's own measurement inside it) add
+    themselves to one set; the thread runs while any block is open and stops with the last.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._active: set[PeakMemory] = set()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.interval = 0.02
+
+    def add(self, block: PeakMemory) -> None:
+        with self._lock:
+            self._active.add(block)
+            if self._thread is None:
+                self._stop = threading.Event()
+                self._thread = threading.Thread(target=self._run, args=(self._stop,), daemon=True,
+                                                name="adaptladder-rss")
+                self._thread.start()
+
+    def remove(self, block: PeakMemory) -> None:
+        thread = None
+        with self._lock:
+            self._active.discard(block)
+            if not self._active and self._thread is not None:
+                self._stop.set()
+                thread, self._thread = self._thread, None
+        if thread is not None:
+            thread.join()
+
+    def threads(self) -> int:
+        return int(self._thread is not None)
+
+    def _run(self, stop: threading.Event) -> None:
+        while not stop.is_set():
+            now = rss_mb()
+            with self._lock:
+                for block in self._active:
+                    block.peak_mb = max(block.peak_mb, now)
+            stop.wait(self.interval)
+
+
+_SAMPLER = _Sampler()
+
+
 class PeakMemory:
     """Peak resident memory (MB) of this process while the block runs, sampled every 20 ms.
 
     ``peak_mb`` is the absolute peak RSS; ``delta_mb`` the peak above the RSS at entry,
-    i.e. what the block itself needed on top of what was already loaded.
+    i.e. what the block itself needed on top of what was already loaded. Blocks may nest:
+    all share one sampling thread.
     """
 
-    def __init__(self, interval: float = 0.02) -> None:
-        self.interval = interval
+    def __init__(self) -> None:
         self.start_mb = 0.0
         self.peak_mb = 0.0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            self.peak_mb = max(self.peak_mb, rss_mb())
-            self._stop.wait(self.interval)
 
     def __enter__(self) -> PeakMemory:
         gc.collect()
         self.start_mb = self.peak_mb = rss_mb()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
+        _SAMPLER.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        _SAMPLER.remove(self)
         self.peak_mb = max(self.peak_mb, rss_mb())
 
     @property

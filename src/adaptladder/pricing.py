@@ -8,39 +8,18 @@ from __future__ import annotations
 
 import os
 from functools import lru_cache
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import yaml
-
 from adaptladder.errors import AdaptError
-
-
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+from adaptladder.packaged import load_table
 
 
 @lru_cache(maxsize=8)
 def load_prices(path: str | None = None) -> dict[str, Any]:
-    """The default table overlaid with ``path`` (or ``$ADAPTLADDER_PRICES``) when given."""
-    base = yaml.safe_load(resources.files("adaptladder.data").joinpath("prices.yaml").read_text())
-    path = path or os.environ.get("ADAPTLADDER_PRICES")
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise AdaptError(f"price table {p} not found; fix ADAPTLADDER_PRICES or the config's prices: entry.")
-        try:
-            over = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            raise AdaptError(f"price table {p} is not valid YAML ({str(e).splitlines()[0]}); fix the file.") from e
-        if not isinstance(over, dict):
-            raise AdaptError(f"price table {p} must be a mapping like the default data/prices.yaml.")
-        base = _merge(base, over)
-    return base
+    """The default table overlaid (deep merge, see :mod:`adaptladder.packaged`) with ``path`` or
+    ``$ADAPTLADDER_PRICES`` when given."""
+    return load_table("prices.yaml", path or os.environ.get("ADAPTLADDER_PRICES"), what="price table",
+                      fix="fix ADAPTLADDER_PRICES or the config's prices: entry")
 
 
 def compute_per_hour(device: str | None = None, path: str | None = None) -> float:

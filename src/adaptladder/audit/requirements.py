@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import os
 from functools import lru_cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from adaptladder.errors import AdaptError
+from adaptladder.packaged import deep_merge, load_table
 
 SCHEMA_VERSION = 1
 #: bump when a check's logic or severity rule changes: a run never reuses an audit made by other rules
@@ -24,28 +22,13 @@ FAMILY_WORDS = {"floor": "classical floor", "prompting": "prompting", "features"
 
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+_merge = deep_merge  # the audit's name for it (engine.py merges a requirements dict given in code)
 
 
 @lru_cache(maxsize=8)
 def _load_requirements_cached(path: str | None) -> dict[str, Any]:
-    base = yaml.safe_load(resources.files("adaptladder.data").joinpath("requirements.yaml").read_text())
-    if path:
-        p = Path(path)
-        if not p.is_file():
-            raise AdaptError(f"requirements table {p} not found; fix --requirements or ADAPTLADDER_REQUIREMENTS.")
-        try:
-            over = yaml.safe_load(p.read_text()) or {}
-        except yaml.YAMLError as e:
-            first = str(e).splitlines()[0]
-            raise AdaptError(f"requirements table {p} is not valid YAML ({first}); fix the file.") from e
-        if not isinstance(over, dict):
-            raise AdaptError(f"requirements table {p} must be a mapping like the default data/requirements.yaml.")
-        base = _merge(base, over)
+    base = load_table("requirements.yaml", path, what="requirements table",
+                      fix="fix --requirements or ADAPTLADDER_REQUIREMENTS")
     for tt, spec in base.get("task_types", {}).items():
         for key in ("minimum", "recommended", "min_per_class", "max_imbalance"):
             if key not in spec:

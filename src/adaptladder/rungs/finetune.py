@@ -30,7 +30,6 @@ import contextlib
 import json
 import math
 import os
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,6 +39,7 @@ import numpy as np
 
 from adaptladder import models
 from adaptladder.errors import AdaptError
+from adaptladder.measure import PeakMemory
 from adaptladder.rungs.base import Rung, check_inputs
 
 META_FILE = "finetune.json"
@@ -89,44 +89,6 @@ LORA_DEFAULTS: dict[str, Any] = {"r": 8, "alpha": 16, "dropout": 0.1, "target_mo
 
 
 # ---------------------------------------------------------------------------- helpers
-class PeakRSS:
-    """Samples this process's resident memory in a thread; ``peak_mb`` after the block."""
-
-    def __init__(self, interval: float = 0.05) -> None:
-        self.interval = interval
-        self.peak = 0
-        self.start = 0
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def __enter__(self) -> PeakRSS:
-        import psutil
-
-        self._proc = psutil.Process()
-        self.start = self.peak = self._proc.memory_info().rss
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.interval):
-            self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
-        self.peak = max(self.peak, self._proc.memory_info().rss)
-
-    @property
-    def peak_mb(self) -> float:
-        return self.peak / 2**20
-
-    @property
-    def start_mb(self) -> float:
-        return self.start / 2**20
-
-
 def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, n_classes: int) -> float:
     from sklearn.metrics import f1_score
 
@@ -403,7 +365,7 @@ class FinetuneRung(Rung):
             import torch
 
             torch.cuda.reset_peak_memory_stats()
-        with _deterministic(), _torch_threads(p["threads"]) as threads_used, PeakRSS() as mem:
+        with _deterministic(), _torch_threads(p["threads"]) as threads_used, PeakMemory() as mem:
             t_load = time.perf_counter()
             model, missing = self._load_base(self.source_, n_classes, p["seed"], quantize=self.method == "qlora")
             decoder = self._is_decoder(model.config)
