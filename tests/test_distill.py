@@ -6,6 +6,7 @@ real tfidf -> features pair from the registry.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,14 @@ from adaptladder.errors import AdaptError
 from adaptladder.rungs import RUNGS, get_rung_class, load_rung, make_rung
 from adaptladder.rungs.base import Rung, check_inputs
 from adaptladder.rungs.distill import DistillRung, read_unlabelled
+from adaptladder.rungs.settings import RungSettings, setting
 from adaptladder.task import load_builtin
+
+
+@dataclass
+class TinySettings(RungSettings):
+    analyzer: str = setting("word", help="word or char_wb")
+    alpha: float = setting(0.1, help="naive Bayes smoothing")
 
 
 class TinyTfidfRung(Rung):
@@ -26,6 +34,7 @@ class TinyTfidfRung(Rung):
     name = "tiny-tfidf"
     family = "floor"
     cost_rank = 10
+    Settings = TinySettings
 
     def fit(self, texts, y, *, label_names, val_texts=None, val_y=None):  # type: ignore[override]
         from sklearn.feature_extraction.text import TfidfVectorizer
@@ -179,7 +188,7 @@ def test_teacher_path_uses_a_saved_rung_as_is(trec: Any, tiny: str, tmp_path: Pa
 
 
 def test_bad_parameters_are_one_line_errors(trec: Any, tiny: str) -> None:
-    with pytest.raises(AdaptError, match="unknown distill parameter"):
+    with pytest.raises(AdaptError, match="unknown setting teachr for the distill rung"):
         make_rung("distill", teachr="tfidf")
     assert "not available" in (DistillRung.unavailable_reason({"teacher": "no-such-rung"}) or "")
     assert "distill" in (DistillRung.unavailable_reason({"teacher": "tiny-tfidf", "student": "distill"}) or "")

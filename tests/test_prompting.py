@@ -262,7 +262,7 @@ def test_user_template_and_bad_params(tiny_lm: str, tmp_path: Path) -> None:
     r.fit([], np.zeros(0, dtype=int), label_names=["ham", "spam"])
     assert "Message: hello\nCategory:" in r.example_prompt("hello")
     assert "spam: unwanted advertising" in r.system_prompt_
-    with pytest.raises(AdaptError, match="unknown parameter"):
+    with pytest.raises(AdaptError, match="unknown setting"):
         ZeroShotRung(kk=3)
     with pytest.raises(AdaptError, match="unknown label"):
         ZeroShotRung(model=tiny_lm, label_descriptions={"eggs": "x"}).fit([], np.zeros(0, dtype=int),
@@ -491,7 +491,7 @@ def _openai_rung(stub: _Stub, **kw: Any) -> Any:
 
 def test_openai_logprob_scoring_cost_and_key_not_leaked(stub: _Stub, tmp_path: Path) -> None:
     r = _openai_rung(stub)
-    pred = r.predict(["win a free phone", "see you at lunch"])
+    pred = r.predict_codes(["win a free phone", "see you at lunch"])
     assert pred.tolist() == [1, 0]
     req = stub.requests[-1]
     assert req["auth"] == "Bearer sk-test-secret" and req["body"]["logprobs"] is True
@@ -508,14 +508,14 @@ def test_openai_logprob_scoring_cost_and_key_not_leaked(stub: _Stub, tmp_path: P
 def test_openai_falls_back_to_generation_without_logprobs(stub: _Stub) -> None:
     stub.logprobs = False
     r = _openai_rung(stub)
-    assert r.predict(["win a free phone", "see you at lunch"]).tolist() == [1, 0]
+    assert r.predict_codes(["win a free phone", "see you at lunch"]).tolist() == [1, 0]
     assert r.extra_info()["scoring"].startswith("generate-and-parse")
 
 
 def test_openai_retries_429(stub: _Stub) -> None:
     r = _openai_rung(stub)
     stub.fail_next = 2
-    assert r.predict(["win now"]).tolist() == [1]
+    assert r.predict_codes(["win now"]).tolist() == [1]
     assert r.backend.retries == 2
 
 
@@ -592,7 +592,7 @@ def test_smollm2_few_shot_beats_majority_on_sms_spam() -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = FewShotRung(k=2, calibrate=False, prompt_format="plain").fit(tx, ty, label_names=task.label_names)
-        pred = r.predict([vx[i] for i in pos])
+        pred = r.predict_codes([vx[i] for i in pos])
     majority = f1_score(vy[pos], np.zeros(len(pos), dtype=int), average="macro")
     assert f1_score(vy[pos], pred, average="macro") > majority
 
@@ -613,7 +613,7 @@ def test_smollm2_zero_shot_beats_majority_on_sms_spam() -> None:
         warnings.simplefilter("ignore")
         r = ZeroShotRung().fit([], np.zeros(0, dtype=int), label_names=task.label_names, val_texts=vx, val_y=vy)
         pos = stratified_subset(sy, 150, 1)
-        pred = r.predict([sx[i] for i in pos])
+        pred = r.predict_codes([sx[i] for i in pos])
     assert r.verbalizer_ == {"ham": "normal", "spam": "spam"}
     majority = f1_score(sy[pos], np.zeros(len(pos), dtype=int), average="macro")
     assert f1_score(sy[pos], pred, average="macro") > majority + 0.03

@@ -1,34 +1,50 @@
-"""The shared conformance test every rung must pass (like scikit-learn's check_estimator).
+"""The shared conformance test every registered rung must pass (like scikit-learn's check_estimator).
 
-fit/predict shapes, probabilities that sum to one, determinism under a seed, save -> load ->
-identical predictions, and clear errors on misuse. Rungs that need large models are built
-here on tiny random-weight models so the whole check runs in seconds.
+fit/predict shapes, probabilities that sum to one, labels from ``predict`` and ``classes_``,
+determinism under a seed, save -> load -> identical predictions, scikit-learn's ``clone`` /
+``get_params`` / ``set_params``, declared settings (an unknown one is refused), and clear errors
+on misuse. Rungs that need large models are built here on tiny random-weight models so the
+whole check runs in seconds. A new rung in the registry fails ``test_every_registered_rung_is_tested``
+until it has a case here; a rung that cannot run on this machine (QLoRA without CUDA) goes
+through its skip path.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
 
 from adaptladder.errors import AdaptError
-from adaptladder.rungs import load_rung, make_rung
+from adaptladder.rungs import RUNGS, get_rung_class, load_rung, make_rung
 from adaptladder.rungs.base import Rung
 
-# name -> factory(tiny_encoder_dir) building an unfitted rung that runs fast
-CASES: dict[str, Callable[[str], Rung]] = {
-    "majority": lambda enc: make_rung("majority"),
-    "tfidf": lambda enc: make_rung("tfidf", seed=0),
-    "features": lambda enc: make_rung("features", encoder=enc, precision="fp32", heads=["logreg", "mlp"], seed=0),
+Factory = Callable[[str, str], Rung]  # (tiny encoder dir, tiny causal LM dir) -> unfitted rung
+_PROMPT = {"calibrate": False, "threads": 1, "prompt_format": "plain", "verbalizer": "names"}
+_FT = {"seed": 0, "max_epochs": 2, "batch_size": 8, "eval_every": 4, "threads": 1, "progress": False}
+
+# name -> factory building an unfitted rung that runs fast
+CASES: dict[str, Factory] = {
+    "majority": lambda enc, lm: make_rung("majority"),
+    "tfidf": lambda enc, lm: make_rung("tfidf", seed=0),
+    "zero-shot": lambda enc, lm: make_rung("zero-shot", model=lm, **_PROMPT),
+    "few-shot": lambda enc, lm: make_rung("few-shot", model=lm, k=1, **_PROMPT),
+    "knn-few-shot": lambda enc, lm: make_rung("knn-few-shot", model=lm, k=1, encoder=enc, **_PROMPT),
+    "features": lambda enc, lm: make_rung("features", encoder=enc, precision="fp32", heads=["logreg", "mlp"], seed=0),
     # fine-tuning rungs: a few steps on the tiny BERT (the backbone is the run's encoder)
-    **{n: (lambda enc, n=n: make_rung(n, encoder=enc, seed=0, max_epochs=2, batch_size=8, eval_every=4, threads=1,
-                                      progress=False)) for n in ("prompt-tuning", "lora", "full-ft")},
-    "distill": lambda enc: make_rung("distill", teacher="features", student="tfidf", seed=0, progress=False,
-                                     teacher_params={"encoder": enc, "precision": "fp32", "heads": ["logreg"]},
-                                     gold_labels=10, latency_probe=8),
+    **{n: (lambda enc, lm, n=n: make_rung(n, encoder=enc, **_FT)) for n in ("prompt-tuning", "lora", "full-ft")},
+    "qlora": lambda enc, lm: make_rung("qlora", model=lm, **_FT),  # CUDA + bitsandbytes only: skip path elsewhere
+    "distill": lambda enc, lm: make_rung("distill", teacher="features", student="tfidf", seed=0, progress=False,
+                                         teacher_params={"encoder": enc, "precision": "fp32", "heads": ["logreg"]},
+                                         gold_labels=10, latency_probe=8),
 }
+
+
+def test_every_registered_rung_is_tested() -> None:
+    assert set(CASES) == set(RUNGS), "a registered rung needs a conformance case (and vice versa)"
 
 
 def _fit(rung: Rung, toy: tuple[list[str], np.ndarray, list[str]]) -> Rung:
@@ -37,33 +53,96 @@ def _fit(rung: Rung, toy: tuple[list[str], np.ndarray, list[str]]) -> Rung:
                     val_texts=texts[1::2], val_y=y[1::2])
 
 
-@pytest.mark.parametrize("name", list(CASES))
+def _skip_if_unavailable(rung: Rung) -> None:
+    reason = type(rung).unavailable_reason(rung.get_params())
+    if reason:
+        assert isinstance(reason, str) and reason
+        assert isinstance(type(rung).skip_details(rung.get_params()), dict)
+        pytest.skip(f"{rung.name}: {reason}")
+
+
+@pytest.mark.parametrize("name", sorted(RUNGS))
+def test_settings_are_declared(name: str) -> None:
+    """Declared settings: clone / get_params / set_params follow scikit-learn; unknown ones are refused."""
+    from sklearn.base import clone
+
+    cls = get_rung_class(name)
+    assert cls.name == name and cls.family and isinstance(cls.cost_rank, int) and cls.description
+    rung = make_rung(name)
+    params = rung.get_params(deep=True)
+    assert params == rung.get_params(deep=False)
+    assert {d["name"] for d in cls.Settings.describe()} == set(params)
+    assert all(d["help"] for d in cls.Settings.describe()), "every setting has a help line"
+    twin = clone(rung)
+    assert type(twin) is cls and twin is not rung and twin.get_params() == params
+    with pytest.raises(AdaptError, match=rf"unknown setting no_such_setting for the {name} rung; accepted"):
+        make_rung(name, no_such_setting=1)
+    with pytest.raises(AdaptError, match="no_such_setting"):
+        rung.set_params(no_such_setting=1)
+    if params:
+        key, value = next(iter(params.items()))
+        assert rung.set_params(**{key: value}) is rung and rung.get_params() == params
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
 def test_conformance(name: str, toy_texts: tuple[list[str], np.ndarray, list[str]], tiny_encoder_dir: str,
-                     tmp_path: Path) -> None:
+                     tiny_causal_lm_dir: str, tmp_path: Path) -> None:
+    from sklearn.base import clone
+
     texts, _, names = toy_texts
-    rung = CASES[name](tiny_encoder_dir)
-    assert rung.name == name and rung.family and isinstance(rung.cost_rank, int)
+    rung = CASES[name](tiny_encoder_dir, tiny_causal_lm_dir)
+    assert rung.name == name
+    _skip_if_unavailable(rung)
 
     with pytest.raises(AdaptError):
         rung.predict(["not fitted yet"])
+    assert not hasattr(rung, "classes_")
+    twin = clone(rung)  # an unfitted copy with the same settings
 
     assert _fit(rung, toy_texts) is rung
+    assert list(rung.classes_) == list(names)
     proba = rung.predict_proba(texts)
     assert proba.shape == (len(texts), len(names))
     assert np.allclose(proba.sum(axis=1), 1.0)
-    assert (rung.predict(texts) == proba.argmax(axis=1)).all()
+    pred = rung.predict(texts)
+    assert list(pred) == [names[i] for i in proba.argmax(axis=1)], "predict returns the labels, in classes_ order"
+    assert (rung.predict_codes(texts) == proba.argmax(axis=1)).all()
     with pytest.raises(AdaptError):
         rung.predict_proba("a single string")
 
-    again = _fit(CASES[name](tiny_encoder_dir), toy_texts)
-    assert np.allclose(again.predict_proba(texts), proba), "same seed, same data: same model"
+    assert np.allclose(_fit(twin, toy_texts).predict_proba(texts), proba), "same settings, same data: same model"
+    assert not hasattr(clone(rung), "classes_"), "clone drops the fitted state"
 
     rung.save(tmp_path / "model")
     loaded = load_rung(tmp_path / "model")
     assert type(loaded) is type(rung)
     assert np.array_equal(loaded.predict_proba(texts), proba), "save -> load must give identical predictions"
     assert loaded.label_names_ == list(names)
+    assert list(loaded.predict(texts)) == list(pred)
     assert isinstance(rung.extra_info(), dict)
+
+
+def test_string_values_convert_to_the_declared_type() -> None:
+    from adaptladder.rungs.settings import resolve_params
+
+    assert resolve_params("lora", None, {"lr": "1e-3", "r": "4", "max_length": "auto"}) == {
+        "lr": 0.001, "r": 4, "max_length": "auto"}
+    assert resolve_params("few-shot", None, {"calibrate": "true", "timeout": "5"}) == {"calibrate": True,
+                                                                                      "timeout": 5.0}
+    with pytest.raises(AdaptError, match=r"tfidf setting C=-1 is invalid"):
+        resolve_params("tfidf", None, {"C": -1})
+    with pytest.raises(AdaptError, match=r"lora setting r='four' is invalid: use an integer"):
+        resolve_params("lora", None, {"r": "four"})
+
+
+def test_run_values_reach_the_rungs_that_take_them() -> None:
+    from adaptladder.rungs.settings import resolve_params
+
+    run: dict[str, Any] = {"encoder": "enc", "seed": 5, "budget_minutes": 2.0, "lm": "my-lm"}
+    assert resolve_params("majority", run, {}) == {}
+    assert resolve_params("tfidf", run, {}) == {"seed": 5}
+    assert resolve_params("zero-shot", run, {}) == {"encoder": "enc", "seed": 5, "model": "my-lm"}
+    assert resolve_params("lora", run, {"seed": 1}) == {"encoder": "enc", "seed": 1, "budget_minutes": 2.0}
 
 
 def test_load_rung_on_a_non_rung_dir(tmp_path: Path) -> None:

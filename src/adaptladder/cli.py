@@ -29,7 +29,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 # Modules under adaptladder.commands that add commands to the app (``register(app)``).
-COMMAND_MODULES: list[str] = ["run", "audit", "plan", "prompting", "export", "report"]
+COMMAND_MODULES: list[str] = ["run", "audit", "plan", "prompting", "export", "report", "rungs"]
 
 
 @app.callback()

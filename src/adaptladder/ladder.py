@@ -52,23 +52,27 @@ class RunResult:
 
 
 def rung_params_for(name: str, cfg: RunConfig) -> dict[str, Any]:
-    """The parameters a rung gets: run-wide defaults (encoder, LM, budget) + its own settings."""
-    import inspect
+    """The parameters a rung gets: the run-wide values it takes (encoder, seed, budget, LM) + its own
+    settings (config file and ``--set``), checked against its declared settings
+    (:mod:`adaptladder.rungs.settings`): an unknown or invalid one is a one-line error."""
+    from adaptladder.rungs.settings import resolve_params
 
     cls = get_rung_class(name)
-    accepted = inspect.signature(cls.__init__).parameters
-    params: dict[str, Any] = {}
-    defaults = {"encoder": cfg.encoder, "seed": cfg.seed, "budget_minutes": cfg.budget_minutes}
-    if cfg.lm is not None:
-        defaults["model"] = cfg.lm
-    for key, value in defaults.items():
-        if value is not None and key in accepted and (key != "model" or cls.family == "prompting"):
-            params[key] = value
     own = dict(cfg.rung_params.get(name, {}))
-    if "budget_minutes" not in accepted:  # a ladder-level setting for this rung (see rung_budget_s)
+    declared = {f.name for f in fields(cls.Settings)}
+    if "budget_minutes" not in declared:  # a ladder-level setting for this rung (see rung_budget_s)
         own.pop("budget_minutes", None)
-    params.update(own)
-    return params
+    run_values = {"encoder": cfg.encoder, "seed": cfg.seed, "budget_minutes": cfg.budget_minutes, "lm": cfg.lm}
+    return resolve_params(name, run_values, own)
+
+
+def check_rung_settings(cfg: RunConfig, order: list[str]) -> dict[str, dict[str, Any]]:
+    """Every chosen rung's settings built and validated, before any data is read or compute spent."""
+    out = {}
+    for name in order:
+        out[name] = rung_params_for(name, cfg)
+        rung_budget_s(name, cfg)  # a bad per-rung budget_minutes, likewise at once
+    return out
 
 
 def rung_budget_s(name: str, cfg: RunConfig) -> float | None:
@@ -440,6 +444,9 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
     """Run the ladder. ``adaptladder.run(data="sms-spam", rungs=["tfidf", "features"])`` works too."""
     cfg = cfg or RunConfig(**kwargs)
     cfg.validate()
+    # every chosen (or configured) rung's settings checked before the data is read or any compute spent
+    chosen = climbing_order(cfg)
+    check_rung_settings(cfg, chosen + [n for n in cfg.rung_params if n not in chosen])
     # heartbeat lines go through the run's log (to stderr when none is given)
     previous_reporter = progress.install(progress.Heartbeat(log))
     log = log or (lambda s: None)

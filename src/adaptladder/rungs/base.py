@@ -1,11 +1,15 @@
 """The contract every rung of the ladder follows (scikit-learn style).
 
 A rung is one adaptation strategy (a classical floor, a prompt, a frozen encoder + head, a
-fine-tuned model, ...). ``__init__`` only stores parameters; ``fit`` learns and returns self;
-learned state ends in ``_``; ``predict_proba`` returns an ``(n, n_classes)`` array whose columns
-follow the integer label codes ``0..K-1``; ``predict`` is its argmax. ``save(dir)`` writes
-everything needed to predict again, and ``load_rung(dir)`` brings it back with identical
-predictions. The shared conformance test in ``tests/test_rung_conformance.py`` checks all of it.
+fine-tuned model, ...). ``__init__`` only stores parameters, checked against the rung's declared
+settings (``Settings``, a dataclass: see :mod:`adaptladder.rungs.settings`); ``get_params`` /
+``set_params`` follow scikit-learn, so ``sklearn.base.clone(rung)`` works; ``fit`` learns and
+returns self; learned state ends in ``_``; ``classes_`` holds the label names in column order;
+``predict_proba`` returns an ``(n, n_classes)`` array whose columns follow ``classes_`` (the
+integer label codes ``0..K-1``); ``predict`` returns the labels themselves (``predict_codes`` the
+codes). ``save(dir)`` writes everything needed to predict again, and ``load_rung(dir)`` brings it
+back with identical predictions. The shared conformance test in
+``tests/test_rung_conformance.py`` checks all of it, for every registered rung.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from adaptladder.errors import AdaptError
+from adaptladder.rungs.settings import RungSettings
 
 RUNG_FILE = "rung.json"
 
@@ -41,9 +46,15 @@ class Rung(ABC):
     #: Evaluate on at most this many validation / test examples (a stratified, seeded sample,
     #: stated in the report) when predicting is slow, e.g. prompting a language model on a CPU.
     eval_cap: ClassVar[int | None] = None
+    #: The declared settings (type, default, help, checks) of this rung family.
+    Settings: ClassVar[type[RungSettings]] = RungSettings
 
     def __init__(self, **params: Any) -> None:
-        self.params: dict[str, Any] = dict(params)
+        # validated (one line naming the rung and setting); values kept as given (sklearn's clone
+        # checks identity), strings converted to the declared type
+        self.settings = self.Settings.build(self.name, params)
+        #: the settings given explicitly (saved in rung.json; the declared defaults fill the rest)
+        self.params: dict[str, Any] = {k: getattr(self.settings, k) for k in params}
 
     # ------------------------------------------------------------------ contract
     @abstractmethod
@@ -67,7 +78,20 @@ class Rung(ABC):
         """Class probabilities, shape ``(len(texts), n_classes)``, rows summing to 1."""
 
     def predict(self, texts: Sequence[str]) -> np.ndarray:
+        """The predicted labels (elements of ``classes_``), as scikit-learn classifiers return them."""
+        codes = self.predict_codes(texts)  # first: an unfitted rung says so in one line
+        return self.classes_[codes]
+
+    def predict_codes(self, texts: Sequence[str]) -> np.ndarray:
+        """The predicted integer label codes (column indices of ``predict_proba``)."""
         return np.asarray(self.predict_proba(texts)).argmax(axis=1)
+
+    @property
+    def classes_(self) -> np.ndarray:
+        """The label names, in the order of ``predict_proba``'s columns (set by ``fit``)."""
+        if not hasattr(self, "label_names_"):
+            raise AttributeError(f"the {self.name} rung is not fitted yet: it has no classes_.")
+        return np.asarray(list(self.label_names_))
 
     @abstractmethod
     def _save(self, path: Path) -> None:
@@ -105,8 +129,27 @@ class Rung(ABC):
         return {}
 
     # ------------------------------------------------------------------ helpers
-    def get_params(self) -> dict[str, Any]:
-        return dict(self.params)
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Every setting's value, defaults included (scikit-learn's contract; ``deep`` changes nothing:
+        a rung holds no sub-estimators as parameters)."""
+        return self.settings.values()
+
+    def set_params(self, **params: Any) -> Rung:
+        """Change settings (validated like ``__init__``); returns self. Refit to take effect."""
+        if not params:
+            return self
+        self.settings = self.Settings.build(self.name, {**self.params, **params})
+        self.params = {k: getattr(self.settings, k) for k in {**self.params, **params}}
+        self._settings_changed()
+        return self
+
+    def _settings_changed(self) -> None:
+        """Hook: drop state derived from the settings (e.g. a built backend)."""
+        return None
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({shown})"
 
     def save(self, path: str | Path) -> Path:
         """Save into directory ``path`` (created; existing files in it are replaced)."""

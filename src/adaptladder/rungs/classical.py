@@ -8,14 +8,41 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from adaptladder.artifacts import dump_sklearn, load_sklearn
 from adaptladder.measure import fast_macro_f1
 from adaptladder.rungs.base import Rung, check_inputs
+from adaptladder.rungs.settings import RungSettings, SettingError, positive_int, positive_number, setting
+
+
+@dataclass
+class MajoritySettings(RungSettings):
+    """The majority rung takes no settings."""
+
+
+@dataclass
+class TfidfSettings(RungSettings):
+    run_values: ClassVar[dict[str, str]] = {"seed": "seed"}
+
+    ngram_max: int = setting(2, help="longest word n-gram (1: words only, 2: words and word pairs)")
+    C: float | None = setting(None, help="inverse regularisation of the logistic regression; unset: chosen on "
+                                        "validation macro-F1 from 1, 4, 16")
+    class_weight: Literal["balanced"] | None = setting("balanced", help="'balanced' (inverse class frequency) or "
+                                                                        "None (every example counts the same)")
+    max_features: int | None = setting(200_000, help="vocabulary cap (most frequent n-grams); None: no cap")
+    seed: int = setting(0, help="random state of the logistic regression (the run's --seed)")
+
+    def check(self) -> None:
+        positive_int(self, "ngram_max")
+        if self.ngram_max > 5:
+            raise SettingError("ngram_max", self.ngram_max, "an integer from 1 to 5")
+        positive_number(self, "C", allow_none=True)
+        positive_int(self, "max_features", allow_none=True)
 
 
 class MajorityRung(Rung):
@@ -25,6 +52,7 @@ class MajorityRung(Rung):
     family = "floor"
     cost_rank = 0
     description = "most frequent class (chance floor)"
+    Settings = MajoritySettings
 
     def fit(self, texts: Sequence[str], y: np.ndarray, *, label_names: Sequence[str],
             val_texts: Sequence[str] | None = None, val_y: np.ndarray | None = None) -> MajorityRung:
@@ -68,21 +96,19 @@ class TfidfRung(Rung):
     family = "floor"
     cost_rank = 10
     description = "TF-IDF word n-grams + logistic regression (classical floor)"
-
-    def __init__(self, ngram_max: int = 2, C: float | None = None, class_weight: str | None = "balanced",
-                 max_features: int | None = 200_000, seed: int = 0) -> None:
-        super().__init__(ngram_max=ngram_max, C=C, class_weight=class_weight, max_features=max_features, seed=seed)
+    Settings = TfidfSettings
+    settings: TfidfSettings
 
     def _pipeline(self, C: float) -> Any:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
 
-        p = self.params
+        p = self.settings
         return make_pipeline(
-            TfidfVectorizer(ngram_range=(1, p["ngram_max"]), sublinear_tf=True, min_df=1,
-                            max_features=p["max_features"], strip_accents="unicode"),
-            LogisticRegression(C=C, max_iter=2000, class_weight=p["class_weight"], random_state=p["seed"]),
+            TfidfVectorizer(ngram_range=(1, p.ngram_max), sublinear_tf=True, min_df=1,
+                            max_features=p.max_features, strip_accents="unicode"),
+            LogisticRegression(C=C, max_iter=2000, class_weight=p.class_weight, random_state=p.seed),
         )
 
     def fit(self, texts: Sequence[str], y: np.ndarray, *, label_names: Sequence[str],
@@ -90,7 +116,7 @@ class TfidfRung(Rung):
         texts, y = check_inputs(texts, y)
         self.label_names_ = list(label_names)
         k = len(label_names)
-        grid = [self.params["C"]] if self.params["C"] is not None else [1.0, 4.0, 16.0]
+        grid = [self.settings.C] if self.settings.C is not None else [1.0, 4.0, 16.0]
         self.selection_: dict[str, float] = {}
         best = None
         for C in grid:

@@ -26,6 +26,7 @@ import statistics
 import time
 from collections import Counter
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -34,29 +35,62 @@ import numpy as np
 from adaptladder.encode import cache_disabled
 from adaptladder.errors import AdaptError
 from adaptladder.rungs.base import Rung, check_inputs, load_rung
+from adaptladder.rungs.settings import RungSettings, SettingError, positive_int, setting
 
 META_FILE = "distill.json"
 STUDENT_DIR = "student"
 
-DEFAULTS: dict[str, Any] = {
-    "teacher": "few-shot",      # a rung name (fitted here on the gold labels) ...
-    "teacher_params": {},       # ... with these parameters (e.g. an LM backend spec for a prompting rung)
-    "teacher_path": None,       # or a saved rung directory (runs/x/rungs/few-shot/model): used as is
-    "student": "features",      # any rung name
-    "student_params": {},
-    "unlabelled": None,         # file of extra texts (.txt one per line, or a table with a text column)
-    "unlabelled_col": None,     # its text column, when a table
-    "gold_labels": None,        # None/"all", a count, or a fraction of the training labels to keep
-    "min_confidence": 0.0,      # keep a teacher label only when its top probability reaches this
-    "max_unlabelled": 1000,     # cap on texts the teacher labels (a slow teacher on a CPU)
-    "batch_size": 32,
-    "val_max": 300,             # validation examples both are scored on (stratified sample)
-    "latency_probe": 64,        # validation texts both are timed on, batched, with caches off
-    "baseline": True,           # also train the student on gold labels only, when teacher labels are used
-    "encoder": None,            # passed on to a teacher / student that takes an encoder and was given none
-    "seed": 13,                 # passed on likewise
-    "progress": True,
-}
+@dataclass
+class DistillSettings(RungSettings):
+    run_values: ClassVar[dict[str, str]] = {"encoder": "encoder", "seed": "seed"}
+
+    teacher: str = setting("few-shot", help="the teacher rung, fitted here on the gold labels")
+    teacher_params: dict[str, Any] | str | None = setting(None, help="the teacher's settings (a mapping or a JSON "
+                                                                    "object string)")
+    teacher_path: str | None = setting(None, help="a saved rung directory (runs/x/rungs/few-shot/model) used as "
+                                                  "the teacher instead")
+    student: str = setting("features", help="the student rung (only the student is saved and predicts)")
+    student_params: dict[str, Any] | str | None = setting(None, help="the student's settings (a mapping or a "
+                                                                    "JSON object string)")
+    unlabelled: str | None = setting(None, help="file of extra texts for the teacher to label (.txt one per "
+                                                "line, or a table with a text column)")
+    unlabelled_col: str | None = setting(None, help="the text column of the unlabelled table")
+    gold_labels: int | float | str | None = setting(None, help="training labels kept: all (unset), a count, or "
+                                                               "a fraction; the rest become unlabelled texts")
+    min_confidence: float = setting(0.0, help="keep a teacher label only when its top probability reaches this")
+    max_unlabelled: int | None = setting(1000, help="cap on texts the teacher labels")
+    batch_size: int = setting(32, help="texts per prediction call while labelling and scoring")
+    val_max: int = setting(300, help="validation examples teacher and student are both scored on")
+    latency_probe: int = setting(64, help="validation texts both are timed on (caches off)")
+    baseline: bool = setting(True, help="also train the student on the gold labels alone, for comparison")
+    encoder: str | None = setting(None, help="passed on to a teacher / student that takes an encoder (the run's "
+                                             "--encoder)")
+    seed: int = setting(13, help="seed of the gold subset and pool, passed on likewise (the run's --seed)")
+    progress: bool = setting(True, help="show progress while the teacher labels")
+
+    def check(self) -> None:
+        if self.min_confidence < 0:  # above 1 keeps no teacher label (gold labels only)
+            raise SettingError("min_confidence", self.min_confidence, "a number >= 0 (a probability)")
+        positive_int(self, "max_unlabelled", allow_none=True)
+        positive_int(self, "batch_size", "val_max", "latency_probe")
+        gl = self.gold_labels
+        if isinstance(gl, str) and gl.strip() not in ("", "all"):
+            try:
+                float(gl)
+            except ValueError:
+                raise SettingError("gold_labels", gl, "'all', a count or a fraction in (0, 1]") from None
+        from adaptladder.rungs import RUNGS
+
+        for role in ("teacher", "student"):
+            given = _as_dict(getattr(self, f"{role}_params"), f"{role}_params")
+            rung = getattr(self, role)
+            if given and rung in RUNGS and rung != "distill":  # an unknown rung is a skip reason, said at run time
+                from adaptladder.rungs.settings import resolve_params
+
+                try:
+                    resolve_params(rung, None, given)
+                except AdaptError as e:
+                    raise AdaptError(f"distill {role}_params: {e}") from None
 
 
 class DistillRung(Rung):
@@ -65,47 +99,17 @@ class DistillRung(Rung):
     cost_rank: ClassVar[int] = 90
     description: ClassVar[str] = "a teacher rung labels texts; a small fast student rung learns from gold + its labels"
 
-    def __init__(
-        self,
-        *,
-        teacher: str = DEFAULTS["teacher"],
-        teacher_params: dict[str, Any] | str | None = None,
-        teacher_path: str | None = None,
-        student: str = DEFAULTS["student"],
-        student_params: dict[str, Any] | str | None = None,
-        unlabelled: str | None = None,
-        unlabelled_col: str | None = None,
-        gold_labels: int | float | str | None = None,
-        min_confidence: float = DEFAULTS["min_confidence"],
-        max_unlabelled: int | None = DEFAULTS["max_unlabelled"],
-        batch_size: int = DEFAULTS["batch_size"],
-        val_max: int = DEFAULTS["val_max"],
-        latency_probe: int = DEFAULTS["latency_probe"],
-        baseline: bool = DEFAULTS["baseline"],
-        encoder: str | None = None,
-        seed: int = DEFAULTS["seed"],
-        progress: bool = DEFAULTS["progress"],
-        **unknown: Any,
-    ) -> None:
-        if unknown:
-            raise AdaptError(f"unknown distill parameter(s) {', '.join(sorted(unknown))}; "
-                             f"choose from {', '.join(DEFAULTS)}.")
-        super().__init__(
-            teacher=teacher, teacher_params=_as_dict(teacher_params, "teacher_params"), teacher_path=teacher_path,
-            student=student, student_params=_as_dict(student_params, "student_params"), unlabelled=unlabelled,
-            unlabelled_col=unlabelled_col, gold_labels=gold_labels, min_confidence=min_confidence,
-            max_unlabelled=max_unlabelled, batch_size=batch_size, val_max=val_max, latency_probe=latency_probe,
-            baseline=baseline, encoder=encoder, seed=seed, progress=progress)
+    Settings = DistillSettings
 
     def _p(self, key: str) -> Any:
-        return self.params.get(key, DEFAULTS[key])
+        return getattr(self.settings, key)
 
     # ------------------------------------------------------------------ availability
     @classmethod
     def unavailable_reason(cls, params: dict[str, Any]) -> str | None:
         from adaptladder.rungs import RUNGS, get_rung_class
 
-        p = {**DEFAULTS, **params}
+        p = {**DistillSettings.build(cls.name, {}).values(), **params}
         roles = [("student", p["student"], p["student_params"])]
         if not p["teacher_path"]:
             roles.insert(0, ("teacher", p["teacher"], p["teacher_params"]))
@@ -130,7 +134,7 @@ class DistillRung(Rung):
         A ladder that ran ``few-shot`` before ``distill`` should not fit (or pay for) the same
         teacher twice. Not when only part of the gold labels is kept: the saved teacher saw them all.
         """
-        p = {**DEFAULTS, **params}
+        p = {**DistillSettings.build(cls.name, {}).values(), **params}
         teacher = p["teacher"]
         if (not p["teacher_path"] and not p["teacher_params"] and teacher in finished
                 and p["gold_labels"] in (None, "all")):
@@ -303,16 +307,9 @@ class DistillRung(Rung):
 
     def _inherit(self, rung: str, params: dict[str, Any]) -> dict[str, Any]:
         """Run-wide settings the ladder gave distill (encoder, seed) reach the rungs that take them."""
-        import inspect
+        from adaptladder.rungs.settings import resolve_params
 
-        from adaptladder.rungs import get_rung_class
-
-        accepted = inspect.signature(get_rung_class(rung).__init__).parameters
-        out = dict(params)
-        for key in ("encoder", "seed"):
-            if self._p(key) is not None and key in accepted and key not in out:
-                out[key] = self._p(key)
-        return out
+        return resolve_params(rung, {"encoder": self._p("encoder"), "seed": self._p("seed")}, params)
 
     def _pool(self, texts: list[str], gold_of: dict[str, int]) -> tuple[list[str], str]:
         """Texts for the teacher to label: the unlabelled file or the training texts, capped.

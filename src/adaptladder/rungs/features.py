@@ -10,18 +10,20 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
 from adaptladder.artifacts import dump_sklearn, dumps_json, load_encoder_source, load_sklearn, save_encoder_source
-from adaptladder.encode import get_encoder
+from adaptladder.encode import PRECISIONS, get_encoder
 from adaptladder.errors import AdaptError
 from adaptladder.measure import fast_macro_f1
 from adaptladder.models import DEFAULT_ENCODER
 from adaptladder.rungs.base import Rung, check_inputs
 from adaptladder.rungs.classical import _full_proba
+from adaptladder.rungs.settings import RungSettings, SettingError, positive_int, setting
 
 HEADS = ("logreg", "mlp", "gbdt")
 HEAD_FILE = "head.skops"
@@ -45,6 +47,27 @@ def make_head(kind: str, seed: int, n_classes: int) -> Any:
     raise AdaptError(f"unknown head {kind!r} for the features rung: choose from {', '.join(HEADS)}.")
 
 
+@dataclass
+class FeaturesSettings(RungSettings):
+    run_values: ClassVar[dict[str, str]] = {"encoder": "encoder", "seed": "seed"}
+
+    encoder: str = setting(DEFAULT_ENCODER, help="sentence encoder: packaged alias (minilm), Hugging Face id or "
+                                                 "local folder (the run's --encoder)")
+    precision: str = setting("auto", help="encoder precision: auto (fastest that keeps the head's validation "
+                                          "score), " + ", ".join(p for p in PRECISIONS if p != "auto"))
+    heads: list[str] = setting(factory=lambda: list(HEADS), help="heads to try; the best on validation macro-F1 "
+                                                                 "is kept (" + ", ".join(HEADS) + ")")
+    max_length: int = setting(256, help="tokens per text the encoder reads (longer texts are truncated)")
+    seed: int = setting(0, help="random state of the heads (the run's --seed)")
+
+    def check(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise SettingError("precision", self.precision, "one of " + ", ".join(PRECISIONS))
+        if not self.heads or any(h not in HEADS for h in self.heads):
+            raise SettingError("heads", self.heads, "a non-empty list from " + ", ".join(HEADS))
+        positive_int(self, "max_length", minimum=8)
+
+
 class FeaturesRung(Rung):
     """Frozen encoder (default: the packaged all-MiniLM-L6-v2) + head chosen on validation."""
 
@@ -52,22 +75,20 @@ class FeaturesRung(Rung):
     family = "features"
     cost_rank = 50
     description = "frozen sentence encoder + classical head (feature extraction)"
+    Settings = FeaturesSettings
+    settings: FeaturesSettings
 
-    def __init__(self, encoder: str = DEFAULT_ENCODER, precision: str = "auto",
-                 heads: Sequence[str] = HEADS, max_length: int = 256, seed: int = 0) -> None:
-        super().__init__(encoder=encoder, precision=precision, heads=list(heads), max_length=max_length, seed=seed)
-        for h in heads:
-            if h not in HEADS:
-                raise AdaptError(f"unknown head {h!r} for the features rung: choose from {', '.join(HEADS)}.")
+    def _settings_changed(self) -> None:
+        self._enc = None
 
     def _encoder(self) -> Any:
         if getattr(self, "_enc", None) is None:
-            p = self.params
+            p = self.settings
             # a loaded rung pins the precision it was fitted with, so predictions are identical
-            precision = getattr(self, "precision_used_", None) or p["precision"]
+            precision = getattr(self, "precision_used_", None) or p.precision
             # a loaded rung whose encoder travelled with it reads that copy (``encoder/``)
-            source = getattr(self, "_encoder_dir", None) or p["encoder"]
-            self._enc = get_encoder(source, precision=precision, max_length=p["max_length"])
+            source = getattr(self, "_encoder_dir", None) or p.encoder
+            self._enc = get_encoder(source, precision=precision, max_length=p.max_length)
         return self._enc
 
     def fit(self, texts: Sequence[str], y: np.ndarray, *, label_names: Sequence[str],
@@ -85,13 +106,13 @@ class FeaturesRung(Rung):
         self.encode_seconds_ = time.perf_counter() - t0
         self.precision_used_ = enc.precision_used_
         self.encoder_info_ = enc.info()
-        heads = self.params["heads"] if (Xv is not None and val_y is not None) else self.params["heads"][:1]
+        heads = list(self.settings.heads) if (Xv is not None and val_y is not None) else list(self.settings.heads)[:1]
         self.head_scores_: dict[str, float] = {}
         self.head_fit_seconds_: dict[str, float] = {}
         best = None
         for kind in heads:
             t1 = time.perf_counter()
-            head = make_head(kind, self.params["seed"], k).fit(X, y)
+            head = make_head(kind, self.settings.seed, k).fit(X, y)
             self.head_fit_seconds_[kind] = time.perf_counter() - t1
             if Xv is None or val_y is None:
                 best = (0.0, kind, head)

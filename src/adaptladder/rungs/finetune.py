@@ -32,8 +32,9 @@ import math
 import os
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -41,6 +42,7 @@ from adaptladder import models
 from adaptladder.errors import AdaptError
 from adaptladder.measure import PeakMemory
 from adaptladder.rungs.base import Rung, check_inputs
+from adaptladder.rungs.settings import RungSettings, SettingError, positive_int, positive_number, setting
 
 META_FILE = "finetune.json"
 
@@ -66,26 +68,99 @@ LORA_TARGETS: dict[str, list[str]] = {
     "gpt2": ["c_attn"],
 }
 
-COMMON_DEFAULTS: dict[str, Any] = {
-    "model": models.DEFAULT_ENCODER,
-    "max_epochs": 3,
-    "batch_size": 16,
-    "lr": None,  # per-method default below
-    "warmup_ratio": 0.06,
-    "weight_decay": 0.01,
-    "patience": 3,
-    "eval_every": "auto",
-    "budget_minutes": 10.0,
-    "class_weight": "auto",
-    "max_length": "auto",
-    "length_percentile": 95,
-    "max_eval": 1000,
-    "seed": 0,
-    "precision": "fp32",
-    "progress": True,
-    "threads": "auto",
-}
-LORA_DEFAULTS: dict[str, Any] = {"r": 8, "alpha": 16, "dropout": 0.1, "target_modules": None}
+@dataclass
+class FinetuneSettings(RungSettings):
+    """Settings shared by the fine-tuning rungs (prompt tuning, LoRA, QLoRA, full fine-tuning)."""
+
+    run_values: ClassVar[dict[str, str]] = {"encoder": "encoder", "seed": "seed", "budget_minutes": "budget_minutes"}
+
+    model: str | None = setting(None, help="backbone: packaged alias, Hugging Face id or local checkpoint folder; "
+                                          "unset: the run's --encoder (minilm)")
+    encoder: str | None = setting(None, help="the run's --encoder, the backbone when model is unset")
+    max_epochs: int = setting(3, help="passes over the training split (early stopping may end sooner)")
+    batch_size: int = setting(16, help="training examples per step")
+    lr: float | None = setting(None, help="peak learning rate; unset: the method's default")
+    warmup_ratio: float = setting(0.06, help="share of the steps with a linear learning-rate warm-up, in [0, 1)")
+    weight_decay: float = setting(0.01, help="AdamW weight decay (not on biases and norms)")
+    patience: int = setting(3, help="evaluations without a better validation macro-F1 before stopping")
+    eval_every: int | Literal["auto"] = setting("auto", help="steps between validation evaluations; auto: about "
+                                                             "four per epoch")
+    budget_minutes: float = setting(10.0, help="wall-time cap of the training (the run's --budget-minutes); the "
+                                               "best weights so far are kept")
+    class_weight: Literal["auto", "balanced", "none"] | None = setting(
+        "auto", help="class-weighted loss: auto (when the largest class is >= 2x the smallest), balanced, none")
+    max_length: int | Literal["auto"] = setting("auto", help="tokens per text; auto: length_percentile of the "
+                                                             "training token lengths, capped by the model")
+    length_percentile: float = setting(95, help="percentile of training token lengths for max_length=auto "
+                                                "(50-100)")
+    max_eval: int = setting(1000, help="validation examples used for early stopping (stratified sample)")
+    seed: int = setting(0, help="seed of the head, the batches and dropout (the run's --seed)")
+    precision: Literal["fp32", "bf16"] = setting("fp32", help="fp32, or bf16 autocast")
+    progress: bool = setting(True, help="show a progress bar while training")
+    threads: int | Literal["auto"] = setting("auto", help="torch CPU threads: auto or an integer")
+
+    def check(self) -> None:
+        positive_int(self, "max_epochs", "batch_size", "patience", "max_eval")
+        positive_number(self, "lr", allow_none=True)
+        positive_number(self, "budget_minutes")
+        if not 0 <= self.warmup_ratio < 1:
+            raise SettingError("warmup_ratio", self.warmup_ratio, "a number in [0, 1)")
+        if self.weight_decay < 0:
+            raise SettingError("weight_decay", self.weight_decay, "a number >= 0")
+        if self.eval_every != "auto":
+            positive_int(self, "eval_every")
+        if self.max_length != "auto" and self.max_length < 4:
+            raise SettingError("max_length", self.max_length, "'auto' or an integer >= 4 (tokens)")
+        if not 50 <= self.length_percentile <= 100:
+            raise SettingError("length_percentile", self.length_percentile, "a number between 50 and 100")
+        if self.model is not None and not self.model:
+            raise SettingError("model", self.model, "a packaged alias (minilm), a Hugging Face id or a local "
+                                                    "checkpoint folder")
+        if self.threads != "auto":
+            positive_int(self, "threads")
+
+
+@dataclass
+class LoraSettings(FinetuneSettings):
+    r: int = setting(8, help="LoRA rank")
+    alpha: float = setting(16, help="LoRA scaling alpha (the update is scaled by alpha / r)")
+    dropout: float = setting(0.1, help="dropout on the LoRA path, in [0, 1)")
+    target_modules: list[str] | Literal["all-linear"] | None = setting(
+        None, help="modules that get adapters: a list of names, 'all-linear', or unset (the attention query and "
+                   "value projections of the architecture)")
+
+    def check(self) -> None:
+        super().check()
+        positive_int(self, "r")
+        positive_number(self, "alpha")
+        if not 0 <= self.dropout < 1:
+            raise SettingError("dropout", self.dropout, "a number in [0, 1)")
+        if isinstance(self.target_modules, (list, tuple)) and not self.target_modules:
+            raise SettingError("target_modules", self.target_modules, "a list of module names such as "
+                               "['query', 'value'], 'all-linear', or leave it unset")
+
+
+@dataclass
+class QloraSettings(LoraSettings):
+    model: str | None = setting(models.DEFAULT_LM, help="base model quantised to 4 bits (a causal LM alias, "
+                                                        "Hugging Face id or folder)")
+    r: int = setting(16, help="LoRA rank")
+    alpha: float = setting(32, help="LoRA scaling alpha (the update is scaled by alpha / r)")
+    target_modules: list[str] | Literal["all-linear"] | None = setting(
+        "all-linear", help="modules that get adapters: a list of names, 'all-linear', or unset (PEFT's table)")
+
+
+@dataclass
+class PromptTuningSettings(FinetuneSettings):
+    num_virtual_tokens: int = setting(20, help="learned soft-prompt tokens (1-256)")
+    prompt_init: Literal["random", "vocab"] = setting("random", help="initial prompt embeddings: random, or "
+                                                                     "vocab (sampled from the vocabulary)")
+
+    def check(self) -> None:
+        super().check()
+        positive_int(self, "num_virtual_tokens")
+        if self.num_virtual_tokens > 256:
+            raise SettingError("num_virtual_tokens", self.num_virtual_tokens, "an integer in 1..256")
 
 
 # ---------------------------------------------------------------------------- helpers
@@ -197,64 +272,23 @@ class FinetuneRung(Rung):
     family: ClassVar[str] = "finetune"
     method: ClassVar[str] = ""
     default_lr: ClassVar[float] = 5e-5
-    method_defaults: ClassVar[dict[str, Any]] = {}
     uses_peft: ClassVar[bool] = True
 
-    def __init__(self, model: str | None = None, *, encoder: str | None = None, seed: int | None = None,
-                 budget_minutes: float | None = None, **params: Any) -> None:
-        # model / encoder / seed / budget_minutes are named so the ladder passes its run-wide values
-        # (``--encoder``, ``--seed``, ``--budget-minutes``) to these rungs
-        named = {"model": model, "encoder": encoder, "seed": seed, "budget_minutes": budget_minutes}
-        params = {**{k: v for k, v in named.items() if v is not None}, **params}
-        unknown = set(params) - set(COMMON_DEFAULTS) - set(self.method_defaults) - {"encoder"}
-        if unknown:
-            allowed = ", ".join(sorted(set(COMMON_DEFAULTS) | set(self.method_defaults) | {"encoder"}))
-            raise AdaptError(f"unknown parameter(s) {', '.join(sorted(unknown))} for the {self.name} rung: "
-                             f"use {allowed}.")
-        super().__init__(**params)
+    Settings: ClassVar[type[RungSettings]] = FinetuneSettings
 
     # -------------------------------------------------------------- parameters
     def _p(self) -> dict[str, Any]:
-        given = dict(self.params)
-        encoder = given.pop("encoder", None)
-        if "model" not in given and encoder is not None and self.method != "qlora":
-            given["model"] = encoder  # the run's encoder is the backbone unless model= says otherwise
-        p = {**COMMON_DEFAULTS, **self.method_defaults, **given}
+        """The settings as a dict, with the backbone and learning rate resolved."""
+        p = self.settings.values()
+        encoder = p.pop("encoder")
+        if p["model"] is None:  # the run's encoder is the backbone unless model= says otherwise
+            if self.method == "qlora":
+                p["model"] = models.DEFAULT_LM
+            else:
+                p["model"] = encoder if encoder is not None else models.DEFAULT_ENCODER
         if p["lr"] is None:
             p["lr"] = self.default_lr
-        self._validate(p)
         return p
-
-    def _validate(self, p: dict[str, Any]) -> None:
-        def bad(key: str, want: str) -> AdaptError:
-            return AdaptError(f"{self.name} parameter {key}={p[key]!r} is invalid: use {want}.")
-
-        for key in ("max_epochs", "batch_size", "patience", "max_eval"):
-            if not isinstance(p[key], int) or isinstance(p[key], bool) or p[key] < 1:
-                raise bad(key, "a positive integer")
-        for key in ("lr", "budget_minutes"):
-            if not isinstance(p[key], (int, float)) or isinstance(p[key], bool) or p[key] <= 0:
-                raise bad(key, "a positive number")
-        if not isinstance(p["warmup_ratio"], (int, float)) or not 0 <= p["warmup_ratio"] < 1:
-            raise bad("warmup_ratio", "a number in [0, 1)")
-        if not isinstance(p["weight_decay"], (int, float)) or p["weight_decay"] < 0:
-            raise bad("weight_decay", "a number >= 0")
-        if p["eval_every"] != "auto" and (not isinstance(p["eval_every"], int) or p["eval_every"] < 1):
-            raise bad("eval_every", "'auto' or a positive integer (steps)")
-        if p["class_weight"] not in ("auto", "balanced", "none", None):
-            raise bad("class_weight", "'auto', 'balanced' or 'none'")
-        if p["max_length"] != "auto" and (not isinstance(p["max_length"], int) or p["max_length"] < 4):
-            raise bad("max_length", "'auto' or an integer >= 4 (tokens)")
-        if not isinstance(p["length_percentile"], (int, float)) or not 50 <= p["length_percentile"] <= 100:
-            raise bad("length_percentile", "a number between 50 and 100")
-        if p["precision"] not in ("fp32", "bf16"):
-            raise bad("precision", "'fp32' or 'bf16' (bf16 autocast)")
-        if not isinstance(p["model"], str) or not p["model"]:
-            raise bad("model", "a packaged alias (minilm), a Hugging Face id or a local checkpoint folder")
-        if not isinstance(p["seed"], int):
-            raise bad("seed", "an integer")
-        if p["threads"] != "auto" and (not isinstance(p["threads"], int) or p["threads"] < 1):
-            raise bad("threads", "'auto' or a positive integer (torch CPU threads)")
 
     # -------------------------------------------------------------- model loading
     @staticmethod
@@ -571,7 +605,7 @@ class FinetuneRung(Rung):
                            batch_size: int = 64) -> np.ndarray:
         import torch
 
-        p = p or {**COMMON_DEFAULTS, **self.method_defaults, **self.params}
+        p = p or self._p()
         model = self.model_
         model.eval()
         if not texts:
@@ -745,21 +779,7 @@ class LoraRung(FinetuneRung):
     method = "lora"
     description = "LoRA adapters (PEFT) on the attention projections + a trainable classification head"
     default_lr = 3e-3  # trec6 validation macro-F1, 3 epochs: 1e-3 0.876, 3e-3 0.908 (1e-3 barely moves in ~80 steps)
-    method_defaults: ClassVar[dict[str, Any]] = dict(LORA_DEFAULTS)
-
-    def _validate(self, p: dict[str, Any]) -> None:
-        super()._validate(p)
-        if not isinstance(p["r"], int) or p["r"] < 1:
-            raise AdaptError(f"{self.name} parameter r={p['r']!r} is invalid: use a positive integer rank.")
-        if not isinstance(p["alpha"], (int, float)) or p["alpha"] <= 0:
-            raise AdaptError(f"{self.name} parameter alpha={p['alpha']!r} is invalid: use a positive number.")
-        if not isinstance(p["dropout"], (int, float)) or not 0 <= p["dropout"] < 1:
-            raise AdaptError(f"{self.name} parameter dropout={p['dropout']!r} is invalid: use a number in [0, 1).")
-        tm = p["target_modules"]
-        if tm is not None and not (tm == "all-linear" or (isinstance(tm, list) and tm
-                                                           and all(isinstance(x, str) for x in tm))):
-            raise AdaptError(f"{self.name} parameter target_modules={tm!r} is invalid: use a list of module "
-                             "names such as ['query', 'value'], 'all-linear', or leave it unset.")
+    Settings = LoraSettings
 
     def _targets(self, model: Any, p: dict[str, Any]) -> Any:
         if p["target_modules"] is not None:
@@ -797,8 +817,7 @@ class QloraRung(LoraRung):
     method = "qlora"
     description = "QLoRA: LoRA adapters over a 4-bit (NF4) quantised base model; needs CUDA + bitsandbytes"
     default_lr = 2e-4
-    method_defaults: ClassVar[dict[str, Any]] = {**LORA_DEFAULTS, "model": models.DEFAULT_LM,
-                                                 "target_modules": "all-linear", "r": 16, "alpha": 32}
+    Settings = QloraSettings
 
     @classmethod
     def unavailable_reason(cls, params: dict[str, Any]) -> str | None:
@@ -820,13 +839,14 @@ class QloraRung(LoraRung):
     @classmethod
     def skip_details(cls, params: dict[str, Any]) -> dict[str, Any]:
         """The GPU memory / time / cost the rung would need; never raises (a skip must not crash a run)."""
-        model = params.get("model") or cls.method_defaults["model"]
+        d = {f["name"]: f["default"] for f in cls.Settings.describe()}
+        model = params.get("model") or d["model"]
         seq = params.get("max_length")
         seq = seq if isinstance(seq, int) else 128
-        batch = params.get("batch_size", COMMON_DEFAULTS["batch_size"])
-        epochs = params.get("max_epochs", COMMON_DEFAULTS["max_epochs"])
+        batch = params.get("batch_size", d["batch_size"])
+        epochs = params.get("max_epochs", d["max_epochs"])
         examples = int(params.get("n_examples") or 10_000)
-        r = params.get("r", cls.method_defaults["r"])
+        r = params.get("r", d["r"])
         try:
             from adaptladder.estimate import rung_estimate
 
@@ -862,20 +882,11 @@ class PromptTuningRung(FinetuneRung):
     method = "prompt-tuning"
     description = "prompt tuning (PEFT): learned soft-prompt embeddings + a trainable classification head"
     default_lr = 3e-2
-    method_defaults: ClassVar[dict[str, Any]] = {"num_virtual_tokens": 20, "prompt_init": "random"}
+    Settings = PromptTuningSettings
     #: architectures whose forward accepts ``inputs_embeds`` with PEFT's prepended prompt
     SUPPORTED: ClassVar[set[str]] = {"bert", "roberta", "xlm-roberta", "camembert", "electra", "distilbert",
                                      "mpnet", "deberta-v2", "llama", "mistral", "qwen2", "qwen3", "gemma",
                                      "gemma2", "gemma3_text", "phi3"}
-
-    def _validate(self, p: dict[str, Any]) -> None:
-        super()._validate(p)
-        n = p["num_virtual_tokens"]
-        if not isinstance(n, int) or isinstance(n, bool) or not 1 <= n <= 256:
-            raise AdaptError(f"prompt-tuning parameter num_virtual_tokens={n!r} is invalid: use an integer in 1..256.")
-        if p["prompt_init"] not in ("random", "vocab"):
-            raise AdaptError(f"prompt-tuning parameter prompt_init={p['prompt_init']!r} is invalid: use "
-                             "'random' or 'vocab' (sampled from the vocabulary embeddings).")
 
     def _extra_positions(self, p: dict[str, Any]) -> int:
         return int(p["num_virtual_tokens"])

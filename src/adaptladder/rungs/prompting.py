@@ -21,14 +21,16 @@ import logging
 import time
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from adaptladder.backends.base import parse_label  # noqa: F401  (re-exported: it lived here)
 from adaptladder.errors import AdaptError, BudgetExceeded
 from adaptladder.rungs.base import Rung, check_inputs
+from adaptladder.rungs.settings import RungSettings, SettingError, positive_int, positive_number, setting
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +103,71 @@ def _read_param_text(value: str | None, what: str) -> str | None:
     return str(value)
 
 
+@dataclass
+class PromptingSettings(RungSettings):
+    """Settings of the three prompting rungs (zero-shot, few-shot, knn-few-shot)."""
+
+    run_values: ClassVar[dict[str, str]] = {"encoder": "encoder", "seed": "seed", "lm": "model",
+                                            "budget_minutes": "budget_minutes"}
+
+    backend: Literal["hf", "openai"] = setting("hf", help="hf: a local Hugging Face causal LM; openai: an "
+                                                          "OpenAI-compatible server")
+    model: str = setting("smollm2", help="the LM: packaged alias (smollm2), local folder, or the server's model "
+                                         "name (the run's --lm)")
+    base_url: str | None = setting(None, help="OpenAI-compatible server URL (backend openai)")
+    api_key_env: str | None = setting("OPENAI_API_KEY", help="environment variable holding the API key "
+                                                             "(backend openai); the key itself is never stored")
+    k: int | None = setting(None, help="examples per class in the prompt (few-shot; knn-few-shot: nearest "
+                                       "examples); unset: 0 for zero-shot, 4 otherwise")
+    seed: int = setting(0, help="seed of the example choice and the validation subsets (the run's --seed)")
+    calibrate: bool | Literal["auto"] = setting("auto", help="contextual calibration: true, false, or auto "
+                                                             "(measured on validation, the better kept)")
+    label_descriptions: dict[Any, Any] | str | None = setting(None, help="label -> description, or a JSON/YAML "
+                                                                        "file holding one (shown in the prompt)")
+    template: str | None = setting(None, help="Jinja2 user-message template (text or a .j2 file); unset: the "
+                                              "built-in one")
+    system_prompt: str | None = setting(None, help="system prompt (text or a .txt file); unset: the built-in one")
+    max_context: int = setting(2048, help="context window cap in tokens (the model's own limit applies too)")
+    shot_max_tokens: int = setting(128, help="tokens kept of each example text in the prompt")
+    min_query_tokens: int = setting(128, help="tokens always left for the text being classified")
+    batch_size: int = setting(8, help="prompts scored per forward pass (backend hf)")
+    prefix_cache: bool = setting(True, help="reuse the shared prompt prefix's key/value cache (backend hf)")
+    scoring: str = setting("auto", help="label scoring on an OpenAI-compatible server: auto, echo, logprobs, "
+                                        "generate")
+    calibration_val_max: int = setting(180, help="validation examples the prompt choices are decided on")
+    choice_screen: int = setting(60, help="validation examples each candidate is first screened on")
+    encoder: str = setting("minilm", help="sentence encoder of knn-few-shot's retrieval (the run's --encoder)")
+    device: str = setting("auto", help="torch device of the hf backend: auto, cpu, cuda, mps")
+    threads: int | Literal["auto"] = setting("auto", help="torch CPU threads (backend hf): auto or an integer")
+    prompt_format: Literal["auto", "chat", "plain"] = setting("auto", help="chat template or plain text; auto: "
+                                                                            "measured on validation")
+    verbalizer: Any = setting("auto", help="answer words: auto, names, a mapping label -> word, a JSON/YAML "
+                                           "file, or a list of these (chosen on validation)")
+    budget_minutes: float | None = setting(None, help="wall-time budget of the fit's prompt choice and the evaluation "
+                                                      "(the run's --budget-minutes); unset: no budget")
+    timeout: float | None = setting(None, help="seconds before a request to the server times out (backend "
+                                               "openai); unset: the backend's default")
+    retries: int | None = setting(None, help="retries of a failed or timed-out request (backend openai); unset: "
+                                             "the backend's default")
+    concurrency: int | None = setting(None, help="requests in flight at once (backend openai); unset: the "
+                                                 "backend's default")
+
+    def check(self) -> None:
+        positive_int(self, "k", minimum=0, allow_none=True)
+        positive_int(self, "max_context", minimum=16)
+        positive_int(self, "shot_max_tokens", "min_query_tokens", "batch_size", "calibration_val_max",
+                     "choice_screen")
+        if self.threads != "auto":
+            positive_int(self, "threads")
+        if self.scoring not in ("auto", "echo", "logprobs", "generate"):
+            raise SettingError("scoring", self.scoring, "auto, echo, logprobs or generate")
+        positive_number(self, "timeout", "budget_minutes", allow_none=True)
+        positive_int(self, "retries", minimum=0, allow_none=True)
+        positive_int(self, "concurrency", allow_none=True)
+        if not self.model:
+            raise SettingError("model", self.model, "an LM alias, a local folder or a model name")
+
+
 class _PromptingRung(Rung):
     """Shared machinery of the three prompting rungs; subclasses choose the shots."""
 
@@ -109,39 +176,22 @@ class _PromptingRung(Rung):
     uses_shots: ClassVar[bool] = True
     default_k: ClassVar[int] = 0
 
-    DEFAULTS: ClassVar[dict[str, Any]] = {
-        "backend": "hf", "model": "smollm2", "base_url": None, "api_key_env": "OPENAI_API_KEY",
-        "k": None, "seed": 0, "calibrate": "auto", "label_descriptions": None, "template": None,
-        "system_prompt": None, "max_context": 2048, "shot_max_tokens": 128, "min_query_tokens": 128,
-        "batch_size": 8, "prefix_cache": True, "scoring": "auto", "calibration_val_max": 180,
-        "choice_screen": 60,
-        "encoder": "minilm", "device": "auto", "threads": "auto", "prompt_format": "auto",
-        "verbalizer": "auto", "budget_minutes": None,
-    }
+    Settings = PromptingSettings
+    settings: PromptingSettings
 
-    def __init__(self, *, backend: str = "hf", model: str = "smollm2", base_url: str | None = None,
-                 api_key_env: str | None = "OPENAI_API_KEY", k: int | None = None, seed: int = 0,
-                 calibrate: bool | str = "auto", label_descriptions: dict[str, str] | str | None = None,
-                 template: str | None = None, system_prompt: str | None = None, max_context: int = 2048,
-                 shot_max_tokens: int = 128, min_query_tokens: int = 128, batch_size: int = 8,
-                 prefix_cache: bool = True, scoring: str = "auto", calibration_val_max: int = 180,
-                 choice_screen: int = 60,
-                 encoder: str = "minilm", device: str = "auto", threads: int | str = "auto",
-                 prompt_format: str = "auto", verbalizer: Any = "auto", budget_minutes: float | None = None,
-                 **unknown: Any) -> None:
-        if unknown:
-            raise AdaptError(f"unknown parameter(s) {', '.join(sorted(unknown))} for the {self.name} rung; "
-                             f"known: {', '.join(self.DEFAULTS)}.")
-        given = dict(locals())
-        params = {key: given[key] for key in self.DEFAULTS if given[key] != self.DEFAULTS[key]}
+    def __init__(self, **params: Any) -> None:
         super().__init__(**params)
         self._backend: Any = None
         self._memo: dict[str, np.ndarray] = {}
         self._trunc = {"queries_seen": 0, "queries_truncated": 0}
 
+    def _settings_changed(self) -> None:
+        self._backend = None
+        self._memo = {}
+
     # ------------------------------------------------------------------ params
     def _p(self, key: str) -> Any:
-        v = self.params.get(key, self.DEFAULTS[key])
+        v = getattr(self.settings, key)
         if key == "k" and v is None:
             return self.default_k
         return v
@@ -162,6 +212,10 @@ class _PromptingRung(Rung):
                                           "scoring": self._p("scoring"), "max_context": int(self._p("max_context"))}
                 if self._p("base_url"):
                     kwargs["base_url"] = self._p("base_url")
+                # request robustness: only what the user set (the backend's own defaults otherwise)
+                for key, arg in (("timeout", "timeout"), ("retries", "max_retries"), ("concurrency", "concurrency")):
+                    if self._p(key) is not None:
+                        kwargs[arg] = self._p(key)
                 self._backend = get_backend("openai", **kwargs)
             else:
                 self._backend = get_backend(str(kind))
