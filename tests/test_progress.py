@@ -5,6 +5,7 @@ Time is faked throughout: no assertion depends on how fast this machine is.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 
 from adaptladder import progress
 from adaptladder.rungs.classical import MajorityRung
+from adaptladder.rungs.settings import RungSettings, setting
 
 
 class FakeClock:
@@ -96,14 +98,20 @@ def test_third_party_progress_bars_silenced(monkeypatch: pytest.MonkeyPatch) -> 
 
 
 # ---------------------------------------------------------------------------- budgets
+@dataclass
+class SlowSettings(RungSettings):
+    per_ex: float = setting(2.0, help="seconds per prediction")
+
+
 class SlowRung(MajorityRung):
     """A majority rung whose predictions cost ``per_ex`` seconds each on a fake clock."""
 
     name = "slow"
     eval_cap = 300
+    Settings = SlowSettings
 
     def __init__(self, clock: FakeClock | None = None, per_ex: float = 2.0, **params: Any) -> None:
-        super().__init__(**params)
+        super().__init__(per_ex=per_ex, **params)
         self.clock, self.per_ex = clock, per_ex
 
     def predict_proba(self, texts: Any) -> np.ndarray:
