@@ -141,7 +141,8 @@ def test_run_values_reach_the_rungs_that_take_them() -> None:
     run: dict[str, Any] = {"encoder": "enc", "seed": 5, "budget_minutes": 2.0, "lm": "my-lm"}
     assert resolve_params("majority", run, {}) == {}
     assert resolve_params("tfidf", run, {}) == {"seed": 5}
-    assert resolve_params("zero-shot", run, {}) == {"encoder": "enc", "seed": 5, "model": "my-lm"}
+    assert resolve_params("zero-shot", run, {}) == {"encoder": "enc", "seed": 5, "model": "my-lm",
+                                                    "budget_minutes": 2.0}
     assert resolve_params("lora", run, {"seed": 1}) == {"encoder": "enc", "seed": 1, "budget_minutes": 2.0}
 
 
