@@ -577,7 +577,8 @@ def run_audit_step(task: Task, cfg: RunConfig, run_dir: Path, log: Callable[[str
             enforce_audit(report, force=cfg.force)
             return report.to_dict()
         log(f"data audit: {existing.name} was made with other rules or settings; auditing again")
-    return audit_for_run(task, cfg, run_dir, log)
+    with progress.step("data audit"):  # heartbeat lines while it works (its stages may add detail)
+        return audit_for_run(task, cfg, run_dir, log)
 
 
 def _config_record(cfg: RunConfig, order: list[str]) -> dict[str, Any]:

@@ -102,6 +102,9 @@ def run_audit(
 
     def stage(name: str, fn: Any, *args: Any) -> Any:
         n_before = len(findings)
+        from adaptladder import progress
+
+        progress.update(detail=name)  # names the stage in heartbeat lines (no-op outside a progress step)
         t = time.perf_counter()
         out = fn(*args)
         timings[name] = time.perf_counter() - t
