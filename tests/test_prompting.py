@@ -663,3 +663,31 @@ def test_prompt_choice_falls_back_to_defaults_or_refuses_when_over_budget(tiny_l
     assert r.predict_proba(texts[:2]).shape == (2, 2)
     with pytest.raises(BudgetExceeded, match=r"20\.00 s per text.*zero-shot\.budget_minutes"):
         _timed_rung(tiny_lm, 20.0, 10).fit(texts, y, label_names=names, val_texts=texts, val_y=y)
+
+
+def test_prompts_shortened_to_fit_the_budget_and_kept_on_reload(tiny_lm: str, tmp_path: Path) -> None:
+    from adaptladder.rungs import load_rung
+
+    texts, y, names, _ = _toy_task()
+    long_texts = [(t + " ") * 60 for t in texts]  # ~300+ tokens each
+    r = _timed_rung(tiny_lm, 0.0, 10, calibrate=False)
+    r.MIN_PROMPT_WINDOW = 64
+    real = r._raw_scores
+    clock = {"t": 0.0}
+    r._clock = lambda: clock["t"]
+
+    def cost_by_length(ts: list[str], count: bool = True) -> np.ndarray:
+        # a fake cost that grows with the prompt window: 0.02 s per window token per text
+        clock["t"] += 0.02 * r._context_window() * len([t for t in ts if t not in r._memo])
+        return real(ts, count)
+
+    r._raw_scores = cost_by_length
+    r.fit(long_texts, y, label_names=names, val_texts=long_texts, val_y=y)
+    w = r._context_window()
+    assert w < 1024 and r.calibration_scores_["budget"]["prompt_window_tokens"] == w
+    assert 0.02 * w * r.MIN_EVAL_TEXTS <= 600  # a minimal evaluation now fits the 10 minutes
+    assert r.backend.count_tokens(r.example_prompt(long_texts[0])) <= w
+    r.save(tmp_path / "m")
+    back = load_rung(tmp_path / "m")
+    assert back._context_window() == w
+    np.testing.assert_allclose(back.predict_proba(long_texts[:3]), r.predict_proba(long_texts[:3]), atol=1e-6)

@@ -222,7 +222,9 @@ class _PromptingRung(Rung):
         return self._backend
 
     def _context_window(self) -> int:
-        return min(int(self._p("max_context")), int(self.backend.max_context))
+        window = min(int(self._p("max_context")), int(self.backend.max_context))
+        cap = getattr(self, "prompt_window_", None)  # shortened to fit a time budget (see fit)
+        return min(window, int(cap)) if cap else window
 
     # ------------------------------------------------------------------ prompt pieces
     def _setup_prompt(self, label_names: Sequence[str]) -> None:
@@ -361,6 +363,7 @@ class _PromptingRung(Rung):
             raise AdaptError(f"k must be >= 0, got {k}.")
         self.label_names_ = [str(n) for n in label_names]
         self._fit_t0 = self._clock()
+        self.prompt_window_ = None
         for attr in ("template_text_", "system_prompt_"):
             if hasattr(self, attr):
                 delattr(self, attr)
@@ -509,6 +512,8 @@ class _PromptingRung(Rung):
     MIN_CHOICE_N: ClassVar[int] = 12
     #: Share of the rung's budget its fit (the prompt choice) may use; the rest is evaluation's.
     FIT_BUDGET_SHARE: ClassVar[float] = 0.5
+    #: Prompts are shortened (halved) to fit a budget down to this many tokens, no further.
+    MIN_PROMPT_WINDOW: ClassVar[int] = 256
     #: Texts a minimal evaluation scores (30 validation + 30 test + a small speed measurement).
     MIN_EVAL_TEXTS: ClassVar[int] = 76
 
@@ -529,11 +534,29 @@ class _PromptingRung(Rung):
         self._memo = {}
         self.p_cf_ = self._content_free_probs()
         probe = [vt[i] for i in pos[:4]]
-        t0 = self._clock()
-        self._raw_scores(probe, count=False)
-        per_text = (self._clock() - t0) / max(len(probe), 1)
+        while True:
+            t0 = self._clock()
+            self._raw_scores(probe, count=False)
+            per_text = (self._clock() - t0) / max(len(probe), 1)
+            spent = self._clock() - getattr(self, "_fit_t0", t0)
+            window = self._context_window()
+            bk = self.backend
+            # the shortest sensible prompt: the frame without shots + 64 tokens of text + the answer
+            floor = (bk.count_tokens(bk.format_chat(self.system_prompt_, self._user("", [])))
+                     + 64 + self._label_budget())
+            shorter = max(window // 2, floor, self.MIN_PROMPT_WINDOW)
+            if per_text * self.MIN_EVAL_TEXTS <= budget - spent or shorter >= window:
+                break
+            # too slow for even a minimal evaluation: halve the prompt length (shots and text are
+            # cut to fit it) and measure again
+            self.prompt_window_ = shorter
+            log.info("%s: %.2f s per text; prompts shortened to %d tokens to fit the budget", self.name,
+                     per_text, self.prompt_window_)
+            if hasattr(self, "shots_"):
+                self.shots_used_ = self._fit_shots_to_window()
+            self._memo = {}
+            self.p_cf_ = self._content_free_probs()
         memos[(vi, fmt)] = (self.p_cf_, self._memo)
-        spent = self._clock() - getattr(self, "_fit_t0", t0)
         if per_text * self.MIN_EVAL_TEXTS > budget - spent:
             raise BudgetExceeded(
                 f"over budget: the timing probe measured {per_text:.2f} s per text, so even a minimal evaluation "
@@ -551,6 +574,7 @@ class _PromptingRung(Rung):
         final = int(min(final0, final))
         self.calibration_scores_["budget"] = {
             "budget_minutes": budget / 60, "seconds_per_text": round(per_text, 4),
+            "prompt_window_tokens": self._context_window(),
             "validation_examples": min(final, final0), "planned_validation_examples": final0}
         if final < min(self.MIN_CHOICE_N, final0):
             return None
@@ -729,7 +753,8 @@ class _PromptingRung(Rung):
                 "prompt_format": self.prompt_format_,
                 "calibration_scores": self.calibration_scores_, "label_descriptions": self.label_descriptions_,
                 "descriptions_source": self.descriptions_source_, "verbalizer": self.verbalizer_,
-                "verbalizer_source": self.verbalizer_source_, "prompt_choices": self.prompt_choices_}
+                "verbalizer_source": self.verbalizer_source_, "prompt_choices": self.prompt_choices_,
+                "prompt_window": getattr(self, "prompt_window_", None)}
 
     def _save(self, path: Path) -> None:
         self._check_fitted()
@@ -754,6 +779,8 @@ class _PromptingRung(Rung):
         rung.calibrate_ = bool(state["calibrate"])
         rung.calibration_scores_ = state["calibration_scores"]
         rung.prompt_choices_ = state.get("prompt_choices", [])  # older runs: not recorded
+        if state.get("prompt_window"):
+            rung.prompt_window_ = int(state["prompt_window"])
         rung._set_format(state["prompt_format"])
         rung._load_shots(path, state)
         return rung
