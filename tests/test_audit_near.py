@@ -148,3 +148,36 @@ def test_encoding_garbage_examples_show_the_garbage() -> None:
     r = run_audit(Task("moji", texts, y, ["x", "y"], split, {"kind": "memory"}), encoder=None, label_errors=False)
     ex = next(e for e in r.finding("noisy_texts").examples if e["kind"] == "encoding garbage")
     assert "Â£5" in ex["text"] and ex["chars"] == "Â£"
+
+
+class WholeTextEncoder:
+    """Maps listed paraphrases onto one vector; reads up to 256 tokens (short texts are read whole)."""
+
+    max_length = 256
+
+    def __init__(self, same: dict[str, str]) -> None:
+        self.same = same
+        self.ids: dict[str, int] = {}
+
+    def encode(self, texts, *, progress: bool = False, desc: str = "") -> np.ndarray:
+        out = np.zeros((len(texts), 1024), dtype=np.float32)
+        for i, t in enumerate(texts):
+            out[i, self.ids.setdefault(self.same.get(t, t), len(self.ids))] = 1.0  # one axis per distinct text
+        return out
+
+
+def test_paraphrases_the_encoder_read_whole_still_count() -> None:
+    """Short texts fit the encoder's window, so its similarity is a whole-text comparison: a reworded
+    question copied into test is near leakage even though few words are shared."""
+    rng = np.random.default_rng(1)
+    texts = [f"question number {i} about " + " ".join(rng.choice(["cats", "maps", "rain", "gold"], 3))
+             for i in range(100)]
+    y = np.array([i % 2 for i in range(100)])
+    split = np.array(["train"] * 70 + ["validation"] * 15 + ["test"] * 15, dtype=object)
+    texts[85] = "CNN is owned by whom ?"
+    texts[0] = "Who owns CNN ?"
+    y[85] = y[0]
+    task = Task("para", texts, y, ["a", "b"], split, {"kind": "memory"})
+    r = run_audit(task, encoder=WholeTextEncoder({texts[85]: texts[0]}), label_errors=False)
+    assert r.stats["leakage"]["test_in_train"]["near"] == 1
+    assert r.stats["near_duplicates"]["confirmed_as_read_whole"] == 1

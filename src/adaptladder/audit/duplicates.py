@@ -74,6 +74,10 @@ def _embed_groups(ctx: _Ctx, encoder: str | SupportsEncode, progress: bool) -> n
     raw = [ctx.task.texts[int(i)] for i in ctx.first_row]
     reps = [strip_boilerplate(t) for t in raw]
     ctx.n_stripped = sum(1 for r, t in zip(reps, raw, strict=True) if r is not t)
+    ctx.embedded_texts = reps
+    window = getattr(enc, "max_length", None)  # tokens the encoder reads; unknown for custom encoders
+    ctx.embed_window = int(window) if isinstance(window, int) and window > 0 else None
+    ctx.embed_tokenizer = encoder if isinstance(encoder, str) else str(getattr(enc, "model", "minilm"))
     before = dict(getattr(enc, "stats", {}) or {})
     n = len(reps)
     chunk = 512
@@ -197,7 +201,11 @@ def _check_near(ctx: _Ctx, emb: np.ndarray, thr: float, findings: list[Finding],
     t = time.perf_counter()
     text_sims = confirm_pairs(ctx, cand, cand_sims, min_text, int(ctx.cfg.get("max_confirm_pairs", 200_000)))
     confirm_s = time.perf_counter() - t
-    ok = text_sims >= min_text  # NaN (not checked) is False
+    # the encoder read both texts whole (short texts, e.g. questions): its similarity is itself a whole-text
+    # comparison, and paraphrases ("Who owns CNN ?" / "CNN is owned by whom ?") count as before; a text
+    # longer than the window (or when the window is unknown) needs the whole-text word check
+    read_whole = _read_whole(ctx, cand)
+    ok = read_whole | (text_sims >= min_text)  # NaN (not checked) is False
     pairs, sims = cand[ok], cand_sims[ok]
     ctx.pair_sims = sims
     ctx.pair_text_sims = text_sims[ok]
@@ -219,8 +227,11 @@ def _check_near(ctx: _Ctx, emb: np.ndarray, thr: float, findings: list[Finding],
     n_checked = int(np.isfinite(text_sims).sum())
     stats["near_duplicates"] = {"threshold": thr, "min_text_similarity": min_text,
                                 "candidates": int(total), "candidates_kept": len(cand),
-                                "candidates_checked": n_checked, "candidates_rejected": n_checked - int(ok.sum()),
+                                "candidates_checked": n_checked, "candidates_rejected": len(cand) - int(ok.sum()),
                                 "candidates_with_different_labels": int(cand_disagree.sum()),
+                                "confirmed_by_text": int((text_sims >= min_text).sum()),
+                                "confirmed_as_read_whole": int((read_whole & ~(text_sims >= min_text)).sum()),
+                                "encoder_window_tokens": ctx.embed_window,
                                 "pairs": len(pairs), "pairs_within_split": int(same.sum()),
                                 "rows_within_split": rows_involved,
                                 "pairs_with_different_labels": int(disagree.sum()),
@@ -230,8 +241,9 @@ def _check_near(ctx: _Ctx, emb: np.ndarray, thr: float, findings: list[Finding],
                                 "compared": "encoder: the first window of each text after e-mail headers, quoted "
                                             "lines and signatures are removed; confirmation: whole texts (up to "
                                             f"{_LEX_MAX_WORDS:,} words), the same parts removed"}
-    how = (f"cosine >= {thr} and whole-text similarity >= {min_text}")
-    rejected = n_checked - int(ok.sum())
+    how = (f"cosine >= {thr}, confirmed on whole texts: read whole by the encoder, or word similarity >= "
+           f"{min_text}")
+    rejected = len(cand) - int(ok.sum())
     note = f"; {rejected:,} of {len(cand):,} embedding candidates rejected by the whole-text check" if rejected else ""
     order = np.argsort(-sims[same], kind="stable")[: ctx.max_ex]
 
@@ -286,6 +298,21 @@ def _check_near(ctx: _Ctx, emb: np.ndarray, thr: float, findings: list[Finding],
                 cross |= ins[p][a] & ins[q][b]
     ctx.cross_pairs = pairs[cross]
     return pairs
+
+
+def _read_whole(ctx: _Ctx, cand: np.ndarray) -> np.ndarray:
+    """Per candidate pair: did the encoder read both (boilerplate-stripped) texts whole?"""
+    out = np.zeros(len(cand), dtype=bool)
+    window = getattr(ctx, "embed_window", None)
+    if window is None or not len(cand):
+        return out
+    from adaptladder.audit.text import token_lengths
+
+    gs = np.unique(cand)
+    lengths, _ = token_lengths([ctx.embedded_texts[int(g)] for g in gs], ctx.embed_tokenizer)
+    whole = np.zeros(ctx.n_groups, dtype=bool)
+    whole[gs] = lengths <= window - 2  # [CLS] and [SEP] take two positions; cut texts count as long
+    return whole[cand[:, 0]] & whole[cand[:, 1]]
 
 
 def matched_excerpts(text_a: str, text_b: str, width: int = 160) -> tuple[str, str]:
