@@ -34,6 +34,8 @@ CASES: dict[str, Factory] = {
     "few-shot": lambda enc, lm: make_rung("few-shot", model=lm, k=1, **_PROMPT),
     "knn-few-shot": lambda enc, lm: make_rung("knn-few-shot", model=lm, k=1, encoder=enc, **_PROMPT),
     "features": lambda enc, lm: make_rung("features", encoder=enc, precision="fp32", heads=["logreg", "mlp"], seed=0),
+    "setfit": lambda enc, lm: make_rung("setfit", encoder=enc, seed=0, num_iterations=2, max_pairs=32, batch_size=8,
+                                        threads=1),
     # fine-tuning rungs: a few steps on the tiny BERT (the backbone is the run's encoder)
     **{n: (lambda enc, lm, n=n: make_rung(n, encoder=enc, **_FT)) for n in ("prompt-tuning", "lora", "full-ft")},
     "qlora": lambda enc, lm: make_rung("qlora", model=lm, **_FT),  # CUDA + bitsandbytes only: skip path elsewhere

@@ -19,6 +19,7 @@ RUNGS: dict[str, str] = {
     "few-shot": "adaptladder.rungs.prompting:FewShotRung",
     "knn-few-shot": "adaptladder.rungs.prompting:KnnFewShotRung",
     "features": "adaptladder.rungs.features:FeaturesRung",
+    "setfit": "adaptladder.rungs.setfit:SetFitRung",
     "prompt-tuning": "adaptladder.rungs.finetune:PromptTuningRung",
     "lora": "adaptladder.rungs.finetune:LoraRung",
     "qlora": "adaptladder.rungs.finetune:QloraRung",
