@@ -49,13 +49,14 @@ def _byte_bpe_tokenizer():
     return tok
 
 
-def _tiny_lm(tok, seed: int = 0):
+def _tiny_lm(tok, seed: int = 0, init: float = 0.02):
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
                       num_key_value_heads=2, intermediate_size=64, max_position_embeddings=2048,
-                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+                      bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id,
+                      initializer_range=init)
     torch.manual_seed(seed)
     return LlamaForCausalLM(cfg).eval()
 
