@@ -141,3 +141,23 @@ def test_bad_schema_and_context_overflow_are_one_line_errors(tiny_gen):
         tiny_gen.generate(["x"], max_new_tokens=4, schema={"type": 5})
     with pytest.raises(AdaptError, match="exceeds the model's context"):
         tiny_gen.generate(["word " * 3000], max_new_tokens=4)
+
+
+@pytest.mark.slow
+def test_constrained_valid_with_smollm2_tokenizer():
+    """SmolLM2's own 49,152-token tokenizer (read from the packaged GGUF) on a random tiny Llama:
+    the extraction schema's outputs are always valid, batched equals one at a time."""
+    from transformers import AutoTokenizer
+
+    from adaptladder.generation.datasets import CITY_SCHEMA
+    from adaptladder.models import LM_ALIASES, packaged_path
+
+    dist, folder, gguf, spec = LM_ALIASES["smollm2"]
+    tok = AutoTokenizer.from_pretrained(str(packaged_path(dist, folder, spec)), gguf_file=gguf)
+    gen = Generator((_tiny_lm(tok, seed=3), tok), batch_size=3, threads=1)
+    schema = bound_schema(CITY_SCHEMA, max_string=10, int_range=(0, 10**6))
+    prompts = [gen.build_prompt(x, "Extract JSON.") for x in INPUTS[:3]]
+    out = gen.generate(prompts, max_new_tokens=8, schema=schema)
+    v = schema_validator(CITY_SCHEMA)
+    assert not any(out.truncated) and all(v.is_valid(json.loads(t)) for t in out.texts), out.texts
+    assert gen.generate(prompts, max_new_tokens=8, schema=schema, batch_size=1).texts == out.texts
