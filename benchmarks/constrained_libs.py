@@ -57,8 +57,11 @@ def lmfe_factory(gen: Any, schema: dict[str, Any]) -> tuple[Any, float]:
     shim = types.ModuleType("transformers.tokenization_utils")
     shim.PreTrainedTokenizerBase = transformers.PreTrainedTokenizerBase  # type: ignore[attr-defined]
     sys.modules["transformers.tokenization_utils"] = shim
-    from lmformatenforcer import JsonSchemaParser, TokenEnforcer
-    from lmformatenforcer.integrations.transformers import build_token_enforcer_tokenizer_data
+    from lmformatenforcer import JsonSchemaParser
+    from lmformatenforcer.integrations.transformers import (
+        build_token_enforcer_tokenizer_data,
+        build_transformers_prefix_allowed_tokens_fn,
+    )
     from transformers import PrefixConstrainedLogitsProcessor
 
     _, tok = gen._load()
@@ -67,12 +70,8 @@ def lmfe_factory(gen: Any, schema: dict[str, Any]) -> tuple[Any, float]:
     dt = time.perf_counter() - t0
 
     def make() -> Any:
-        enforcer = TokenEnforcer(data, JsonSchemaParser(schema))
-
-        def allowed(batch_id: int, sent: Any) -> list[int]:
-            return enforcer.get_allowed_tokens(sent.tolist())
-
-        return PrefixConstrainedLogitsProcessor(allowed, num_beams=1)
+        fn = build_transformers_prefix_allowed_tokens_fn(data, JsonSchemaParser(schema))
+        return PrefixConstrainedLogitsProcessor(fn, num_beams=1)
 
     return make, dt
 
