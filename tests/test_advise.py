@@ -118,7 +118,7 @@ def test_cli_flags_json(capsys, tmp_path):
     d = json.loads(capsys.readouterr().out)
     assert d["strategy"] == "rag" and d["checklist"][0]["triggered"] is True
     run = _run(tmp_path, [_rung("few-shot", "prompting", 30, 0.95, [0.93, 0.97], meets=True)])
-    _cli(["advise", "--run", str(run), "--no-interactive"])
+    _cli(["advise", str(run), "--no-interactive"])
     out = capsys.readouterr().out
     assert "Stop at prompting" in out and "checklist" in out
 

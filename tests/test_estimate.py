@@ -230,7 +230,7 @@ def test_bad_config_files(tmp_path, monkeypatch):
 
 
 def test_cli_json_and_table(capsys):
-    _cli(["estimate", "--model", "7B", "--method", "lora", "--seq-len", "512", "--batch", "1", "--json",
+    _cli(["estimate", "--arch", "7B", "--method", "lora", "--seq-len", "512", "--batch", "1", "--json",
               "--examples", "100", "--gpu", "A100-80GB"])
     d = json.loads(capsys.readouterr().out)
     assert d["params"]["trainable"] == 32 * 16 * (4096 * 2 + 4096 * 2)

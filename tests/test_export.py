@@ -72,20 +72,20 @@ def test_export_then_validate_round_trip(small_task, tmp_path: Path) -> None:  #
 
 def test_cli_round_trip_on_builtin(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, val = tmp_path / "train.jsonl", tmp_path / "val.jsonl"
-    assert run_cli(["export-jsonl", "trec6", "--system", SYSTEM, "--out", str(out), "--val-out", str(val)]) == 0
+    assert run_cli(["export-jsonl", "trec6", "--system", SYSTEM, "-o", str(out), "--val-output", str(val)]) == 0
     text = capsys.readouterr().out
     assert "held out" in text
     n_train = len(out.read_text().splitlines())
     assert n_train > 3000
     assert run_cli(["validate-jsonl", str(out), "--tokenizer", "chars4", "--epochs", "2",
-                    "--report", str(tmp_path / "rep.json")]) == 0
+                    "-o", str(tmp_path / "rep.json")]) == 0
     rep = json.loads((tmp_path / "rep.json").read_text())
     assert rep["ok"] and rep["examples"] == n_train and rep["cost"]["epochs"] == 2
     assert "ok" in capsys.readouterr().out
-    # refuses to overwrite, then overwrites when asked
+    # refuses to overwrite, then overwrites when asked (--out: the old name of --output, still accepted)
     assert run_cli(["export-jsonl", "trec6", "--system", SYSTEM, "--out", str(out)]) == 2
     assert "already exists" in capsys.readouterr().err
-    assert run_cli(["export-jsonl", "trec6", "--system", "", "--out", str(out), "--overwrite"]) == 0
+    assert run_cli(["export-jsonl", "trec6", "--system", "", "--output", str(out), "--overwrite"]) == 0
     assert [m["role"] for m in json.loads(out.read_text().splitlines()[0])["messages"]] == ["user", "assistant"]
 
 
@@ -96,7 +96,7 @@ def test_export_refuses_bad_requests(small_task, tmp_path: Path) -> None:  # typ
         export_jsonl(small_task, system=SYSTEM, out=tmp_path / "a.jsonl", val_out=tmp_path / "a.jsonl")
     with pytest.raises(AdaptError, match="does not exist"):
         export_jsonl(small_task, system=SYSTEM, out=tmp_path / "nodir" / "a.jsonl")
-    assert run_cli(["export-jsonl", "trec6", "--out", str(tmp_path / "b.jsonl")]) == 2  # no --system / --from-run
+    assert run_cli(["export-jsonl", "trec6", "-o", str(tmp_path / "b.jsonl")]) == 2  # no --system / RUN_DIR
 
 
 def test_export_test_split_only_when_asked(small_task, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -109,11 +109,11 @@ def test_system_prompt_from_run(tmp_path: Path, capsys: pytest.CaptureFixture[st
     run = fake_run(tmp_path / "run", {"zero-shot": "You label questions.", "few-shot": "You label questions."})
     assert system_prompt_from_run(run) == ("You label questions.", "few-shot")
     out = tmp_path / "train.jsonl"
-    assert run_cli(["export-jsonl", "trec6", "--from-run", str(run), "--out", str(out)]) == 0
+    assert run_cli(["export-jsonl", "trec6", str(run), "-o", str(out)]) == 0
     assert json.loads(out.read_text().splitlines()[0])["messages"][0]["content"] == "You label questions."
     capsys.readouterr()
-    assert run_cli(["validate-jsonl", str(out), "--system-from", str(run), "--tokenizer", "chars4"]) == 0
-    # a different run prompt makes every line a problem
+    assert run_cli(["validate-jsonl", str(out), str(run), "--tokenizer", "chars4"]) == 0
+    # a different run prompt makes every line a problem (--system-from: the old spelling, still accepted)
     other = fake_run(tmp_path / "other", {"few-shot": "Something else."})
     assert run_cli(["validate-jsonl", str(out), "--system-from", str(other), "--tokenizer", "chars4"]) == 2
     err = capsys.readouterr().err
@@ -224,13 +224,13 @@ def test_user_template_from_run(tmp_path: Path) -> None:
     (run / "rungs" / "zero-shot" / "model" / "prompt_template.j2").write_text(
         "{% for ex in shots %}Text: {{ ex.text }}\nLabel: {{ ex.label }}\n\n{% endfor %}Text: {{ text }}\nLabel:")
     out = tmp_path / "train.jsonl"
-    assert run_cli(["export-jsonl", "trec6", "--from-run", str(run), "--template-from-run", "--out", str(out)]) == 0
+    assert run_cli(["export-jsonl", "trec6", str(run), "--template-from-run", "-o", str(out)]) == 0
     user = json.loads(out.read_text().splitlines()[0])["messages"][1]["content"]
     assert user.startswith("Text: ") and user.endswith("\nLabel:")
     assert validate_jsonl(out, tokenizer="chars4", model=None).ok
     bad = fake_run(tmp_path / "bad", {"zero-shot": "x"})
     (bad / "rungs" / "zero-shot" / "model" / "prompt_template.j2").write_text("{{ undefined_thing }} {{ text }}")
     assert run_cli(["export-jsonl", "trec6", "--from-run", str(bad), "--template-from-run",
-                    "--out", str(tmp_path / "b.jsonl")]) == 2
+                    "--out", str(tmp_path / "b.jsonl")]) == 2  # the old spellings still work
     assert run_cli(["export-jsonl", "trec6", "--system", "x", "--template-from-run",
-                    "--out", str(tmp_path / "c.jsonl")]) == 2
+                    "-o", str(tmp_path / "c.jsonl")]) == 2

@@ -554,7 +554,7 @@ def test_cli_prompt_with_stub(stub: _Stub, capsys: pytest.CaptureFixture[str]) -
     from adaptladder.cli import main
 
     with pytest.raises(SystemExit) as e:
-        main(["prompt", "win a free phone", "--labels", "ham,spam", "--backend", "openai", "--model", "m",
+        main(["prompt", "win a free phone", "--labels", "ham,spam", "--backend", "openai", "--lm", "m",
               "--base-url", stub.url, "--api-key-env", "STUB_KEY", "--show-prompt"])
     assert e.value.code in (0, None)
     out = capsys.readouterr().out

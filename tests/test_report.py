@@ -275,8 +275,8 @@ def test_killed_run_resumes_without_recomputing(tmp_path: Path, sig: int) -> Non
     env["SLOW_SECONDS"] = "0"
     again = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0, again.stderr
-    assert "majority: finished earlier, reusing" in again.stdout and "tfidf: finished earlier, reusing" in again.stdout
-    assert "slowpoke: running" in again.stdout and marker.exists()  # only the killed rung ran again
+    assert "majority: finished earlier, reusing" in again.stderr and "tfidf: finished earlier, reusing" in again.stderr
+    assert "slowpoke: running" in again.stderr and marker.exists()  # only the killed rung ran again
     for n, raw in before.items():
         assert (out / "rungs" / n / "result.json").read_bytes() == raw  # reused as they were, not recomputed
     doc = json.loads((out / "results.json").read_text())

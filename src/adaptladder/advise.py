@@ -135,7 +135,7 @@ def load_evidence(run_dir: str | Path) -> dict[str, Any]:
     """The measured facts the advisor uses, read from a ladder run directory."""
     run = Path(run_dir)
     if not run.is_dir():
-        raise AdaptError(f"run directory {run} not found; pass --run runs/<name> from `adaptladder run`.")
+        raise AdaptError(f"run directory {run} not found; pass the folder `adaptladder run` wrote (runs/<name>).")
     res_path = run / "results.json"
     if not res_path.is_file():
         raise AdaptError(f"{res_path} is missing; the run did not finish - re-run `adaptladder run` to complete it.")
@@ -279,7 +279,8 @@ def advise(answers: Answers | None = None, run_dir: str | Path | None = None, *,
     elif cheap_ok and best_cheap:
         strategy = "cheap-model"
         reasons.insert(0, f"measured: {_fmt_rung(best_cheap, metric)} already clears the bar {bar}")
-        nxt = f"use the saved {best_cheap['name']} model (`adaptladder predict --run {ev.get('run')}`)"
+        nxt = (f"use the saved {best_cheap['name']} model (`adaptladder predict {ev.get('run')} --rung "
+               f"{best_cheap['name']} --input FILE --output FILE`)")
     elif a.requirements_change:
         strategy = "prompting"
         reasons.insert(0, "requirements change often: keep them in the prompt so a change is an edit, not a retrain")
@@ -299,7 +300,7 @@ def advise(answers: Answers | None = None, run_dir: str | Path | None = None, *,
     else:
         strategy = "measure"
         reasons.insert(0, "nothing yet rules a strategy in or out")
-        nxt = "run `adaptladder run <data>` to measure the ladder, then `adaptladder advise --run runs/<name>`"
+        nxt = "run `adaptladder run <data>` to measure the ladder, then `adaptladder advise runs/<name>`"
 
     if strategy == "fine-tune-lora" and ft_clear is False:
         strategy = "prompting" if best_prompt else "cheap-model" if best_cheap else strategy

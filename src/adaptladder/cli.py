@@ -32,19 +32,35 @@ err_console = Console(stderr=True)
 COMMAND_MODULES: list[str] = ["run", "audit", "plan", "prompting", "export", "report", "rungs"]
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        from adaptladder import __version__
+
+        typer.echo(f"adaptladder {__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     debug: Annotated[bool, typer.Option("--debug", help="Show full tracebacks on errors.")] = False,
+    version: Annotated[bool, typer.Option("--version", callback=_show_version, is_eager=True,
+                                          help="Print the version and exit.")] = False,
 ) -> None:
     if debug:
         os.environ["ADAPTLADDER_DEBUG"] = "1"
 
 
 @app.command("datasets")
-def datasets_cmd() -> None:
+def datasets_cmd(
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
     """List the built-in data sets (read from installed packages, no network)."""
+    from adaptladder.commands import print_json
     from adaptladder.datasets import describe_builtins
 
+    if as_json:
+        print_json(describe_builtins())
+        return
     table = Table(title="Built-in data sets")
     for col in ("name", "rows", "labels", "description", "package"):
         table.add_column(col)

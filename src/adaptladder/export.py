@@ -169,7 +169,7 @@ def export_jsonl(
         targets.append(("test", Path(test_out)))
     paths = [p.resolve() for _, p in targets]
     if len(set(paths)) != len(paths):
-        raise AdaptError("the output files must differ: give --out, --val-out and --test-out different paths.")
+        raise AdaptError("the output files must differ: give --output, --val-output and --test-output different paths.")
     for _, p in targets:
         if p.exists() and not overwrite:
             raise AdaptError(f"{p} already exists; pass --overwrite to replace it or choose another path.")
@@ -193,9 +193,9 @@ def export_jsonl(
     notes = []
     if "test" in held:
         notes.append(f"the test split ({held['test']:,} examples) is held out and not exported, so the fine-tuned "
-                     "model can still be evaluated on data it never saw; pass --test-out to export it anyway.")
+                     "model can still be evaluated on data it never saw; pass --test-output to export it anyway.")
     if "validation" in held:
-        notes.append(f"the validation split ({held['validation']:,} examples) was not written; pass --val-out to "
+        notes.append(f"the validation split ({held['validation']:,} examples) was not written; pass --val-output to "
                      "give the service a validation file.")
     if not system:
         notes.append("no system message written (empty system prompt).")

@@ -51,17 +51,24 @@ def audit_cmd(
                                                                  "new folder (inputs are never modified).")] = None,
     drop_from: Annotated[str, typer.Option("--drop-from", help="Resolve leaks by dropping rows from train "
                                                                "(default; keeps test intact) or test.")] = "train",
-    out: Annotated[Path | None, typer.Option("--out", help="Write the JSON report here (e.g. audit.json).")] = None,
-    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown section here.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Write the JSON report to this file (e.g. "
+                                                "audit.json).")] = None,
+    markdown: Annotated[Path | None, typer.Option("--markdown", help="Write the Markdown section to this file.")]
+    = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout (the tables go to "
+                                                         "stderr).")] = False,
+    old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
 ) -> None:
     """Audit a data set before training: size, balance, duplicates, leakage, label conflicts and errors, hygiene."""
     from rich.console import Console
     from rich.markup import escape
 
     from adaptladder.audit import audit_source, write_clean_splits
+    from adaptladder.commands import print_json, renamed
     from adaptladder.errors import AdaptError
 
-    console = Console()
+    out = renamed(output, old_out, "--output", "--out")
+    console = Console(stderr=as_json)  # with --json, stdout holds the JSON document only
     if dedupe is not None and drop_from not in ("train", "test"):
         raise AdaptError(f"--drop-from {drop_from!r}: use train or test.")
     if dedupe is not None:
@@ -98,5 +105,7 @@ def audit_cmd(
         if task.source.get("kind") == "lenient":
             console.print("[yellow]the input could not be loaded strictly: rows without a text or label are left "
                           "out of the clean files, and the split is the audit's approximation.[/]")
+    if as_json:
+        print_json(report.to_dict())
     if report.has_errors:
         raise typer.Exit(1)

@@ -10,6 +10,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from adaptladder.commands import one_run_dir, print_json, renamed
 from adaptladder.errors import AdaptError
 
 console = Console()
@@ -24,19 +25,23 @@ def register(app: typer.Typer) -> None:
 def export_jsonl_cmd(
     data: Annotated[str, typer.Argument(
         help="A built-in data set name (trec6, sms-spam, ...) or a CSV/TSV/JSONL/Parquet file.")],
-    out: Annotated[Path, typer.Option("--out", help="Training file to write (JSONL).")],
+    run_dir: Annotated[Path | None, typer.Argument(
+        help="A run directory: use the system prompt its prompting rung used (its system_prompt.txt).",
+        show_default=False)] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Training file to write (JSONL).",
+                                                show_default=False)] = None,
     system: Annotated[str | None, typer.Option("--system", help="System prompt on every line (\"\" for none).")] = None,
-    from_run: Annotated[Path | None, typer.Option(
-        "--from-run", help="Use the system prompt this run's prompting rung used (its system_prompt.txt).")] = None,
     rung: Annotated[str | None, typer.Option(
-        "--rung", help="With --from-run: which prompting rung's prompt, when they differ.")] = None,
+        "--rung", help="With RUN_DIR: which prompting rung's prompt, when they differ.")] = None,
     template_from_run: Annotated[bool, typer.Option(
-        "--template-from-run", help="With --from-run: wrap each text in the rung's user-message template too "
+        "--template-from-run", help="With RUN_DIR: wrap each text in the rung's user-message template too "
         "(prompt_template.j2, rendered without shots).")] = False,
     fmt: Annotated[str, typer.Option("--format", help="Output format.")] = "openai-chat",
-    val_out: Annotated[Path | None, typer.Option("--val-out", help="Also write the validation split here.")] = None,
-    test_out: Annotated[Path | None, typer.Option(
-        "--test-out", help="Also write the test split (held out by default: export it only to evaluate).")] = None,
+    val_output: Annotated[Path | None, typer.Option("--val-output", help="Also write the validation split to this "
+                                                    "file.")] = None,
+    test_output: Annotated[Path | None, typer.Option(
+        "--test-output", help="Also write the test split to this file (held out by default: export it only to "
+        "evaluate).")] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
     text_col: Annotated[str | None, typer.Option("--text-col", help="Text column of DATA.")] = None,
     label_col: Annotated[str | None, typer.Option("--label-col", help="Label column of DATA.")] = None,
@@ -44,16 +49,28 @@ def export_jsonl_cmd(
         "--split-col", help="Split column of DATA (train/validation/test).")] = None,
     seed: Annotated[int, typer.Option(
         "--seed", help="Seed of the train/validation/test split and the line order.")] = 13,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+    old_from_run: Annotated[Path | None, typer.Option("--from-run", hidden=True)] = None,
+    old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
+    old_val_out: Annotated[Path | None, typer.Option("--val-out", hidden=True)] = None,
+    old_test_out: Annotated[Path | None, typer.Option("--test-out", hidden=True)] = None,
 ) -> None:
     """Write a task in chat fine-tuning format (one {"messages": [...]} per line); test is held out."""
     from adaptladder.export import export_jsonl, system_prompt_from_run, user_template_from_run
     from adaptladder.task import load_task
 
+    from_run = one_run_dir(run_dir, old_from_run, "--from-run")
+    out = renamed(output, old_out, "--output", "--out")
+    val_out = renamed(val_output, old_val_out, "--val-output", "--val-out")
+    test_out = renamed(test_output, old_test_out, "--test-output", "--test-out")
+    if out is None:
+        raise AdaptError("pass the training file to write with -o/--output FILE.jsonl.")
     if (system is None) == (from_run is None):
-        raise AdaptError("pass exactly one of --system \"...\" and --from-run RUN_DIR (--system \"\" for no system "
+        raise AdaptError("pass exactly one of --system \"...\" and a RUN_DIR argument (--system \"\" for no system "
                          "message).")
     if (rung is not None or template_from_run) and from_run is None:
-        raise AdaptError("--rung and --template-from-run only apply with --from-run; pass the run directory too.")
+        raise AdaptError("--rung and --template-from-run only apply with a RUN_DIR argument; pass the run directory "
+                         "too.")
     source = "--system"
     template = None
     if from_run is not None:
@@ -64,6 +81,9 @@ def export_jsonl_cmd(
     task = load_task(data, text_col=text_col, label_col=label_col, split_col=split_col, seed=seed)
     res = export_jsonl(task, system=system, out=out, val_out=val_out, test_out=test_out, fmt=fmt,
                        overwrite=overwrite, seed=seed, system_source=source, user_template=template)
+    if as_json:
+        print_json(res.to_dict())
+        return
     table = Table(title=f"{task.name} -> {res.format} JSONL")
     for col in ("split", "file", "examples", "duplicates dropped", "labels"):
         table.add_column(col)
@@ -82,30 +102,47 @@ def export_jsonl_cmd(
 
 def validate_jsonl_cmd(
     file: Annotated[Path, typer.Argument(help="The chat JSONL file to check.")],
-    system_from: Annotated[Path | None, typer.Option(
-        "--system-from", help="Run directory: every line's system prompt must equal its prompting rung's.")] = None,
+    run_dir: Annotated[Path | None, typer.Argument(
+        help="A run directory: every line's system prompt must equal its prompting rung's.", show_default=False)]
+    = None,
     rung: Annotated[str | None, typer.Option(
-        "--rung", help="With --system-from: which prompting rung's prompt, when they differ.")] = None,
-    model: Annotated[str, typer.Option(
-        "--model", help="Price-table model for the training-cost estimate.")] = "gpt-4o-mini",
+        "--rung", help="With RUN_DIR: which prompting rung's prompt, when they differ.")] = None,
+    price_model: Annotated[str | None, typer.Option(
+        "--price-model", help="Price-table model for the training-cost estimate [default: gpt-4o-mini].")] = None,
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs for the cost estimate.")] = 3,
     tokenizer: Annotated[str, typer.Option(
         "--tokenizer", help="Token counter: smollm2 (BPE, default), minilm or chars4 (approximations).")] = "smollm2",
-    report: Annotated[Path | None, typer.Option("--report", help="Also write the report as JSON here.")] = None,
+    output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the report to this JSON "
+                                                "file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (problems still exit 2).")]
+    = False,
+    old_system_from: Annotated[Path | None, typer.Option("--system-from", hidden=True)] = None,
+    old_model: Annotated[str | None, typer.Option("--model", hidden=True)] = None,
+    old_report: Annotated[Path | None, typer.Option("--report", hidden=True)] = None,
 ) -> None:
     """Check a chat fine-tuning JSONL file line by line and estimate its training cost; exit 2 on problems."""
     from adaptladder.export import system_prompt_from_run, validate_jsonl
 
+    system_from = one_run_dir(run_dir, old_system_from, "--system-from")
+    model = renamed(price_model, old_model, "--price-model", "--model") or "gpt-4o-mini"
+    report = renamed(output, old_report, "--output", "--report")
     expected = expected_from = None
     if system_from is not None:
         expected, used = system_prompt_from_run(system_from, rung)
         expected_from = f"the {used} rung's prompt in {system_from}"
     elif rung is not None:
-        raise AdaptError("--rung only applies with --system-from; pass the run directory too.")
+        raise AdaptError("--rung only applies with a RUN_DIR argument; pass the run directory too.")
     rep = validate_jsonl(file, expected_system=expected, expected_from=expected_from, model=model, epochs=epochs,
                          tokenizer=tokenizer)
     if report is not None:
         report.write_text(json.dumps(rep.to_dict(), indent=2, ensure_ascii=False))
+    if as_json:
+        print_json(rep.to_dict())
+        if rep.problems:
+            first = rep.problems[0]
+            raise AdaptError(f"{file} {first.where()}: {first.message} ({len(rep.problems)} problem(s) in all, "
+                             "listed in the JSON); fix the file and validate it again.")
+        return
 
     table = Table(title=f"{file}", show_header=False)
     table.add_column("", style="bold")
@@ -140,7 +177,7 @@ def validate_jsonl_cmd(
         for p in rep.problems[:MAX_PROBLEMS_SHOWN]:
             console.print(f"  {file}:{p.where()}: {p.kind}: {p.message}", highlight=False, soft_wrap=True)
         if len(rep.problems) > MAX_PROBLEMS_SHOWN:
-            console.print(f"  ... {len(rep.problems) - MAX_PROBLEMS_SHOWN} more (all in --report)")
+            console.print(f"  ... {len(rep.problems) - MAX_PROBLEMS_SHOWN} more (all in --output FILE.json)")
         first = rep.problems[0]
         raise AdaptError(f"{file} {first.where()}: {first.message} ({len(rep.problems)} problem(s) in all, "
                          "listed above); fix the file and validate it again.")

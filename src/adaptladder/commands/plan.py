@@ -2,21 +2,18 @@
 
 from __future__ import annotations
 
-import json
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from adaptladder.commands import one_run_dir, print_json, renamed
 from adaptladder.errors import AdaptError
 
 console = Console()
-
-
-def _print_json(obj: Any) -> None:
-    sys.stdout.write(json.dumps(obj, indent=2, default=str) + "\n")
 
 
 def _memory_table(est: Any) -> Table:
@@ -74,9 +71,10 @@ def _fits_line(est: Any) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("estimate")
     def estimate_cmd(
-        model: Annotated[str, typer.Option(
-            "--model", "-m", help="Preset (7B, 13B, 33B, 65B, 70B, 8B, smollm2, minilm), a config.json (or its "
-            "folder) or a Hugging Face id.")] = "7B",
+        arch: Annotated[str | None, typer.Option(
+            "--arch", "-a", help="Model architecture: a preset (7B, 13B, 33B, 65B, 70B, 8B, smollm2, minilm), a "
+            "config.json (or its folder) or a Hugging Face id [default: 7B].")] = None,
+        old_model: Annotated[str | None, typer.Option("--model", "-m", hidden=True)] = None,
         method: Annotated[str, typer.Option(help="full | lora | qlora | prompt-tuning | inference")] = "lora",
         seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sequence.")] = 2048,
         batch: Annotated[int, typer.Option(help="Sequences per step (per GPU).")] = 4,
@@ -114,6 +112,8 @@ def register(app: typer.Typer) -> None:
         """GPU memory, time and cost of fine-tuning (full, LoRA, QLoRA, prompt tuning) or serving a model."""
         from adaptladder import estimate as E
 
+        model = renamed(arch, old_model, "--arch", "--model") or "7B"
+
         kw: dict[str, Any] = dict(seq_len=seq_len, batch=batch, grad_checkpointing=grad_checkpointing,
                                   optimizer=optimizer, dtype=dtype, lora_r=lora_r, lora_targets=lora_targets,
                                   lora_dropout=lora_dropout, double_quant=double_quant,
@@ -128,7 +128,7 @@ def register(app: typer.Typer) -> None:
             cost = E.inference_cost(model, prompt_tokens=prompt_tokens, output_tokens=output_tokens, gpu=gpu,
                                     dtype=dtype, concurrency=concurrency, mfu=mfu)
             if as_json:
-                _print_json({**est.to_dict(), "serving_cost": cost})
+                print_json({**est.to_dict(), "serving_cost": cost})
                 return
             console.print(_memory_table(est))
             console.print(_fits_line(est))
@@ -147,7 +147,7 @@ def register(app: typer.Typer) -> None:
                                                   trainable=est.params["trainable"]))
             est.compute = {"per_gpu": compute}
         if as_json:
-            _print_json(est.to_dict())
+            print_json(est.to_dict())
             return
         console.print(_memory_table(est))
         console.print(_fits_line(est))
@@ -158,8 +158,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("advise")
     def advise_cmd(
-        run: Annotated[str | None, typer.Option("--run", help="A ladder run directory (runs/<name>) for evidence.")]
-        = None,
+        run_dir: Annotated[Path | None, typer.Argument(help="A run directory written by `adaptladder run` "
+                                                      "(runs/<name>): its measurements become evidence.",
+                                                      show_default=False)] = None,
+        old_run: Annotated[Path | None, typer.Option("--run", hidden=True)] = None,
         facts: Annotated[bool | None, typer.Option("--facts/--no-facts",
                                                    help="Must the model know new or changing facts?")] = None,
         style: Annotated[bool | None, typer.Option("--style/--no-style",
@@ -173,7 +175,9 @@ def register(app: typer.Typer) -> None:
         eval_set: Annotated[bool | None, typer.Option("--eval-set/--no-eval-set",
                                                       help="Do you have an evaluation set?")] = None,
         examples: Annotated[int | None, typer.Option("--examples", help="Labelled examples you have.")] = None,
-        model: Annotated[str | None, typer.Option("--model", help="Model for the memory estimate.")] = None,
+        arch: Annotated[str | None, typer.Option("--arch", help="Model architecture for the memory estimate "
+                                                  "(as in `adaptladder estimate --arch`).")] = None,
+        old_model: Annotated[str | None, typer.Option("--model", hidden=True)] = None,
         seq_len: Annotated[int, typer.Option("--seq-len")] = 512,
         batch: Annotated[int, typer.Option()] = 8,
         interactive: Annotated[bool | None, typer.Option("--interactive/--no-interactive",
@@ -201,9 +205,10 @@ def register(app: typer.Typer) -> None:
             if answers.n_examples is None and Confirm.ask("Do you know how many labelled examples you have?",
                                                           default=False, console=console):
                 answers.n_examples = IntPrompt.ask("How many?", console=console)
-        adv = advise(answers, run, model=model, seq_len=seq_len, batch=batch)
+        run = one_run_dir(run_dir, old_run, "--run")
+        adv = advise(answers, run, model=renamed(arch, old_model, "--arch", "--model"), seq_len=seq_len, batch=batch)
         if as_json:
-            _print_json(adv.to_dict())
+            print_json(adv.to_dict())
             return
         console.print(f"[bold]Recommendation:[/bold] {adv.headline}")
         console.print("[bold]Why:[/bold]")
@@ -259,7 +264,7 @@ def _print_serving(c: dict[str, Any]) -> None:
 def _table(E: Any, kw: dict[str, Any], as_json: bool) -> None:
     ests = E.comparison_table(**kw)
     if as_json:
-        _print_json([e.to_dict() for e in ests])
+        print_json([e.to_dict() for e in ests])
         return
     s = ests[0].settings
     t = Table(title=f"Peak GPU memory (GiB) · seq {s['seq_len']} · batch {s['batch']} · {s['dtype']} · "

@@ -18,22 +18,27 @@ def register(app: typer.Typer) -> None:
         labels: Annotated[str | None, typer.Option(help="Comma-separated label names (zero-shot).")] = None,
         model_dir: Annotated[str | None, typer.Option("--from", help="A saved prompting rung's model folder.")] = None,
         backend: Annotated[str, typer.Option(help="hf or openai.")] = "hf",
-        model: Annotated[str | None, typer.Option(help="LM alias, HF id / path, or the server's model name.")] = None,
+        lm: Annotated[str | None, typer.Option("--lm", help="Language model: alias, HF id / path, or the server's "
+                                                   "model name.")] = None,
+        old_model: Annotated[str | None, typer.Option("--model", hidden=True)] = None,
         base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible server URL (openai backend).")] = None,
         api_key_env: Annotated[str, typer.Option(help="Environment variable holding the API key.")] = "OPENAI_API_KEY",
         calibrate: Annotated[bool, typer.Option(help="Contextual calibration against content-free inputs.")] = False,
         verbalizer: Annotated[str | None, typer.Option(
             help="Answer words to score instead of the label names, e.g. ham=normal (zero-shot).")] = None,
         show_prompt: Annotated[bool, typer.Option(help="Print the exact prompt of the first text.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the labels and probabilities as JSON.")] = False,
     ) -> None:
         """Classify TEXTS with a zero-shot prompt (--labels) or a saved prompting rung (--from)."""
         from rich.console import Console
         from rich.table import Table
 
+        from adaptladder.commands import print_json, renamed
         from adaptladder.errors import AdaptError
         from adaptladder.rungs import load_rung
         from adaptladder.rungs.prompting import ZeroShotRung, _PromptingRung
 
+        model = renamed(lm, old_model, "--lm", "--model")
         console = Console()
         if model_dir:
             if verbalizer:
@@ -61,6 +66,16 @@ def register(app: typer.Typer) -> None:
             rung = ZeroShotRung(**params)  # type: ignore[arg-type]
             rung.fit([], __import__("numpy").zeros(0, dtype=int), label_names=names)
         proba = rung.predict_proba(texts)
+        if as_json:
+            out: dict[str, object] = {
+                "rung": rung.name, "model": rung.backend.describe().get("model"),
+                "predictions": [{"text": t, "label": rung.label_names_[int(row.argmax())],
+                                 "probabilities": dict(zip(rung.label_names_, map(float, row), strict=True))}
+                                for t, row in zip(texts, proba, strict=True)]}
+            if show_prompt:
+                out["prompt"] = rung.example_prompt(texts[0])
+            print_json(out)
+            return
         table = Table(title=f"{rung.name} ({rung.backend.describe().get('model')})")
         table.add_column("text")
         table.add_column("label")

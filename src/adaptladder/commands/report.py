@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -10,23 +9,29 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from adaptladder.commands import RunDirArg, print_json
+
 console = Console()
 if not console.is_terminal:
     console.width = max(console.width, 160)
 
-RunDirArg = Annotated[Path, typer.Argument(help="Run directory written by `adaptladder run` (e.g. runs/sms-spam).",
-                                            show_default=False)]
 
 
 def register(app: typer.Typer) -> None:
     @app.command("report")
-    def report_cmd(run_dir: RunDirArg) -> None:
+    def report_cmd(
+        run_dir: RunDirArg,
+        as_json: Annotated[bool, typer.Option("--json", help="Print the written files' paths as JSON.")] = False,
+    ) -> None:
         """Rebuild report.html and report.md from a run directory's results.json (a killed run gets a partial one)."""
         from adaptladder.ladder import ensure_results
         from adaptladder.report import rebuild
 
         ensure_results(run_dir)
         paths = rebuild(run_dir)
+        if as_json:
+            print_json({kind: str(path) for kind, path in paths.items()})
+            return
         for kind, path in paths.items():
             console.print(f"{kind}: {path}", highlight=False)
 
@@ -40,11 +45,15 @@ def register(app: typer.Typer) -> None:
                                                      "auto-detected).")] = None,
         rung: Annotated[str | None, typer.Option(help="Use this rung instead of the recommended one.")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
     ) -> None:
         """Label new texts with the run's recommended (or named) rung; adds label and per-class probabilities."""
         from adaptladder.winner import predict_file
 
         info = predict_file(run_dir, input, output, text_col=text_col, rung=rung, overwrite=overwrite)
+        if as_json:
+            print_json(info)
+            return
         counts = ", ".join(f"{k} {v:,}" for k, v in list(info["counts"].items())[:10])
         console.print(f"{info['rung']}: labelled {info['n']:,} rows of column {info['text_col']!r} in "
                       f"{info['seconds']:.2f}s ({counts}) -> {info['output']}", highlight=False, markup=False)
@@ -75,8 +84,7 @@ def register(app: typer.Typer) -> None:
         deployed = rung or (load_results(run_dir).get("recommendation") or {}).get("rung")
         failed = gate_failed(evals, deployed)
         if as_json:
-            print(json.dumps({"evaluations": [e.to_dict() for e in evals], "gate_failed": failed}, indent=2,
-                             default=str))
+            print_json({"evaluations": [e.to_dict() for e in evals], "gate_failed": failed})
         else:
             m = evals[0].metric
             table = Table(title=f"{data}: {m} on new data vs the run's test split")

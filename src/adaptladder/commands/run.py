@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Annotated, Any
 
@@ -10,11 +9,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from adaptladder.commands import print_json
 from adaptladder.errors import AdaptError
 
 console = Console()
 if not console.is_terminal:  # piped / CI output: do not squeeze the tables into 80 columns
     console.width = max(console.width, 160)
+err_console = Console(stderr=True)  # progress and logs: stdout holds only the results (or the --json document)
 
 DataArg = Annotated[str | None, typer.Argument(help="Built-in data set name (see `adaptladder datasets`) or a "
                                                "CSV/TSV/JSONL/Parquet file.", show_default=False)]
@@ -98,7 +99,8 @@ def register(app: typer.Typer) -> None:
         no_audit: Annotated[bool, typer.Option("--no-audit", help="Skip the data audit.")] = False,
         force: Annotated[bool, typer.Option("--force", help="Run despite audit errors.")] = False,
         fresh: Annotated[bool, typer.Option("--fresh", help="Move an existing run aside and start over.")] = False,
-        as_json: Annotated[bool, typer.Option("--json", help="Print results.json's summary as JSON.")] = False,
+        as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (run directory, "
+                                                     "recommendation, rungs); progress goes to stderr.")] = False,
     ) -> None:
         """Audit the data, climb the ladder in order of cost and recommend the cheapest rung good enough."""
         from adaptladder.ladder import RunConfig, run
@@ -122,19 +124,18 @@ def register(app: typer.Typer) -> None:
         t0 = time.perf_counter()
 
         def log(msg: str) -> None:
-            console.print(f"[dim]{time.perf_counter() - t0:6.1f}s[/dim] {msg}")
+            err_console.print(f"[dim]{time.perf_counter() - t0:6.1f}s[/dim] {msg}")
 
         def on_rung(res: dict[str, Any]) -> None:
             if res.get("status") == "done":
                 v = res["validation"]
-                console.print(f"        {res['name']}: validation {cfg.metric} {v[cfg.metric]:.3f}, "
+                err_console.print(f"        {res['name']}: validation {cfg.metric} {v[cfg.metric]:.3f}, "
                               f"fit {res['fit_seconds']:.1f}s")
 
         result = run(cfg, log=log, on_rung=on_rung)
         if as_json:
-            print(json.dumps({"run_dir": str(result.run_dir), "recommendation": result.recommendation,
-                              "rungs": [{k: r.get(k) for k in ("name", "status", "meets_bar")} for r in
-                                        result.results]}, indent=2))
+            print_json({"run_dir": str(result.run_dir), "recommendation": result.recommendation,
+                        "rungs": [{k: r.get(k) for k in ("name", "status", "meets_bar")} for r in result.results]})
             return
         print_results(result.results, cfg.metric, cfg.bar, result.recommendation.get("rung"))
         rec = result.recommendation
