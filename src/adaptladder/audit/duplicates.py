@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -85,11 +86,13 @@ def _embed_groups(ctx: _Ctx, encoder: str | SupportsEncode, progress: bool) -> n
     from adaptladder import progress as prog
 
     # chunks through the cache: a bar with ETA on a terminal, a heartbeat line at least every 20 s elsewhere
+    # a small first chunk (it also pays the encoder's load and calibration) so a rate and an ETA show early
+    bounds = [0, *range(min(64, n), n, chunk), n] if n else [0]
     with prog.step("audit: embedding", total=n):
-        for s in range(0, n, chunk):
-            parts.append(np.asarray(enc.encode(reps[s:s + chunk], progress=False, desc="audit: embedding"),
+        for lo, hi in pairwise(bounds):
+            parts.append(np.asarray(enc.encode(reps[lo:hi], progress=False, desc="audit: embedding"),
                                     dtype=np.float32))
-            prog.update(done=min(s + chunk, n))
+            prog.update(done=hi)
     emb = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
     after = dict(getattr(enc, "stats", {}) or {})
     ctx.embed_stats = {"texts": n, "boilerplate_stripped": ctx.n_stripped,
