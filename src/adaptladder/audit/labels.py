@@ -44,11 +44,11 @@ def out_of_fold_probs(texts: Sequence[str], y: np.ndarray, *, model: str = "tfid
 
     ``tfidf``: word TF-IDF (texts cut at 5,000 characters) + an averaged SGD logistic
     regression (a few passes, far faster than lbfgs on 20 classes with the same ranking quality);
-    ``features``: precomputed embeddings + logistic regression.
+    ``features``: precomputed embeddings + the same averaged SGD logistic regression.
     """
     if model not in ("tfidf", "features"):
         raise AdaptError(f"unknown out-of-fold model {model!r}: use tfidf or features.")
-    from sklearn.linear_model import LogisticRegression, SGDClassifier
+    from sklearn.linear_model import SGDClassifier
     from sklearn.model_selection import StratifiedKFold
 
     k = int(y.max()) + 1
@@ -64,8 +64,9 @@ def out_of_fold_probs(texts: Sequence[str], y: np.ndarray, *, model: str = "tfid
             raise AdaptError("the features label-error model needs embeddings; give an encoder.")
         X = emb
 
-        def make() -> Any:
-            return LogisticRegression(max_iter=300, C=4.0)
+        def make() -> Any:  # averaged SGD too: lbfgs took 93-125 s on trec6 (5-fold) vs 14 s, accuracy 84.9 vs 84.2%
+            return SGDClassifier(loss="log_loss", alpha=1e-4, max_iter=20, tol=None, average=True,
+                                 random_state=seed, n_jobs=2)
     probs = np.zeros((len(y), k), dtype=np.float64)
     for tr, te in cv.split(np.zeros(len(y)), y):
         clf = make().fit(X[tr], y[tr])
