@@ -299,7 +299,8 @@ def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
     try:
         with PeakMemory() as pm:
             t0 = time.perf_counter()
-            with progress.step(f"{name}: fit", eta_s=budget_s):
+            # the budget is an ETA only for rungs that train to it (fine-tuning, prompting's choice)
+            with progress.step(f"{name}: fit", eta_s=budget_s if "budget_minutes" in params else None):
                 rung.fit(tr_texts, tr_y, label_names=task.label_names, val_texts=va_texts, val_y=va_y)
             fit_seconds = time.perf_counter() - t0
         with progress.step(f"{name}: timing probe"):
