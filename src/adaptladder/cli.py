@@ -96,7 +96,9 @@ def main(argv: list[str] | None = None) -> None:
     except AdaptError as e:
         if debug:
             raise
-        err_console.print(f"[bold red]error:[/bold red] {e}", highlight=False, soft_wrap=True)
+        from rich.markup import escape
+
+        err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; finished rungs are saved and a re-run resumes from them.")

@@ -33,7 +33,7 @@ from adaptladder.store import (
     config_hash,
     load_results,
 )
-from adaptladder.task import Task, load_task, stratified_subset
+from adaptladder.task import Task, check_split_sanity, load_task, stratified_subset
 
 
 @dataclass
@@ -268,6 +268,13 @@ def measure_speed(rung: Rung, texts: list[str], seed: int, batch: int = 256,
             "batch_seconds": seconds, **lat}
 
 
+def _esc(obj: Any) -> str:
+    """``str(obj)`` safe to embed in a rich-markup log line (a path or message like ``[/x]`` prints as is)."""
+    from rich.markup import escape
+
+    return escape(str(obj))
+
+
 def _skip_result(cls: type[Rung], params: dict[str, Any], reason: str) -> dict[str, Any]:
     details = cls.skip_details(params)
     return {"name": cls.name, "family": cls.family, "cost_rank": cls.cost_rank, "status": "skipped",
@@ -320,7 +327,7 @@ def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
     except Exception as e:  # a rung's own failure must not lose the other rungs' results
         if os.environ.get("ADAPTLADDER_DEBUG") == "1":
             raise
-        log(f"[red]rung {name} failed[/red]: {type(e).__name__}: {e}")
+        log(f"[red]rung {name} failed[/red]: {type(e).__name__}: {_esc(e)}")
         return dict(base, status="failed", reason=f"{type(e).__name__}: {e}",
                     traceback=traceback.format_exc(limit=8))
     eval_seconds = time.perf_counter() - t_start - fit_seconds
@@ -426,8 +433,8 @@ def _costlier(chosen: dict[str, Any], costlier: list[dict[str, Any]], cfg: RunCo
 
 
 def default_run_dir(cfg: RunConfig, task: Task) -> Path:
-    if cfg.out:
-        return Path(cfg.out)
+    if cfg.out:  # 'a/../b' is 'b': never leave an empty 'a' behind
+        return Path(os.path.normpath(cfg.out))
     name = cfg.name or task.name
     return Path("runs") / name
 
@@ -437,6 +444,7 @@ def prepare_task(cfg: RunConfig) -> Task:
                      train=cfg.train, validation=cfg.validation, test=cfg.test, seed=cfg.seed)
     if cfg.sample:
         task = task.sample(cfg.sample, seed=cfg.seed)
+    check_split_sanity(task)  # with or without the audit: an empty split or an unseen class stops here
     return task
 
 
@@ -498,6 +506,13 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
         if results:
             _write_partial(run_dir, task, cfg, results, audit, order, log)
         raise
+    except AdaptError as e:  # a rung stopped the run (e.g. a server that does not answer): keep what finished
+        progress.install(previous_reporter)
+        if results:
+            _write_partial(run_dir, task, cfg, results, audit, order, log, why=str(e))
+            raise AdaptError(f"{e} (the rungs that finished are saved: results.json and the report in "
+                             f"{run_dir} show them; fix this and re-run to resume.)") from e
+        raise
     progress.install(previous_reporter)
     not_run = order[len(results):]  # costlier rungs left out because the bar was met
     results = with_earlier_rungs(results, store, cfg, log)
@@ -546,16 +561,18 @@ def with_earlier_rungs(results: list[dict[str, Any]], store: RunStore, cfg: RunC
 
 
 def _write_partial(run_dir: Path, task: Task, cfg: RunConfig, results: list[dict[str, Any]],
-                   audit: dict[str, Any] | None, order: list[str], log: Callable[[str], None]) -> None:
+                   audit: dict[str, Any] | None, order: list[str], log: Callable[[str], None],
+                   why: str | None = None) -> None:
     try:
         rec = recommend(results, cfg, all_labels=task.labels)
         left = order[len(results):]
-        rec["reasons"].append(f"This run was interrupted ({', '.join(left)} not run); re-run the same command "
+        how = f"stopped by an error in {left[0]} ({why})" if why and left else "interrupted"
+        rec["reasons"].append(f"This run was {how} ({', '.join(left)} not run); re-run the same command "
                               "to resume it.")
         rec["stopped_at"] = None
         write_results(run_dir, task, cfg, results, rec, audit, log=log, partial=True)
     except Exception as e:  # never hide the interrupt behind a reporting problem
-        log(f"could not write the partial results ({type(e).__name__}: {e})")
+        log(f"could not write the partial results ({type(e).__name__}: {_esc(e)})")
 
 
 def run_audit_step(task: Task, cfg: RunConfig, run_dir: Path, log: Callable[[str], None]) -> dict[str, Any] | None:
@@ -614,16 +631,27 @@ def write_results(run_dir: Path, task: Task, cfg: RunConfig, results: list[dict[
     loses a measurement (``adaptladder report RUN_DIR`` redraws it).
     """
     doc = results_document(task.summary(), cfg, results, rec, audit, task.labels, partial=partial)
-    _write_record(run_dir, doc)
+    try:
+        _write_record(run_dir, doc)
+    except OSError as e:  # disk full, read-only: say what is missing, never claim it was written
+        raise AdaptError(f"could not write results.json / summary.md (nor report.html, report.md) in {run_dir} "
+                         f"({e.strerror or e}); the finished rungs are saved under rungs/: free space and re-run "
+                         "the same command to write them.") from e
     try:
         from adaptladder.report import write_report
 
         write_report(run_dir, doc)
+    except OSError as e:
+        if os.environ.get("ADAPTLADDER_DEBUG") == "1":
+            raise
+        raise AdaptError(f"could not write the report (report.html, report.md) in {run_dir} ({e.strerror or e}); "
+                         f"results.json and summary.md are saved: free space and run `adaptladder report "
+                         f"{run_dir}` to draw the report.") from e
     except Exception as e:
         if os.environ.get("ADAPTLADDER_DEBUG") == "1":
             raise
-        (log or print)(f"[red]could not draw the report[/red] ({type(e).__name__}: {e}); the results are saved "
-                       f"in {run_dir / 'results.json'}; `adaptladder report {run_dir}` retries.")
+        (log or print)(f"[red]could not draw the report[/red] ({type(e).__name__}: {_esc(e)}); the results are "
+                       f"saved in {_esc(run_dir / 'results.json')}; `adaptladder report {_esc(run_dir)}` retries.")
 
 
 def _write_record(run_dir: Path, doc: dict[str, Any]) -> None:

@@ -87,6 +87,37 @@ def load_results(run_dir: str | Path) -> dict[str, Any]:
     return doc
 
 
+def is_run_dir(root: Path) -> bool:
+    """Does ``root`` hold a run written by adaptladder (its ``config.json`` with a config hash)?"""
+    try:
+        doc = json.loads((root / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and "config_hash" in doc and "schema_version" in doc
+
+
+def check_run_dir(root: Path) -> None:
+    """Refuse an ``--out`` that is a file, or an existing folder that is neither empty nor a run of this tool
+    (its report.md / results.json would be overwritten)."""
+    root = Path(root)
+    if root.exists() and not root.is_dir():
+        raise AdaptError(f"--out {root} is an existing file, not a folder; pass a new or empty folder for the run.")
+    for parent in root.parents:  # the nearest existing folder above it must be a folder
+        if parent.exists():
+            if not parent.is_dir():
+                raise AdaptError(f"--out {root}: {parent} is a file, not a folder; pass another --out.")
+            break
+    if root.is_dir():
+        try:
+            entries = [p.name for p in root.iterdir()]
+        except OSError as e:
+            raise AdaptError(f"--out {root} cannot be read ({e.strerror or e}); pass another --out.") from e
+        if entries and not is_run_dir(root):
+            shown = ", ".join(sorted(entries)[:4]) + (", ..." if len(entries) > 4 else "")
+            raise AdaptError(f"--out {root} is an existing folder that is not an adaptladder run ({shown}); "
+                             "nothing was written: pass a new or empty folder.")
+
+
 class RunStore:
     """Files of one run: ``config.json``, ``task.json``, ``split.csv``, ``rungs/<name>/...``."""
 
@@ -111,6 +142,7 @@ class RunStore:
         how to proceed) unless ``fresh``, which moves the old results aside, never deletes them.
         """
         cfg_path = self.root / "config.json"
+        check_run_dir(self.root)
         if cfg_path.exists():
             old = read_json(cfg_path)
             if old.get("config_hash") != chash:
@@ -123,8 +155,12 @@ class RunStore:
             elif fresh:
                 self._move_aside()
         resumed = (self.root / "rungs").exists() and any((self.root / "rungs").glob("*/result.json"))
-        self.root.mkdir(parents=True, exist_ok=True)
-        atomic_write_json(cfg_path, dict(config, config_hash=chash, schema_version=SCHEMA_VERSION))
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            atomic_write_json(cfg_path, dict(config, config_hash=chash, schema_version=SCHEMA_VERSION))
+        except OSError as e:
+            raise AdaptError(f"cannot write the run directory {self.root} ({e.strerror or e}); choose another "
+                             "--out in a folder you can write to.") from e
         return resumed
 
     def _move_aside(self) -> None:

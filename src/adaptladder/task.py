@@ -221,6 +221,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
     compressed = path.suffix.lower() in {".gz", ".bz2", ".zst"}
     suffix = "".join(path.suffixes[-2:]).lower() if compressed else path.suffix.lower()
     kind = suffix.split(".")[1] if suffix.count(".") else ""
+    if kind in ("csv", "tsv", "tab", "txt"):
+        _check_duplicate_header(path, "\t" if kind != "csv" else ",")
     try:
         if kind in ("csv",):
             with warnings.catch_warnings():
@@ -235,19 +237,22 @@ def read_table(path: str | Path) -> pd.DataFrame:
         elif kind in ("tsv", "tab", "txt"):
             df = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False, encoding="utf-8", quoting=3)
         elif kind in ("jsonl", "ndjson"):
-            df = pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+            df = _read_jsonl(path)
         elif kind in ("json",):
             try:
                 df = pd.read_json(path, dtype=False, encoding="utf-8")
             except ValueError:
-                df = pd.read_json(path, lines=True, dtype=False, encoding="utf-8")
+                df = _read_jsonl(path)
         elif kind in ("parquet", "pq"):
             df = pd.read_parquet(path)
         else:
             raise AdaptError(f"{path}: unknown file type {path.suffix!r}; use .csv, .tsv, .jsonl or .parquet.")
     except UnicodeDecodeError as e:
+        line, offset, byte = _first_bad_utf8(path, compressed)
+        where = (f"line {line}, byte offset {offset} (byte 0x{byte:02x})" if line is not None
+                 else f"position {e.start} of a decoded chunk")
         raise AdaptError(
-            f"{path}: bytes at position {e.start} are not valid UTF-8; re-save the file as UTF-8."
+            f"{path}: the bytes at {where} are not valid UTF-8 (latin-1 or Windows-1252?); re-save the file as UTF-8."
         ) from e
     except AdaptError:
         raise
@@ -262,6 +267,76 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise AdaptError(f"{path} has a header but no rows; add labelled examples.")
     df.columns = [str(c) for c in df.columns]
     return df
+
+
+def _check_duplicate_header(path: Path, sep: str) -> None:
+    """A header naming one column twice is refused (pandas would silently rename the second ``x.1``)."""
+    try:
+        head = pd.read_csv(path, sep=sep, header=None, nrows=1, dtype=str, keep_default_na=False,
+                           encoding="utf-8", quoting=3 if sep == "\t" else 0)
+    except Exception:  # unreadable: the full read below reports it properly
+        return
+    if head.empty:
+        return
+    names = [str(v).strip() for v in head.iloc[0].tolist()]
+    seen: dict[str, int] = {}
+    for pos, n in enumerate(names, start=1):
+        if n in seen and n:
+            raise AdaptError(f"{path}: the header names column {n!r} twice (columns {seen[n]} and {pos}); "
+                             "rename one of them so it is clear which to use.")
+        seen.setdefault(n, pos)
+
+
+def _read_jsonl(path: Path) -> pd.DataFrame:
+    """JSON Lines, one object per line; a broken line is reported by its line number."""
+    import gzip
+    import io
+
+    opener: Any = gzip.open if path.suffix.lower() == ".gz" else open
+    records: list[dict[str, Any]] = []
+    with opener(path, "rb") as fb, io.TextIOWrapper(fb, encoding="utf-8", newline="") as f:
+        for lineno, line in enumerate(f, start=1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise AdaptError(f"{path}: line {lineno} is not valid JSON ({e.msg} at column {e.colno}); "
+                                 "fix or remove that line (JSON Lines: one object per line).") from e
+            if not isinstance(obj, dict):
+                raise AdaptError(f"{path}: line {lineno} is a JSON {type(obj).__name__}, not an object; "
+                                 'write one object per line, e.g. {"text": "...", "label": "..."}.')
+            records.append(obj)
+    if not records:
+        raise AdaptError(f"{path} holds no JSON objects; add one labelled example per line.")
+    return pd.DataFrame.from_records(records)
+
+
+def _first_bad_utf8(path: Path, compressed: bool) -> tuple[int | None, int, int]:
+    """(line, byte offset in the file, the byte) of the first byte that is not valid UTF-8."""
+    import codecs
+
+    if compressed:
+        return None, 0, 0
+    dec = codecs.getincrementaldecoder("utf-8")()
+    done = 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 20):
+                try:
+                    dec.decode(chunk)
+                except UnicodeDecodeError as e:
+                    # the decoder may hold back up to 3 bytes of an unfinished sequence from the last chunk
+                    pending = len(e.object) - len(chunk)
+                    start = done - pending + e.start
+                    f.seek(0)
+                    before = f.read(start)
+                    bad = f.read(1)
+                    return before.count(b"\n") + 1, start, bad[0] if bad else 0
+                done += len(chunk)
+    except OSError:
+        return None, 0, 0
+    return None, 0, 0
 
 
 def pick_column(df: pd.DataFrame, wanted: str | None, candidates: Sequence[str], what: str, path: Path,
@@ -296,9 +371,10 @@ def clean_labels(raw: pd.Series, path: Path, col: str, offset: int = 2) -> list[
             raise AdaptError(
                 f"{path}: row {i + offset} has no label in column {col!r}; fill it in or drop the row."
             )
-        if isinstance(v, (list, dict)):
-            raise AdaptError(f"{path}: row {i + offset} has a {type(v).__name__} label in {col!r}; "
-                             "only single labels (one class per text) are supported.")
+        if isinstance(v, (list, tuple, dict, set, np.ndarray)):
+            kind = "mapping" if isinstance(v, dict) else "list"
+            raise AdaptError(f"{path}: row {i + offset} has a {kind} label in {col!r}; labels must be scalars "
+                             "(one class per text, e.g. a word or a number).")
         s = str(v).strip()
         if isinstance(v, bool):
             kinds.add("bool")
@@ -317,8 +393,14 @@ def clean_labels(raw: pd.Series, path: Path, col: str, offset: int = 2) -> list[
             f"{path}: label column {col!r} mixes numbers ({', '.join(nums)}) and words ({', '.join(strs)}); "
             "use one kind of label throughout."
         )
-    if "number" in kinds:  # normalise '1.0' and '1'
-        out = [str(int(float(v))) if is_number(v) and float(v).is_integer() else v for v in out]
+    if kinds == {"number"}:
+        # '1.0' and '1' (a float column) are one number: normalise, but only when that merges no two
+        # distinct strings ('007' and '7' stay two classes: then every label stays as written)
+        distinct = set(out)
+        norm = {v: str(int(float(v))) if float(v).is_integer() and abs(float(v)) < 2 ** 63 else v
+                for v in distinct}
+        if len(set(norm.values())) == len(distinct):
+            out = [norm[v] for v in out]
     return out
 
 
@@ -335,6 +417,9 @@ def clean_texts(raw: pd.Series, path: Path, col: str, offset: int = 2) -> list[s
     for i, v in enumerate(raw.tolist()):
         if v is None or (isinstance(v, float) and np.isnan(v)):
             raise AdaptError(f"{path}: row {i + offset} has no text in column {col!r}; fill it in or drop the row.")
+        if isinstance(v, (list, tuple, dict, set, np.ndarray)):
+            raise AdaptError(f"{path}: row {i + offset} has a {'mapping' if isinstance(v, dict) else 'list'} "
+                             f"in the text column {col!r}; texts must be single strings.")
         s = v if isinstance(v, str) else str(v)
         if not s.strip():
             raise AdaptError(
@@ -468,6 +553,29 @@ def load_builtin(name: str, seed: int = 13, fractions: tuple[float, float, float
                                  texts=texts)
         source["split"] = "official train/test; validation carved from train (15%, stratified)"
     return Task(name, texts, codes, names, split, source)
+
+
+names: list[str], path: Path, col: str) -> None:
+def check_split_sanity(task: Task) -> None:
+    """Every split has examples and every class has training examples (checked with or without the audit).
+
+    A rung cannot learn a class it never saw, and an empty validation split leaves nothing to
+    choose a rung on; both would otherwise give a run that "succeeds" with a meaningless result.
+    """
+    where = task.source.get("path") or task.source.get("train") or task.name
+    for part in SPLITS:
+        if not (task.split == part).any():
+            n_distinct = len(set(duplicate_groups(task.texts).tolist()))
+            why = (f" (the data has {len(task.texts):,} rows but only {n_distinct:,} distinct texts, and copies "
+                   "of a text stay in one split)" if n_distinct < len(task.texts) else "")
+            raise AdaptError(f"{where}: the {part} split is empty{why}; add examples, remove duplicates, or give "
+                             "a split column / split files with rows in every split.")
+    train_counts = np.bincount(task.labels[task.split == "train"], minlength=task.n_classes)
+    missing = [task.label_names[k] for k in range(task.n_classes) if train_counts[k] == 0]
+    if missing:
+        shown = ", ".join(repr(m) for m in missing[:5]) + (" ..." if len(missing) > 5 else "")
+        raise AdaptError(f"{where}: class(es) {shown} have no training examples (only in validation/test); "
+                         "add training examples for them or drop those rows.")
 
 
 def check_classes(names: list[str], path: Path, col: str) -> None:

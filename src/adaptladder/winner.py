@@ -7,6 +7,7 @@ run's own test score, so a deployment can be gated on "did it get worse?" (drift
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -44,18 +45,58 @@ def _rung_result(doc: dict[str, Any], name: str | None, run_dir: Path) -> dict[s
         raise AdaptError(f"rung {name!r} in {run_dir} did not finish ({res.get('status')}: {res.get('reason')}); "
                          "pick a finished rung with --rung.")
     if not (run_dir / "rungs" / name / "model" / "rung.json").is_file():
-        raise AdaptError(f"{run_dir / 'rungs' / name / 'model'} holds no saved model; re-run the ladder.")
+        raise AdaptError(f"{run_dir / 'rungs' / name / 'model' / 'rung.json'} is missing: no saved model for "
+                         f"{name}; re-run the ladder.")
     return res
+
+
+def load_saved_rung(model_dir: str | Path) -> Any:
+    """:func:`adaptladder.rungs.load_rung` with one line naming the file when a saved model is damaged.
+
+    A deleted or garbled ``rung.json`` or model file would otherwise surface as whatever the
+    reading library raises (JSONDecodeError, KeyError, EOFError, an unpickling error, ...).
+    """
+    from adaptladder.rungs import load_rung
+    from adaptladder.rungs.base import RUNG_FILE
+
+    model_dir = Path(model_dir)
+    meta = model_dir / RUNG_FILE
+    if not meta.is_file():
+        raise AdaptError(f"{meta} is missing; the saved model is incomplete: re-run the ladder for this rung.")
+    try:
+        doc = json.loads(meta.read_text(encoding="utf-8"))
+        if not isinstance(doc, dict) or not {"name", "params", "label_names"} <= set(doc):
+            raise ValueError("not a rung description")
+    except (OSError, ValueError) as e:
+        raise AdaptError(f"{meta} is damaged ({type(e).__name__}: {_first_line(e)}); re-run the ladder for "
+                         "this rung.") from e
+    try:
+        return load_rung(model_dir)
+    except AdaptError:
+        raise
+    except FileNotFoundError as e:
+        missing = e.filename or "a file"
+        raise AdaptError(f"{missing} is missing; the saved model in {model_dir} is incomplete: re-run the ladder "
+                         "for this rung.") from e
+    except Exception as e:  # a garbled model file: name the files it could be
+        files = sorted(p.name for p in model_dir.iterdir() if p.is_file() and p.name != RUNG_FILE)
+        which = (f"{model_dir / files[0]}" if len(files) == 1
+                 else f"one of the files in {model_dir} ({', '.join(files[:6])})")
+        raise AdaptError(f"{which} is damaged or unreadable ({type(e).__name__}: {_first_line(e)}); re-run the "
+                         "ladder for this rung.") from e
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0][:120] if text else type(e).__name__)
 
 
 def load_model(run_dir: str | Path, rung: str | None = None) -> Any:
     """The saved, fitted rung of a run (default: the recommended one)."""
-    from adaptladder.rungs import load_rung
-
     run_dir = Path(run_dir)
     doc = _results(run_dir)
     res = _rung_result(doc, rung, run_dir)
-    return load_rung(run_dir / "rungs" / res["name"] / "model")
+    return load_saved_rung(run_dir / "rungs" / res["name"] / "model")
 
 
 def predict(run_dir: str | Path, texts: Sequence[str], rung: str | None = None) -> pd.DataFrame:
@@ -230,7 +271,6 @@ def evaluate(run_dir: str | Path, data: str | Path, *, rung: str | None = None, 
     """
     from adaptladder.compare import part_labels
     from adaptladder.measure import score
-    from adaptladder.rungs import load_rung
     from adaptladder.store import atomic_write_json
 
     run_dir = Path(run_dir)
@@ -255,7 +295,7 @@ def evaluate(run_dir: str | Path, data: str | Path, *, rung: str | None = None, 
     split_labels = None
     out: list[Evaluation] = []
     for res in chosen:
-        model = load_rung(run_dir / "rungs" / res["name"] / "model")
+        model = load_saved_rung(run_dir / "rungs" / res["name"] / "model")
         proba = np.asarray(model.predict_proba(texts))
         new = score(y, proba, names, seed=seed)
         test = res["test"]

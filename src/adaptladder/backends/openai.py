@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -33,6 +34,30 @@ from adaptladder.errors import AdaptError
 SCORING = ("auto", "echo", "logprobs", "generate")
 
 
+def _check_number(what: str, value: Any, low: float, unit: str, strict: bool = False) -> None:
+    try:
+        ok = not isinstance(value, bool) and (float(value) > low if strict else float(value) >= low)
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise AdaptError(f"{what}={value!r} for the openai backend is not valid: give a number "
+                         f"{'>' if strict else '>='} {low:g} ({unit}).")
+
+
+def _first_choice(data: dict[str, Any]) -> dict[str, Any]:
+    """``data["choices"][0]`` when the answer has that shape, else an empty dict (read as "no answer")."""
+    choices = data.get("choices")
+    first = choices[0] if isinstance(choices, list) and choices else None
+    return first if isinstance(first, dict) else {}
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
 class OpenAIBackend(LMBackend):
     """An OpenAI-compatible server. ``api_key_env=None`` (or "") for servers that need no key."""
 
@@ -42,17 +67,23 @@ class OpenAIBackend(LMBackend):
     def __init__(self, model: str = "gpt-4o-mini", base_url: str = "https://api.openai.com/v1",
                  api_key_env: str | None = "OPENAI_API_KEY", timeout: float = 30.0, max_retries: int = 4,
                  backoff: float = 0.5, concurrency: int = 4, scoring: str = "auto", top_logprobs: int = 20,
-                 max_context: int = 8192) -> None:
+                 max_context: int = 8192, retries: int | None = None) -> None:
         super().__init__()
         if scoring not in SCORING:
             raise AdaptError(f"unknown scoring {scoring!r} for the openai backend: choose from {', '.join(SCORING)}.")
+        if retries is not None:  # the rung setting's name; ``max_retries`` kept for callers of the backend
+            max_retries = retries
+        _check_number("timeout", timeout, 0.0, "seconds per request", strict=True)
+        _check_number("retries", max_retries, 0, "extra attempts")
+        _check_number("concurrency", concurrency, 1, "requests at once")
         self.model = model
         self.base_url = base_url.rstrip("/")
         self.api_key_env = api_key_env or None
         self.timeout = float(timeout)
         self.max_retries = int(max_retries)
         self.backoff = float(backoff)
-        self.concurrency = max(1, int(concurrency))
+        self.concurrency = int(concurrency)
+        self._unreachable: str | None = None  # set once a request ran out of retries: later ones fail at once
         self.scoring = scoring
         self.top_logprobs = int(top_logprobs)
         self._max_context = int(max_context)
@@ -80,30 +111,45 @@ class OpenAIBackend(LMBackend):
                                         limits=httpx.Limits(max_connections=self.concurrency))
         return self._client
 
+    def _redact(self, text: str) -> str:
+        """``text`` with every word that contains the API key replaced (a server may echo the key back)."""
+        key = os.environ.get(self.api_key_env) if self.api_key_env else None
+        if not key or len(key) < 4:
+            return text
+        return re.sub(r"\S*" + re.escape(key) + r"\S*", "[redacted]", text)
+
     def _post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """POST with retries on 429 / 5xx / timeouts; one AdaptError line when it finally fails."""
+        """POST with retries on 429 / 5xx / timeouts; one AdaptError line when it finally fails.
+
+        A server that does not answer within ``timeout`` seconds on every one of the ``retries + 1``
+        attempts is remembered as unreachable: every later request fails at once with the same
+        message, so a hanging server costs one request's budget, not that budget for every text.
+        """
         import httpx
 
+        if self._unreachable is not None:
+            raise AdaptError(self._unreachable)
         headers = self._headers()
         url = f"{self.base_url}/{path.lstrip('/')}"
         last = ""
         for attempt in range(self.max_retries + 1):
+            if self._unreachable is not None:  # another thread gave up on this server meanwhile
+                raise AdaptError(self._unreachable)
             t0 = time.perf_counter()
             try:
                 r = self._http().post(url, json=body, headers=headers)
             except httpx.TimeoutException:
-                last = f"timed out after {self.timeout:g} s"
+                last = f"no answer within the timeout of {self.timeout:g} s"
             except httpx.HTTPError as e:
-                last = f"{type(e).__name__}: {e}"
+                last = self._redact(f"{type(e).__name__}: {e}")
             else:
                 if r.status_code == 200:
-                    data = r.json()
-                    usage = data.get("usage") or {}
-                    self.usage.add(requests=1, prompt=int(usage.get("prompt_tokens", 0)),
-                                   completion=int(usage.get("completion_tokens", 0)),
-                                   seconds=time.perf_counter() - t0)
+                    data = self._json(r, url)
+                    usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+                    self.usage.add(requests=1, prompt=_int(usage.get("prompt_tokens")),
+                                   completion=_int(usage.get("completion_tokens")), seconds=time.perf_counter() - t0)
                     return data
-                last = f"HTTP {r.status_code}: {r.text[:200].strip()}"
+                last = self._redact(f"HTTP {r.status_code}: {' '.join(r.text[:200].split())}")
                 if r.status_code not in (408, 409, 429) and r.status_code < 500:
                     raise AdaptError(f"{url} refused the request ({last}); check the model name "
                                      f"{self.model!r}, the base URL and the key.")
@@ -120,8 +166,24 @@ class OpenAIBackend(LMBackend):
                 with self._lock:
                     self.retries += 1
                 time.sleep(min(self.backoff * 2 ** attempt, 30.0))
-        raise AdaptError(f"{url} failed after {self.max_retries + 1} attempts ({last}); check that the server "
-                         "is up, or lower the request rate (concurrency).")
+        msg = (f"{url} failed after {self.max_retries + 1} attempt(s) ({last}); check that the server is up, "
+               "or lower the request rate (concurrency), or raise timeout / retries (e.g. --set "
+               "zero-shot.timeout=60).")
+        self._unreachable = msg
+        raise AdaptError(msg)
+
+    def _json(self, r: Any, url: str) -> dict[str, Any]:
+        """The body of a 200 answer as a JSON object, or one AdaptError line saying what came instead."""
+        try:
+            data = r.json()
+        except ValueError as e:
+            shown = self._redact(" ".join(r.text[:80].split()))
+            raise AdaptError(f"{url} answered 200 but not with JSON ({shown!r}...); is --base-url an "
+                             "OpenAI-compatible API (usually ending in /v1)?") from e
+        if not isinstance(data, dict):
+            raise AdaptError(f"{url} answered 200 with a JSON {type(data).__name__}, not an object; is --base-url "
+                             "an OpenAI-compatible API (usually ending in /v1)?")
+        return data
 
     def _map(self, fn: Callable[[Any], Any], items: Sequence[Any]) -> list[Any]:
         if self.concurrency == 1 or len(items) <= 1:
@@ -153,7 +215,7 @@ class OpenAIBackend(LMBackend):
             ctx, cont = req
             data = self._post("completions", {"model": self.model, "prompt": ctx + cont, "max_tokens": 0,
                                               "echo": True, "logprobs": 1, "temperature": 0})
-            lp = (data.get("choices") or [{}])[0].get("logprobs") or {}
+            lp = _first_choice(data).get("logprobs") or {}
             offsets, values = lp.get("text_offset"), lp.get("token_logprobs")
             if not offsets or values is None:
                 raise AdaptError(f"{self.base_url} returned no prompt logprobs for echo=true; use scoring=logprobs "
@@ -168,7 +230,7 @@ class OpenAIBackend(LMBackend):
         def one(ctx: str) -> str:
             data = self._post("completions", {"model": self.model, "prompt": ctx, "max_tokens": max_tokens,
                                               "temperature": 0, "stop": list(stop)[:4] or None})
-            return str((data.get("choices") or [{}])[0].get("text", ""))
+            return str(_first_choice(data).get("text", ""))
 
         return self._map(one, list(contexts))
 
@@ -180,7 +242,7 @@ class OpenAIBackend(LMBackend):
                          stop: Sequence[str] = ("\n",)) -> list[str]:
         def one(u: str) -> str:
             data = self._chat(system, u, max_tokens=max_tokens)
-            return str(((data.get("choices") or [{}])[0].get("message") or {}).get("content") or "")
+            return str((_first_choice(data).get("message") or {}).get("content") or "")
 
         return self._map(one, list(users))
 
@@ -205,12 +267,16 @@ class OpenAIBackend(LMBackend):
     def _score_logprobs(self, system: str, users: Sequence[str], choices: Sequence[str]) -> np.ndarray | None:
         def one(u: str) -> list[tuple[str, float]] | None:
             data = self._chat(system, u, max_tokens=1, logprobs=True, top_logprobs=self.top_logprobs)
-            content = (((data.get("choices") or [{}])[0].get("logprobs") or {}).get("content")) or []
-            if not content:
-                return None
-            top = content[0].get("top_logprobs") or [{"token": content[0].get("token", ""),
-                                                      "logprob": content[0].get("logprob", 0.0)}]
-            return [(str(t.get("token", "")), float(t.get("logprob", -100.0))) for t in top]
+            try:
+                content = ((_first_choice(data).get("logprobs") or {}).get("content")) or []
+                if not content:
+                    return None
+                top = content[0].get("top_logprobs") or [{"token": content[0].get("token", ""),
+                                                          "logprob": content[0].get("logprob", 0.0)}]
+                return [(str(t.get("token", "")), float(t.get("logprob", -100.0))) for t in top]
+            except (AttributeError, TypeError, ValueError, IndexError) as e:
+                raise AdaptError(f"{self.base_url} answered with logprobs of an unexpected shape ({type(e).__name__}); "
+                                 "use scoring=generate for this server.") from e
 
         tops = self._map(one, list(users))
         if any(t is None for t in tops):

@@ -35,8 +35,8 @@ def register(app: typer.Typer) -> None:
 
         from adaptladder.commands import print_json, renamed
         from adaptladder.errors import AdaptError
-        from adaptladder.rungs import load_rung
         from adaptladder.rungs.prompting import ZeroShotRung, _PromptingRung
+        from adaptladder.winner import load_saved_rung
 
         model = renamed(lm, old_model, "--lm", "--model")
         console = Console()
@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
             if verbalizer:
                 raise AdaptError("--verbalizer applies to a zero-shot prompt (--labels); a saved rung (--from) "
                                  "answers with the words it was evaluated with.")
-            rung = load_rung(model_dir)
+            rung = load_saved_rung(model_dir)
             if not isinstance(rung, _PromptingRung):
                 raise AdaptError(f"{model_dir} holds a {rung.name} rung, not a prompting rung; pass a prompting "
                                  "rung's model folder (runs/<name>/rungs/<rung>/model).")

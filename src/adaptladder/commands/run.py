@@ -141,5 +141,6 @@ def register(app: typer.Typer) -> None:
         rec = result.recommendation
         console.print(f"[bold]Recommendation:[/bold] {rec.get('rung')}")
         for reason in rec.get("reasons", []):
-            console.print(f"  - {reason}")
-        console.print(f"Run directory: {result.run_dir} (report.html, report.md, results.json)")
+            console.print(f"  - {reason}", markup=False)
+        console.print(f"Run directory: {result.run_dir} (report.html, report.md, results.json)", markup=False,
+                      highlight=False)

@@ -99,15 +99,20 @@ class TfidfRung(Rung):
     Settings = TfidfSettings
     settings: TfidfSettings
 
-    def _pipeline(self, C: float) -> Any:
+    def _pipeline(self, C: float, analyzer: str = "word") -> Any:
         from sklearn.feature_extraction.text import TfidfVectorizer
         from sklearn.linear_model import LogisticRegression
         from sklearn.pipeline import make_pipeline
 
         p = self.settings
+        if analyzer == "char":  # texts without word tokens (emoji, symbols): character 1-3-grams instead
+            vec = TfidfVectorizer(analyzer="char", ngram_range=(1, 3), sublinear_tf=True, min_df=1,
+                                  max_features=p.max_features, lowercase=True)
+        else:
+            vec = TfidfVectorizer(ngram_range=(1, p.ngram_max), sublinear_tf=True, min_df=1,
+                                  max_features=p.max_features, strip_accents="unicode")
         return make_pipeline(
-            TfidfVectorizer(ngram_range=(1, p.ngram_max), sublinear_tf=True, min_df=1,
-                            max_features=p.max_features, strip_accents="unicode"),
+            vec,
             LogisticRegression(C=C, max_iter=2000, class_weight=p.class_weight, random_state=p.seed),
         )
 
@@ -118,9 +123,10 @@ class TfidfRung(Rung):
         k = len(label_names)
         grid = [self.settings.C] if self.settings.C is not None else [1.0, 4.0, 16.0]
         self.selection_: dict[str, float] = {}
+        self.analyzer_ = "word" if _has_word_tokens(texts) else "char"
         best = None
         for C in grid:
-            pipe = self._pipeline(C).fit(texts, y)
+            pipe = self._pipeline(C, self.analyzer_).fit(texts, y)
             if len(grid) == 1 or val_texts is None or val_y is None:
                 best = (0.0, C, pipe)
                 break
@@ -153,8 +159,20 @@ class TfidfRung(Rung):
         return rung
 
     def extra_info(self) -> dict[str, Any]:
-        vocab = len(self.pipeline_.steps[0][1].vocabulary_)
-        return {"C": self.C_, "validation_macro_f1_by_C": self.selection_, "vocabulary_size": vocab}
+        vec = self.pipeline_.steps[0][1]
+        vocab = len(vec.vocabulary_)
+        info = {"C": self.C_, "validation_macro_f1_by_C": self.selection_, "vocabulary_size": vocab}
+        if vec.analyzer == "char":
+            info["analyzer"] = "char 1-3-grams (the training texts have no word tokens, e.g. only emoji or symbols)"
+        return info
+
+
+def _has_word_tokens(texts: Sequence[str]) -> bool:
+    """Would the default word tokenizer find any vocabulary (a word of 2+ characters) in ``texts``?"""
+    import re
+
+    pattern = re.compile(r"(?u)\b\w\w+\b")
+    return any(pattern.search(t) for t in texts)
 
 
 def _full_proba(proba: np.ndarray, classes: np.ndarray, k: int) -> np.ndarray:
