@@ -344,7 +344,7 @@ def test_openai_hanging_server_fails_fast_once(server: Any) -> None:
                       backoff=0.01, concurrency=2)
     assert (b.timeout, b.max_retries, b.concurrency) == (0.3, 1, 2)
     t0 = time.perf_counter()
-    with pytest.raises(AdaptError, match="no answer within the timeout of 0.3 s"):
+    with pytest.raises(AdaptError, match=r"no answer within the timeout of 0\.3 s"):
         b.generate_prompts("sys", [f"text {i}" for i in range(20)])
     # 20 texts cost about one request's budget (2 attempts x 0.3 s, two at once), not 20 x that
     assert time.perf_counter() - t0 < 2.5
@@ -399,3 +399,38 @@ def test_disk_full_while_writing_the_report_exits_non_zero(tmp_path: Path, capsy
     assert "report.html" in err and "No space left on device" in err and "Traceback" not in err
     assert "report.html, report.md, results.json" not in out  # never claims what is not there
     assert (tmp_path / "r" / "results.json").is_file()
+
+
+def test_prompt_table_prints_markup_labels_and_texts_literally(server: Any,
+                                                               capsys: pytest.CaptureFixture[str]) -> None:
+    answer = {"choices": [{"message": {"role": "assistant", "content": "[bold]"}, "logprobs": None}]}
+    s = server(body=json.dumps(answer).encode())
+    code, out, err = _cli(["prompt", "text with [/x] in it", "--labels", "[bold],plain", "--backend", "openai",
+                           "--model", "m", "--base-url", s.url, "--api-key-env", "HARDENING_KEY"], capsys)
+    assert code == 0, err
+    assert "[bold]" in out and "text with [/x] in it" in out
+
+
+def test_audit_out_path_with_markup_prints_literally(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = _csv(tmp_path, _frame())
+    target = tmp_path / "[/x].json"
+    code, out, err = _cli(["audit", str(data), "--no-near-dups", "--no-label-errors", "--out", str(target)], capsys)
+    assert code in (0, 1), err
+    assert target.is_file() and f"wrote {target}" in out.replace("\n", "")
+
+
+def test_disk_full_anywhere_else_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import adaptladder.store
+
+    real = adaptladder.store.atomic_write_text
+
+    def full(path: Path, text: str) -> None:
+        if path.name == "task.json":
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+        real(path, text)
+
+    monkeypatch.setattr(adaptladder.store, "atomic_write_text", full)
+    data = _csv(tmp_path, _frame())
+    code, _, err = _cli(["run", str(data), "--rungs", "majority", "--no-audit", "--out", str(tmp_path / "r")], capsys)
+    assert code == 2 and "task.json" in err and "No space left" in err and "Traceback" not in err

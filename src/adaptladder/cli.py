@@ -7,6 +7,7 @@ traceback). Feature areas add their commands from their own module under
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import sys
@@ -74,9 +75,14 @@ def datasets_cmd(
     console.print(table)
 
 
+_registered: list[str] = []
+
+
 def _register_commands() -> None:
     for mod in COMMAND_MODULES:
-        importlib.import_module(f"adaptladder.commands.{mod}").register(app)
+        if mod not in _registered:  # main() may be called many times in one process (tests): register once
+            importlib.import_module(f"adaptladder.commands.{mod}").register(app)
+            _registered.append(mod)
 
 
 def _quiet_libraries() -> None:
@@ -84,6 +90,9 @@ def _quiet_libraries() -> None:
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+_ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -99,6 +108,17 @@ def main(argv: list[str] | None = None) -> None:
         from rich.markup import escape
 
         err_console.print(f"[bold red]error:[/bold red] {escape(str(e))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as e:  # disk full, read-only or forbidden place: the user's environment, one line
+        if debug or e.errno not in _ENVIRONMENT_ERRNOS:
+            raise
+        from rich.markup import escape
+
+        where = escape(f" {e.filename}" if e.filename else "")
+        why = escape(e.strerror or str(e))
+        err_console.print(f"[bold red]error:[/bold red] could not write{where} ({why}); "
+                          "free space or fix the permissions and re-run (finished rungs are kept).",
+                          highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err_console.print("interrupted; finished rungs are saved and a re-run resumes from them.")

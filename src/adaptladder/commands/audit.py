@@ -87,18 +87,18 @@ def audit_cmd(
     console.print(f"[dim]audit took {report.timings['total']:.1f} s[/]")
     if out is not None:
         report.write_json(out)
-        console.print(f"wrote {out}")
+        console.print(f"wrote {out}", markup=False, highlight=False)
     if markdown is not None:
         markdown.parent.mkdir(parents=True, exist_ok=True)
         markdown.write_text(report.to_markdown())
-        console.print(f"wrote {markdown}")
+        console.print(f"wrote {markdown}", markup=False, highlight=False)
     if dedupe is not None:
         res = write_clean_splits(task, report, dedupe, drop_from=drop_from)
         why = ", ".join(f"{k} {v:,}" for k, v in res["removed_by_reason"].items()) or "nothing to remove"
         console.print(f"wrote clean splits to {dedupe}: train {res['kept']['train']:,}, validation "
                       f"{res['kept']['validation']:,}, test {res['kept']['test']:,}; removed {res['removed']:,} "
                       f"({why}); see removed.csv. Use them with: adaptladder run --train {dedupe}/train.csv "
-                      f"--validation {dedupe}/validation.csv --test {dedupe}/test.csv")
+                      f"--validation {dedupe}/validation.csv --test {dedupe}/test.csv", markup=False, highlight=False)
         if no_near_dups:
             console.print("[yellow]near-duplicate leaks were not searched (--no-near-dups); only exact copies "
                           "were removed.[/]")

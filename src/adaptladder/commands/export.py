@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from adaptladder.commands import one_run_dir, print_json, renamed
@@ -91,13 +92,13 @@ def export_jsonl_cmd(
         labels = ", ".join(f"{k} {v:,}" for k, v in list(f.labels.items())[:8])
         if len(f.labels) > 8:
             labels += f", ... ({len(f.labels)} labels)"
-        table.add_row(f.split, f.path, f"{f.examples:,}", str(f.dropped_duplicates), labels)
+        table.add_row(f.split, escape(str(f.path)), f"{f.examples:,}", str(f.dropped_duplicates), escape(labels))
     console.print(table)
     shown = (res.system_prompt or "")[:200] + ("…" if res.system_prompt and len(res.system_prompt) > 200 else "")
-    console.print(f"system prompt (from {res.system_source}): {shown!r}", highlight=False)
+    console.print(f"system prompt (from {res.system_source}): {shown!r}", highlight=False, markup=False)
     for note in res.notes:
-        console.print(f"note: {note}", highlight=False)
-    console.print(f"check it with: adaptladder validate-jsonl {res.files[0].path}", highlight=False)
+        console.print(f"note: {note}", highlight=False, markup=False)
+    console.print(f"check it with: adaptladder validate-jsonl {res.files[0].path}", highlight=False, markup=False)
 
 
 def validate_jsonl_cmd(
@@ -144,19 +145,19 @@ def validate_jsonl_cmd(
                              "listed in the JSON); fix the file and validate it again.")
         return
 
-    table = Table(title=f"{file}", show_header=False)
+    table = Table(title=escape(f"{file}"), show_header=False)
     table.add_column("", style="bold")
     table.add_column("")
     table.add_row("lines / valid examples", f"{rep.lines:,} / {rep.examples:,}")
     table.add_row("problems", f"[red]{len(rep.problems)}[/red]" if rep.problems else "[green]none[/green]")
     sys_shown = "(none)" if rep.system_prompt is None else repr(rep.system_prompt[:120] + (
         "…" if len(rep.system_prompt) > 120 else ""))
-    table.add_row("system prompt", sys_shown + (f" (checked against {rep.system_reference})"
-                                                if rep.system_reference else ""))
+    table.add_row("system prompt", escape(sys_shown + (f" (checked against {rep.system_reference})"
+                                                       if rep.system_reference else "")))
     answers = ", ".join(f"{k} {v:,}" for k, v in list(rep.assistant_answers.items())[:8])
     if len(rep.assistant_answers) > 8:
         answers += f", ... ({len(rep.assistant_answers)} distinct)"
-    table.add_row("assistant answers", answers or "-")
+    table.add_row("assistant answers", escape(answers) or "-")
     table.add_row("tokens (approx.)", f"{rep.tokens_total:,} total, {rep.tokens_mean:,} mean, {rep.tokens_max:,} max "
                   f"per example")
     table.add_row("token counter", rep.tokenizer_note)
@@ -170,12 +171,12 @@ def validate_jsonl_cmd(
         for col in ("line", "tokens", "user message"):
             lt.add_column(col)
         for r in rep.longest:
-            lt.add_row(str(r["line"]), f"{r['tokens']:,}", r["user"])
+            lt.add_row(str(r["line"]), f"{r['tokens']:,}", escape(str(r["user"])))
         console.print(lt, highlight=False)
     if rep.problems:
         console.print(f"[bold red]{len(rep.problems)} problem(s):[/bold red]")
         for p in rep.problems[:MAX_PROBLEMS_SHOWN]:
-            console.print(f"  {file}:{p.where()}: {p.kind}: {p.message}", highlight=False, soft_wrap=True)
+            console.print(f"  {file}:{p.where()}: {p.kind}: {p.message}", highlight=False, soft_wrap=True, markup=False)
         if len(rep.problems) > MAX_PROBLEMS_SHOWN:
             console.print(f"  ... {len(rep.problems) - MAX_PROBLEMS_SHOWN} more (all in --output FILE.json)")
         first = rep.problems[0]

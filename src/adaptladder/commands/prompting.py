@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Classify TEXTS with a zero-shot prompt (--labels) or a saved prompting rung (--from)."""
         from rich.console import Console
+        from rich.markup import escape
         from rich.table import Table
 
         from adaptladder.commands import print_json, renamed
@@ -76,13 +77,13 @@ def register(app: typer.Typer) -> None:
                 out["prompt"] = rung.example_prompt(texts[0])
             print_json(out)
             return
-        table = Table(title=f"{rung.name} ({rung.backend.describe().get('model')})")
+        table = Table(title=escape(f"{rung.name} ({rung.backend.describe().get('model')})"))
         table.add_column("text")
         table.add_column("label")
         table.add_column("p", justify="right")
         for t, row in zip(texts, proba, strict=True):
             k = int(row.argmax())
-            table.add_row(t[:80], rung.label_names_[k], f"{row[k]:.2f}")
+            table.add_row(escape(t[:80]), escape(str(rung.label_names_[k])), f"{row[k]:.2f}")
         console.print(table)
         if show_prompt:
             console.print(rung.example_prompt(texts[0]), markup=False, highlight=False)

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from adaptladder.commands import RunDirArg, print_json
@@ -27,13 +28,19 @@ def register(app: typer.Typer) -> None:
         from adaptladder.ladder import ensure_results
         from adaptladder.report import rebuild
 
-        ensure_results(run_dir)
-        paths = rebuild(run_dir)
+        try:
+            ensure_results(run_dir)
+            paths = rebuild(run_dir)
+        except OSError as e:  # disk full / read-only: say what was not written
+            from adaptladder.errors import AdaptError
+
+            raise AdaptError(f"could not write the report (report.html, report.md) in {run_dir} "
+                             f"({e.strerror or e}); free space and run `adaptladder report {run_dir}` again.") from e
         if as_json:
             print_json({kind: str(path) for kind, path in paths.items()})
             return
         for kind, path in paths.items():
-            console.print(f"{kind}: {path}", highlight=False)
+            console.print(f"{kind}: {path}", highlight=False, markup=False)
 
     @app.command("predict")
     def predict_cmd(
@@ -87,7 +94,7 @@ def register(app: typer.Typer) -> None:
             print_json({"evaluations": [e.to_dict() for e in evals], "gate_failed": failed})
         else:
             m = evals[0].metric
-            table = Table(title=f"{data}: {m} on new data vs the run's test split")
+            table = Table(title=escape(f"{data}: {m} on new data vs the run's test split"))
             for col in ("rung", "n new", f"new {m}", f"run test {m}", "difference [95% CI]", "verdict"):
                 table.add_column(col, justify="right" if col not in ("rung", "verdict") else "left")
             for e in evals:
