@@ -139,7 +139,7 @@ class OpenAIBackend(LMBackend):
             try:
                 r = self._http().post(url, json=body, headers=headers)
             except httpx.TimeoutException:
-                last = f"no answer within the timeout of {self.timeout:g} s"
+                last = f"timed out after {self.timeout:g} s"
             except httpx.HTTPError as e:
                 last = self._redact(f"{type(e).__name__}: {e}")
             else:
@@ -166,7 +166,7 @@ class OpenAIBackend(LMBackend):
                 with self._lock:
                     self.retries += 1
                 time.sleep(min(self.backoff * 2 ** attempt, 30.0))
-        msg = (f"{url} failed after {self.max_retries + 1} attempt(s) ({last}); check that the server is up, "
+        msg = (f"{url} failed after {self.max_retries + 1} attempts ({last}); check that the server is up, "
                "or lower the request rate (concurrency), or raise timeout / retries (e.g. --set "
                "zero-shot.timeout=60).")
         self._unreachable = msg
