@@ -555,7 +555,6 @@ def load_builtin(name: str, seed: int = 13, fractions: tuple[float, float, float
     return Task(name, texts, codes, names, split, source)
 
 
-names: list[str], path: Path, col: str) -> None:
 def check_split_sanity(task: Task) -> None:
     """Every split has examples and every class has training examples (checked with or without the audit).
 
