@@ -241,7 +241,7 @@ def test_tfidf_rung_handles_emoji_only_texts() -> None:
     texts = ["😀😀", "😀 🎉", "🎉😀", "😀", "😡😡", "😡 💢", "💢😡", "😡"] * 2
     y = np.array(([0] * 4 + [1] * 4) * 2)
     rung = TfidfRung(C=1.0).fit(texts, y, label_names=["happy", "angry"])
-    assert rung.predict(["😀😀😀", "😡😡😡"]).tolist() == [0, 1]
+    assert rung.predict_proba(["😀😀😀", "😡😡😡"]).argmax(axis=1).tolist() == [0, 1]
     assert "char" in rung.extra_info()["analyzer"]
 
 
@@ -361,8 +361,8 @@ def test_openai_request_settings_are_checked_and_passed_from_the_rung(server: An
     for bad in ({"timeout": 0}, {"retries": -1}, {"concurrency": 0}, {"timeout": "soon"}):
         with pytest.raises(AdaptError):
             OpenAIBackend(model="m", **bad)  # type: ignore[arg-type]
-    rung = ZeroShotRung(backend="openai", model="m", base_url="http://127.0.0.1:9/v1", api_key_env="HARDENING_KEY")
-    rung.params.update(timeout=5, retries=0, concurrency=3)  # as the rung's declared settings will hold them
+    rung = ZeroShotRung(backend="openai", model="m", base_url="http://127.0.0.1:9/v1", api_key_env="HARDENING_KEY",
+                        timeout=5, retries=0, concurrency=3)
     b = rung.backend
     assert (b.timeout, b.max_retries, b.concurrency) == (5.0, 0, 3)
 
