@@ -277,7 +277,7 @@ def test_failed_rung_reason_with_markup_prints_literally(tmp_path: Path, capsys:
     code, out, err = _cli(["run", str(data), "--rungs", "majority,tfidf", "--no-audit", "--out",
                            str(tmp_path / "r")], capsys)
     assert code == 0, err
-    assert "label [/bold] broke [red]it" in out
+    assert "label [/bold] broke [red]it" in out + err  # the log line (stderr) and the table
 
 
 # ------------------------------------------------------------------ 12. damaged run directories
