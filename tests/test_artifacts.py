@@ -184,3 +184,17 @@ def test_features_model_on_the_packaged_encoder_records_alias_and_hashes(toy_tex
                                                                                       exclude=("rung.json",)))))
     with pytest.raises(AdaptError, match="differs from the one"):
         load_rung(tmp_path / "m")
+
+
+def test_run_directory_records_provenance_shown_at_the_bottom_of_the_report(run_dir: Path) -> None:
+    import os
+
+    prov = json.loads((run_dir / "provenance.json").read_text())
+    assert prov["python"].split()[-1] == ".".join(map(str, sys.version_info[:3]))
+    assert prov["cpu"]["logical_cores"] == os.cpu_count() and prov["cpu"]["model"]
+    assert len(prov["load_average_at_start"]) == 3 and isinstance(prov["gpus"], list)
+    assert prov["packages"]["scikit-learn"] and "adaptladder" in prov["packages"]
+    md = (run_dir / "report.md").read_text()
+    tail = md[md.index("## Provenance"):]
+    assert "## " not in tail[3:] and "load average at start" in tail and "scikit-learn" in tail
+    assert "Provenance" in (run_dir / "report.html").read_text()

@@ -18,6 +18,7 @@ from typing import Any
 from adaptladder.errors import AdaptError
 
 SCHEMA_VERSION = 1
+PROVENANCE_FILE = "provenance.json"
 
 
 def _umask() -> int:
@@ -158,6 +159,7 @@ class RunStore:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
             atomic_write_json(cfg_path, dict(config, config_hash=chash, schema_version=SCHEMA_VERSION))
+            atomic_write_json(self.root / PROVENANCE_FILE, provenance())
         except OSError as e:
             raise AdaptError(f"cannot write the run directory {self.root} ({e.strerror or e}); choose another "
                              "--out in a folder you can write to.") from e
@@ -227,3 +229,136 @@ class RunStore:
             return bool(json.loads(meta.read_text(encoding="utf-8")).get("files"))
         except (ValueError, OSError, AttributeError):
             return False
+
+
+# ------------------------------------------------------------------ provenance
+def _cpu_model() -> str | None:
+    import platform
+
+    try:
+        for line in Path("/proc/cpuinfo").read_text(errors="replace").splitlines():
+            if line.lower().startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or None
+
+
+def _gpus() -> list[dict[str, str]]:
+    """GPUs seen by nvidia-smi (name, memory, driver); [] when there is none or no driver."""
+    import subprocess
+
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=name,memory.total,driver_version", "--format=csv,noheader"],
+                             capture_output=True, text=True, timeout=10, check=True).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.strip().splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3:
+            gpus.append({"name": parts[0], "memory": parts[1], "driver": parts[2]})
+    return gpus
+
+
+def _git_commit(folder: Path) -> dict[str, Any] | None:
+    """The commit (and whether the tree has uncommitted changes) of the git checkout holding ``folder``."""
+    import subprocess
+
+    if not shutil.which("git"):
+        return None
+    try:
+        head = subprocess.run(["git", "-C", str(folder), "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10)
+        if head.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "-C", str(folder), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return {"commit": head.stdout.strip(), "dirty": bool(dirty.stdout.strip()) if dirty.returncode == 0 else None}
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of adaptladder and of every package it depends on (from its metadata)."""
+    import re
+    from importlib import metadata
+
+    names = ["adaptladder"]
+    try:
+        for req in metadata.requires("adaptladder") or []:
+            if "extra ==" in req:
+                continue
+            m = re.match(r"[A-Za-z0-9_.\-]+", req)
+            if m:
+                names.append(m.group(0))
+    except metadata.PackageNotFoundError:
+        pass
+    out: dict[str, str] = {}
+    for n in names:
+        try:
+            out[n] = metadata.version(n)
+        except metadata.PackageNotFoundError:
+            out[n] = "not installed"
+    return out
+
+
+def provenance() -> dict[str, Any]:
+    """Where and with what a run was made: packages, Python, CPU, GPU, load at start, git commits."""
+    import platform
+    import sys
+    import time
+
+    import adaptladder
+
+    try:
+        load = [round(x, 2) for x in os.getloadavg()]
+    except OSError:
+        load = None
+    try:
+        import psutil
+
+        physical = psutil.cpu_count(logical=False)
+        mem_gb = round(psutil.virtual_memory().total / 2**30, 1)
+    except Exception:
+        physical, mem_gb = None, None
+    source = Path(adaptladder.__file__).resolve().parent
+    return {
+        "started_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "adaptladder": getattr(adaptladder, "__version__", None),
+        "python": f"{platform.python_implementation()} {platform.python_version()}",
+        "executable": sys.executable,
+        "platform": platform.platform(),
+        "cpu": {"model": _cpu_model(), "logical_cores": os.cpu_count(), "physical_cores": physical,
+                "usable_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None},
+        "memory_gb": mem_gb,
+        "gpus": _gpus(),
+        "load_average_at_start": load,
+        "git": {"adaptladder": _git_commit(source), "working_directory": _git_commit(Path.cwd())},
+        "packages": package_versions(),
+    }
+
+
+def provenance_rows(prov: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """(what, value) lines of a provenance record, for the bottom of the report."""
+    if not prov:
+        return []
+    cpu = prov.get("cpu") or {}
+    rows = [("started", str(prov.get("started_at"))), ("adaptladder", str(prov.get("adaptladder"))),
+            ("Python", str(prov.get("python"))), ("platform", str(prov.get("platform"))),
+            ("CPU", f"{cpu.get('model')}; {cpu.get('logical_cores')} logical cores "
+                    f"({cpu.get('physical_cores')} physical, {cpu.get('usable_cores')} usable)"),
+            ("memory", f"{prov.get('memory_gb')} GB")]
+    gpus = prov.get("gpus") or []
+    rows.append(("GPU", "; ".join(f"{g['name']} ({g['memory']}, driver {g['driver']})" for g in gpus) or "none"))
+    load = prov.get("load_average_at_start")
+    rows.append(("load average at start (1/5/15 min)", " / ".join(map(str, load)) if load else "unknown"))
+    for where, g in (prov.get("git") or {}).items():
+        if g:
+            rows.append((f"git commit ({where.replace('_', ' ')})",
+                         g["commit"][:12] + (" (uncommitted changes)" if g.get("dirty") else "")))
+    pk = prov.get("packages") or {}
+    rows.append(("packages", ", ".join(f"{k} {v}" for k, v in sorted(pk.items()))))
+    return rows

@@ -104,4 +104,7 @@ def render_markdown(v: dict[str, Any]) -> str:
                         + f" {c['final']} | {'**chosen**' if c['chosen'] else ''} |" for c in ch["rows"]]
             for item in p["entries"]:
                 out += ["", f"{e(item['key'])}:", "", _fence(item["text"])]
+    if v.get("provenance"):
+        out += ["", "## Provenance", "", "| | |", "|---|---|"]
+        out += [f"| {e(r['key'])} | {e(r['value'])} |" for r in v["provenance"]]
     return "\n".join(out) + "\n"

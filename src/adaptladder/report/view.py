@@ -303,6 +303,19 @@ def build_view(doc: dict[str, Any], run_dir: Path | None = None, *, plots: bool 
         "audit": audit_view(doc.get("audit")), "prompts": prompts, "extras": extras,
         "comparisons": {part: comparison_rows(cmps.get(part) or []) for part in ("test", "validation")},
         "notes": notes, "written_at": doc.get("written_at", ""), "evaluations": evaluations_view(run_dir),
-        "schema_version": doc.get("schema_version"),
+        "schema_version": doc.get("schema_version"), "provenance": provenance_view(run_dir),
         "split_sizes": task.get("split_sizes") or {}, "label_names": task.get("label_names") or [],
     }
+
+
+def provenance_view(run_dir: Path | None) -> list[dict[str, str]]:
+    """The run's provenance.json (packages, Python, CPU, GPU, load, git) as rows for the report's last section."""
+    from adaptladder.store import PROVENANCE_FILE, provenance_rows
+
+    if run_dir is None or not (Path(run_dir) / PROVENANCE_FILE).is_file():
+        return []
+    try:
+        prov = json.loads((Path(run_dir) / PROVENANCE_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return []
+    return [{"key": k, "value": v} for k, v in provenance_rows(prov if isinstance(prov, dict) else None)]
