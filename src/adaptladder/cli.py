@@ -30,7 +30,7 @@ console = Console()
 err_console = Console(stderr=True)
 
 # Modules under adaptladder.commands that add commands to the app (``register(app)``).
-COMMAND_MODULES: list[str] = ["run", "audit", "plan", "prompting", "export", "report", "rungs"]
+COMMAND_MODULES: list[str] = ["run", "audit", "plan", "prompting", "export", "report", "rungs", "serve"]
 
 
 def _show_version(value: bool) -> None:

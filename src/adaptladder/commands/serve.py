@@ -1,0 +1,42 @@
+"""`adaptladder serve RUN_DIR`: the run's chosen rung over HTTP (see :mod:`adaptladder.serve`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+RunDirArg = Annotated[Path, typer.Argument(help="Run directory written by `adaptladder run` (e.g. runs/sms-spam).",
+                                            show_default=False)]
+
+
+def register(app: typer.Typer) -> None:
+    app.command("serve")(serve_cmd)
+
+
+def serve_cmd(
+    run_dir: RunDirArg,
+    rung: Annotated[str | None, typer.Option("--rung", help="Serve this rung instead of the recommended one.")] = None,
+    host: Annotated[str, typer.Option("--host", help="Interface to listen on (0.0.0.0 for all).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option("--workers", help="Worker processes (each loads the model).")] = 1,
+    batching: Annotated[bool, typer.Option("--batching/--no-batching",
+                                           help="Merge concurrent requests into one model call.")] = True,
+    max_batch_size: Annotated[int, typer.Option("--max-batch-size", help="Most texts per merged model call.")] = 64,
+    max_wait_ms: Annotated[float, typer.Option("--max-wait-ms", help="How long the first request of a batch waits "
+                                               "for others (ms).")] = 5.0,
+    max_body_bytes: Annotated[int, typer.Option("--max-body-bytes", help="Largest request body (413 above).")]
+    = 1_000_000,
+    max_texts: Annotated[int, typer.Option("--max-texts", help="Most texts per request (413 above).")] = 256,
+    max_text_chars: Annotated[int, typer.Option("--max-text-chars", help="Longest text in characters (422 above).")]
+    = 20_000,
+    timeout: Annotated[float, typer.Option("--timeout", help="Seconds a request may take (504 after).")] = 30.0,
+) -> None:
+    """Serve the run's recommended (or --rung) model: POST /predict, GET /health, /metrics, /docs."""
+    from adaptladder.serve import ServeSettings, serve
+
+    settings = ServeSettings(run_dir=str(run_dir), rung=rung, batching=batching, max_batch_size=max_batch_size,
+                             max_wait_ms=max_wait_ms, max_body_bytes=max_body_bytes, max_texts=max_texts,
+                             max_text_chars=max_text_chars, timeout_s=timeout)
+    serve(settings, host=host, port=port, workers=workers)
