@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> None:
     _quiet_libraries()
     debug = "--debug" in (argv if argv is not None else sys.argv[1:]) or os.environ.get("ADAPTLADDER_DEBUG") == "1"
     _register_commands()
+    from adaptladder.tracking import expand_track_flag
+
+    argv = expand_track_flag(list(sys.argv[1:] if argv is None else argv))  # `--track` with an optional URI
     try:
         app(args=argv, standalone_mode=True)
     except AdaptError as e:

@@ -101,6 +101,9 @@ def register(app: typer.Typer) -> None:
         fresh: Annotated[bool, typer.Option("--fresh", help="Move an existing run aside and start over.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print a JSON summary on stdout (run directory, "
                                                      "recommendation, rungs); progress goes to stderr.")] = False,
+        track: Annotated[str | None, typer.Option(
+            "--track", metavar="[URI]",
+            help="Log the run to MLflow (tracking URI; alone: SQLite store runs/mlflow.db).")] = None,
     ) -> None:
         """Audit the data, climb the ladder in order of cost and recommend the cheapest rung good enough."""
         from adaptladder.ladder import RunConfig, run
@@ -133,6 +136,16 @@ def register(app: typer.Typer) -> None:
                               f"fit {res['fit_seconds']:.1f}s")
 
         result = run(cfg, log=log, on_rung=on_rung)
+        if track is not None:  # after the run directory is complete: a tracking failure is a warning only
+            from adaptladder.tracking import track as track_run
+
+            tracked = track_run(result.run_dir, track, lambda msg: err_console.print(
+                f"warning: {msg}", highlight=False, markup=False, soft_wrap=True))
+            if tracked:
+                err_console.print(f"MLflow: run {tracked['run_id']} in {tracked['experiment']} at "
+                                  f"{tracked['tracking_uri']}" + (f"; model {tracked['model_uri']}"
+                                                                  if tracked.get("model_uri") else ""),
+                                  highlight=False, markup=False, soft_wrap=True)
         if as_json:
             print_json({"run_dir": str(result.run_dir), "recommendation": result.recommendation,
                         "rungs": [{k: r.get(k) for k in ("name", "status", "meets_bar")} for r in result.results]})

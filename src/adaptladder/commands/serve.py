@@ -13,6 +13,40 @@ RunDirArg = Annotated[Path, typer.Argument(help="Run directory written by `adapt
 
 def register(app: typer.Typer) -> None:
     app.command("serve")(serve_cmd)
+    app.command("track")(track_cmd)
+    app.command("export")(export_cmd)
+
+
+def export_cmd(
+    run_dir: RunDirArg,
+    out: Annotated[Path, typer.Argument(help="Folder to write (must not exist, or be empty).", show_default=False)],
+    rung: Annotated[str | None, typer.Option("--rung", help="Export this rung instead of the recommended one.")]
+    = None,
+) -> None:
+    """Write the chosen rung as a shippable folder: model files, README.md model card, loading example."""
+    from rich.console import Console
+
+    from adaptladder.bundle import export_run
+
+    info = export_run(run_dir, out, rung)
+    Console().print(f"{info['rung']}: exported to {info['out']} ({info['files']} model files, README.md model card, "
+                    "requirements.txt)", highlight=False, markup=False, soft_wrap=True)
+
+
+def track_cmd(
+    run_dir: RunDirArg,
+    uri: Annotated[str | None, typer.Option("--uri", help="MLflow tracking URI (default: SQLite store "
+                                            "runs/mlflow.db).")] = None,
+) -> None:
+    """Log a finished run directory to MLflow (as `run --track` does): child run per rung, recommended model."""
+    from rich.console import Console
+
+    from adaptladder.tracking import log_run
+
+    out = log_run(run_dir, uri)
+    Console().print(f"MLflow: run {out['run_id']} in {out['experiment']} at {out['tracking_uri']}"
+                    + (f"; model {out['model_uri']}" if out.get("model_uri") else ""), highlight=False, markup=False,
+                    soft_wrap=True)
 
 
 def serve_cmd(
