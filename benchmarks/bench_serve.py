@@ -104,7 +104,8 @@ def main() -> None:
         for batching in (True, False):
             port = free_port()
             proc = start_server(a.run_dir, rung, batching, port,
-                                ["--max-batch-size", str(a.max_batch_size), "--max-wait-ms", str(a.max_wait_ms)])
+                                ["--max-batch-size", str(a.max_batch_size), "--max-wait-ms", str(a.max_wait_ms),
+                                 "--timeout", "300"])
             try:
                 for u in users:
                     before = batch_stats(port)
