@@ -55,10 +55,12 @@ def test_exported_folder_predicts_identically_in_a_new_process(run_dir: Path, tm
     # the README's own two-line example, run in a fresh interpreter next to the folder
     code = readme.split("```python\n", 1)[1].split("```", 1)[0]
     assert len([ln for ln in code.strip().splitlines() if not ln.startswith("from ")]) == 2
+    assert "model.predict_proba(...)" in code
     texts = ["WIN a free prize now", "see you at lunch tomorrow", "running late", "free cash"]
-    probe = code.replace('["some text"]', json.dumps(texts)) + (
+    probe = code.replace('(["some text"])', f"({json.dumps(texts)})", 1) + (
         "import json; print(json.dumps(model.predict_proba(" + json.dumps(texts) + ").tolist()))\n")
-    ran = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    ran = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True)
+    assert ran.returncode == 0, ran.stderr[-2000:]
     lines = ran.stdout.strip().splitlines()
     want = adaptladder.predict(run_dir, texts, rung="tfidf")
     assert ast.literal_eval(lines[0]) == list(want["label"])  # the example prints a list of labels

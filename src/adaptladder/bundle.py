@@ -105,7 +105,7 @@ def model_card(doc: dict[str, Any], res: dict[str, Any], model: Any, prov: dict[
          ").", "", "## Load it", "", "```python",
          "from adaptladder import load_rung",
          f'model = load_rung("{folder}/{MODEL_DIR}")  # checks the SHA-256 of every file; runs no pickle',
-         'print([model.label_names_[k] for k in model.predict(["some text"])])',
+         'print(model.predict(["some text"]).tolist())  # labels; model.predict_proba(...) gives probabilities',
          "```", "",
          f"(`{folder}` is this folder: give its path from where Python runs.) "
          "`model.predict_proba(texts)` gives the per-class probabilities (columns in the label order below). "
