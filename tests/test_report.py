@@ -19,8 +19,9 @@ import pytest
 import adaptladder
 from adaptladder.cli import main
 from adaptladder.compare import compare_pair, mcnemar_exact, paired_bootstrap_diff
+from adaptladder.decide import recommend
 from adaptladder.errors import AdaptError
-from adaptladder.ladder import RunConfig, recommend
+from adaptladder.ladder import RunConfig
 
 SPAM_WORDS = ["win", "free", "prize", "cash", "claim", "urgent", "offer", "reward", "lottery", "now"]
 HAM_WORDS = ["lunch", "meeting", "dinner", "kids", "park", "report", "home", "friday", "cat", "game"]
@@ -90,7 +91,7 @@ def test_describe_names_the_test_that_decided() -> None:
     assert "significantly better" in text and "95% CI [+0.002, +0.050], the test used" in text
     assert "on accuracy McNemar p=0.15" in text  # reported, but it tests accuracy, not macro-F1
     acc = dict(cmp, metric="accuracy", significant=False)
-    assert "not significantly better" in describe(acc) and "McNemar p=0.15, the test used" in describe(acc)
+    assert "no evidence of a difference at n=300" in describe(acc) and "McNemar p=0.15, the test used" in describe(acc)
 
 
 def test_sampled_rung_is_compared_on_common_examples_only() -> None:
@@ -123,9 +124,9 @@ def test_no_bar_recommends_the_cheapest_not_significantly_worse() -> None:
     best = res("best", noisy(0.92, 3))
     rec = recommend([chance, close, best], cfg)
     assert rec["rung"] == "close", rec
-    assert any("not significantly better" in r for r in rec["reasons"])
+    assert any("no evidence of a difference at n=200" in r for r in rec["reasons"])
     rec = recommend([chance, best], cfg)
-    assert rec["rung"] == "best" and any("significantly worse" in r for r in rec["reasons"])
+    assert rec["rung"] == "best" and any("best is significantly better by" in r for r in rec["reasons"])
 
 
 # ------------------------------------------------------------------ stopping rule + report
@@ -146,7 +147,7 @@ def test_impossible_bar_runs_all_and_report_says_none_met(tmp_path: Path) -> Non
     assert res.stopped_at is None and len(res.results) == 2
     assert res.recommendation["bar_met"] is False
     assert all(r["meets_bar"] is False for r in res.results)
-    assert "no rung cleared the bar 1.00" in (tmp_path / "r" / "report.md").read_text()
+    assert "no rung met the bar 1.00" in (tmp_path / "r" / "report.md").read_text()
     doc = json.loads((tmp_path / "r" / "results.json").read_text())
     assert {(c["a"], c["b"]) for c in doc["comparisons"]["test"]} == {("majority", "tfidf")}
 

@@ -18,6 +18,9 @@ from adaptladder.errors import AdaptError
 
 METRICS = ("macro_f1", "accuracy")
 
+#: Non-inferiority margin of the bar (adaptladder.decide; README "How the recommendation is made").
+DEFAULT_MARGIN = 0.005
+
 _STR_KEYS = ("data", "text_col", "label_col", "split_col", "train", "validation", "test", "encoder", "lm", "out",
              "name", "metric")
 _BOOL_KEYS = ("run_all", "require_lower_bound", "no_audit", "force", "fresh")
@@ -45,6 +48,9 @@ class RunConfig:
     metric: str = "macro_f1"
     run_all: bool = False
     require_lower_bound: bool = False
+    margin: float = DEFAULT_MARGIN  # non-inferiority margin of the bar (see adaptladder.decide)
+    cv_folds: int = 5  # k-fold CV estimates for cheap rungs (0: the validation split decides for every rung)
+    cv_max_fit_seconds: float = 20.0  # any other rung whose fit took less than this is cross-validated too
     sample: int | None = None  # cap rows per split (stratified) for quick runs
     encoder: str = "minilm"
     lm: str | None = None
@@ -102,6 +108,10 @@ class RunConfig:
         for name in (self.rungs or []) + (self.order or []) + list(self.rung_params):
             if name not in RUNGS:
                 raise AdaptError(f"unknown rung {name!r}: choose from {', '.join(RUNGS)}.")
+        if not 0 <= self.margin < 0.5:
+            raise AdaptError(f"--margin {self.margin} is outside [0, 0.5); give a score difference such as 0.005.")
+        if self.cv_folds < 0 or self.cv_folds == 1 or self.cv_folds > 50:
+            raise AdaptError(f"cv_folds {self.cv_folds} must be 0 (off) or 2-50.")
         if self.sample is not None and self.sample < 10:
             raise AdaptError(f"--sample {self.sample} is too small; use at least 10 rows per split.")
         if self.budget_minutes is not None and self.budget_minutes <= 0:
@@ -131,11 +141,11 @@ def check_types(values: dict[str, Any], *, where: str) -> None:
             raise bad(key, "a string")
         if key in _BOOL_KEYS and not isinstance(v, bool):
             raise bad(key, "true or false")
-        if key in ("seed", "sample") and not _is_int(v):
+        if key in ("seed", "sample", "cv_folds") and not _is_int(v):
             raise bad(key, "an integer")
         if key == "seed" and v < 0:
             raise bad(key, "an integer >= 0")
-        if key in ("bar", "budget_minutes") and not _is_number(v):
+        if key in ("bar", "budget_minutes", "margin", "cv_max_fit_seconds") and not _is_number(v):
             raise bad(key, "a number")
         if key in ("rungs", "order") and not (isinstance(v, str) or (
                 isinstance(v, list) and all(isinstance(x, str) for x in v))):

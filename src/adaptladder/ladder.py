@@ -20,6 +20,7 @@ import numpy as np
 
 from adaptladder import progress
 from adaptladder.config import METRICS, RunConfig  # noqa: F401  (re-exported: adaptladder.ladder.RunConfig)
+from adaptladder.decide import meets_bar, recommend  # the decision rule (adaptladder.ladder.recommend still works)
 from adaptladder.errors import AdaptError, BudgetExceeded
 from adaptladder.measure import PeakMemory, rss_mb, score, time_predictions
 from adaptladder.pricing import local_cost_per_1k
@@ -103,14 +104,6 @@ def _eval_indices(task: Task, part: str, cap: int | None, seed: int) -> tuple[np
     if cap is None or len(idx) <= cap:
         return idx, False
     return idx[stratified_subset(task.labels[idx], cap, seed)], True
-
-
-def meets_bar(res: dict[str, Any], cfg: RunConfig) -> bool | None:
-    if cfg.bar is None or res.get("status") != "done":
-        return None
-    val = res["validation"]
-    value = val[f"{cfg.metric}_ci"][0] if cfg.require_lower_bound else val[cfg.metric]
-    return bool(value >= cfg.bar)
 
 
 #: Examples the timing probe predicts before a rung's evaluation (from the test split).
@@ -281,6 +274,27 @@ def _skip_result(cls: type[Rung], params: dict[str, Any], reason: str) -> dict[s
             "reason": reason, "params": params, "skip_details": details}
 
 
+def cv_estimate(cls: type[Rung], params: dict[str, Any], rung: Rung, task: Task, cfg: RunConfig,
+                fit_seconds: float, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """The k-fold cross-validated estimate over train + validation for a cheap rung, or None
+    (see :mod:`adaptladder.crossval`); a failure here only costs the estimate, never the rung."""
+    from adaptladder.crossval import cross_validate, cv_eligible
+
+    if not cv_eligible(cls, fit_seconds, cfg.cv_folds, cfg.cv_max_fit_seconds):
+        return None
+    idx = np.concatenate([task.indices("train"), task.indices("validation")])
+    try:
+        return cross_validate(cls, params, rung, task.texts, task.labels, idx, list(task.label_names),
+                              folds=cfg.cv_folds, seed=cfg.seed)
+    except AdaptError:
+        raise
+    except Exception as e:
+        if os.environ.get("ADAPTLADDER_DEBUG") == "1":
+            raise
+        log(f"{cls.name}: no cross-validated estimate ({type(e).__name__}: {e}); the validation split decides")
+        return None
+
+
 def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
              log: Callable[[str], None] = print) -> dict[str, Any]:
     """Fit, evaluate, save and record one rung (or record why it was skipped / failed).
@@ -331,6 +345,8 @@ def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
         return dict(base, status="failed", reason=f"{type(e).__name__}: {e}",
                     traceback=traceback.format_exc(limit=8))
     eval_seconds = time.perf_counter() - t_start - fit_seconds
+    with progress.step(f"{name}: cross-validation"):
+        cv = cv_estimate(cls, params, rung, task, cfg, fit_seconds, log)
     extra = rung.extra_info()
     predict = evaluation.pop("predict")
     cost = extra.get("cost_per_1k_usd")
@@ -348,88 +364,10 @@ def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
         peak_memory_mb={"fit": pm.delta_mb, "predict": evaluation.pop("predict_memory_mb"),
                         "process_rss_before": rss_before, "process_peak_rss": pm.peak_mb},
         cost_per_1k_usd=cost,
+        **({"cv": cv} if cv else {}),
         extra=extra,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
-
-
-def recommend(results: list[dict[str, Any]], cfg: RunConfig, *, all_labels: np.ndarray | None = None
-              ) -> dict[str, Any]:
-    """Choose a rung from VALIDATION evidence only (the test split never chooses).
-
-    With a bar: the cheapest rung (in climbing order) whose validation score clears it. With no
-    bar, or when none clears it: the cheapest rung not significantly worse than the best, by the
-    paired test of :mod:`adaptladder.compare` on the validation examples both rungs predicted.
-    """
-    from adaptladder.compare import compare_pair, describe
-
-    done = [r for r in results if r.get("status") == "done"]
-    if not done:
-        why = [f"{r['name']}: {r.get('status')} ({r.get('reason')})" for r in results]
-        return {"rung": None, "rule": "none", "reasons": ["no rung finished" + (": " + "; ".join(why) if why else ".")]}
-    m = cfg.metric
-    if cfg.bar is not None:
-        for pos, r in enumerate(done):
-            if r.get("meets_bar"):
-                v = r["validation"]
-                reasons = [f"{r['name']} is the cheapest rung whose validation {m} ({v[m]:.3f}, 95% CI "
-                           f"{v[m + '_ci'][0]:.3f}-{v[m + '_ci'][1]:.3f}) clears the bar {cfg.bar:.2f}"
-                           + (" with its lower confidence bound" if cfg.require_lower_bound else "") + "."]
-                for other in done[pos + 1:]:  # only with --all: say what the costlier rungs would add
-                    cmp = compare_pair(r, other, "validation", m, all_labels=all_labels, seed=cfg.seed)
-                    if cmp is not None:
-                        reasons.append(describe(cmp))
-                return {"rung": r["name"], "rule": "bar", "bar_met": True, "reasons": reasons}
-        rec = _tradeoff(done, cfg, all_labels)
-        best = max(done, key=lambda r: r["validation"][m])
-        rec["reasons"].insert(0, f"no rung cleared the bar {cfg.bar:.2f} on validation {m}; the best was "
-                                 f"{best['name']} ({best['validation'][m]:.3f}). Consider more data, a stronger "
-                                 "rung, or a lower bar; meanwhile:")
-        rec["bar_met"] = False
-        return rec
-    return _tradeoff(done, cfg, all_labels)
-
-
-def _tradeoff(done: list[dict[str, Any]], cfg: RunConfig, all_labels: np.ndarray | None) -> dict[str, Any]:
-    """The cheapest rung not significantly worse than the best on validation (paired test)."""
-    from adaptladder.compare import compare_pair, describe
-
-    m = cfg.metric
-    best = max(done, key=lambda r: r["validation"][m])  # first (cheapest) of equals
-    reasons = [f"{best['name']} has the best validation {m} ({best['validation'][m]:.3f})."]
-    for pos, r in enumerate(done):
-        if r is best:
-            return {"rung": best["name"], "rule": "best", "reasons": reasons + _costlier(r, done[pos + 1:], cfg,
-                                                                                    all_labels)}
-        cmp = compare_pair(r, best, "validation", m, all_labels=all_labels, seed=cfg.seed)
-        if cmp is None:  # no common examples: fall back to the best rung's confidence interval
-            lo = best["validation"][m + "_ci"][0]
-            if r["validation"][m] >= lo:
-                reasons.append(f"{r['name']} is cheaper and its validation {m} ({r['validation'][m]:.3f}) lies "
-                               f"within the best rung's 95% CI (from {lo:.3f}), so it is recommended.")
-                return {"rung": r["name"], "rule": "tradeoff", "reasons": reasons}
-            continue
-        if cmp["significant"] and cmp["diff"] > 0:
-            reasons.append(f"{r['name']} is cheaper but significantly worse: {describe(cmp)}")
-            continue
-        reasons.append(describe(cmp) + f" So the cheaper {r['name']} is recommended.")
-        others = [o for o in done[pos + 1:] if o is not best]
-        return {"rung": r["name"], "rule": "tradeoff", "reasons": reasons + _costlier(r, others, cfg, all_labels),
-                "comparison": cmp}
-    return {"rung": best["name"], "rule": "best", "reasons": reasons}  # pragma: no cover (best is in done)
-
-
-def _costlier(chosen: dict[str, Any], costlier: list[dict[str, Any]], cfg: RunConfig,
-              all_labels: np.ndarray | None) -> list[str]:
-    """What each costlier finished rung would change relative to the chosen one (validation, paired)."""
-    from adaptladder.compare import compare_pair, describe
-
-    out = []
-    for other in costlier:
-        cmp = compare_pair(chosen, other, "validation", cfg.metric, all_labels=all_labels, seed=cfg.seed)
-        if cmp is not None:
-            out.append(describe(cmp))
-    return out
 
 
 def default_run_dir(cfg: RunConfig, task: Task) -> Path:
@@ -614,6 +552,8 @@ def results_document(task_summary: dict[str, Any], cfg: RunConfig, results: list
 
     comparisons = {part: pairwise(results, part, cfg.metric, all_labels=labels, seed=cfg.seed)
                    for part in ("validation", "test")}
+    comparisons["decision"] = rec.get("comparisons") or []  # the Holm family the recommendation used
+    rec = {k: v for k, v in rec.items() if k != "comparisons"}
     doc = {"schema_version": SCHEMA_VERSION, "task": task_summary, "config": asdict(cfg), "bar": cfg.bar,
            "metric": cfg.metric, "rungs": results, "recommendation": rec, "audit": audit,
            "comparisons": comparisons, "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}

@@ -81,6 +81,9 @@ def register(app: typer.Typer) -> None:
         bar: Annotated[float | None, typer.Option(help="Stop at the first rung whose validation score reaches "
                                                        "this (0-1).")] = None,
         metric: Annotated[str | None, typer.Option(help="macro_f1 or accuracy [default: macro_f1].")] = None,
+        margin: Annotated[float | None, typer.Option(help="Non-inferiority margin: a rung within this of the bar "
+                                                     "and not significantly below it meets the bar "
+                                                     "(default 0.005).")] = None,
         run_all: Annotated[bool, typer.Option("--all", help="Run every rung even after the bar is met.")] = False,
         lower_bound: Annotated[bool, typer.Option("--lower-bound", help="Require the lower 95% confidence bound "
                                                   "to clear the bar.")] = False,
@@ -113,7 +116,8 @@ def register(app: typer.Typer) -> None:
         values: dict[str, Any] = dict(
             data=data or data_opt, text_col=text_col, label_col=label_col, split_col=split_col, train=train,
             validation=validation, test=test, rungs=split_list(rungs), order=split_list(order), bar=bar,
-            metric=metric, run_all=run_all or None, require_lower_bound=lower_bound or None, seed=seed,
+            metric=metric, margin=margin, run_all=run_all or None, require_lower_bound=lower_bound or None,
+            seed=seed,
             sample=sample, encoder=encoder, lm=lm, budget_minutes=budget_minutes, out=out,
             no_audit=no_audit or None, force=force or None, fresh=fresh or None,
         )
