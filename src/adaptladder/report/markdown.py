@@ -28,7 +28,8 @@ def render_markdown(v: dict[str, Any]) -> str:
     task = v["task"]
     rec = v["recommendation"]
     out = [f"# {e(v['title'])}", ""]
-    bar = (f"bar {v['bar']:.2f} on validation" + (" (lower 95% bound)" if v["lower_bound"] else "")
+    bar = (f"bar {v['bar']:.2f}" + (f" (margin {v['margin']})" if v.get("margin") is not None else "")
+           + (" (lower 95% bound)" if v["lower_bound"] else "")
            if v["bar"] is not None else "no bar")
     out.append(f"{task.get('n', 0):,} examples, {task.get('n_classes')} classes; split "
                f"{v['split_sizes'].get('train')}/{v['split_sizes'].get('validation')}/{v['split_sizes'].get('test')}"
@@ -40,9 +41,10 @@ def render_markdown(v: dict[str, Any]) -> str:
     out += [f"- {e(r)}" for r in rec["reasons"]]
     if rec.get("stopped_at"):
         left = f": {e(', '.join(rec['not_run']))} not run" if rec.get("not_run") else ""
-        out.append(f"- The ladder stopped at {e(rec['stopped_at'])}, the first rung to clear the bar on validation"
+        out.append(f"- The ladder stopped at {e(rec['stopped_at'])}, the first rung to meet the bar"
                    f"{left} (`--all` runs the rest).")
-    out.append("- Chosen on the validation split only; test scores are the held-out estimate.")
+    out.append("- " + v["rule"])
+    out += [f"- {e(t)}" for t in v.get("test_disagreements") or []]
     out += [""] + [f"> {e(n)}" for n in v["notes"]]
     headers = ladder_headers(m)
     out += ["", "## The ladder", "", *markdown_table(headers, [row_cells(r, e) for r in v["rows"]])]
@@ -57,22 +59,24 @@ def render_markdown(v: dict[str, Any]) -> str:
                 "| label | precision | recall | F1 | support |", "|---|---|---|---|---|"]
         out += [f"| {e(c['label'])} | {c['precision']} | {c['recall']} | {c['f1']} | {c['support']} |"
                 for c in w["per_class"]]
-    out += ["", "## Pairwise comparisons (test split)", ""]
-    cmps = v["comparisons"]["test"]
-    if cmps:
-        rule = "McNemar p < 0.05" if m == "accuracy" else "the 95% CI of the difference excludes 0"
-        out += [f"B is the costlier rung; Δ = B − A in {m} (paired bootstrap CI); McNemar's exact test on the "
-                f"discordant examples. Significant: {rule}. No multiple-comparison correction.", "",
-                "| A | B | n common | Δ | 95% CI | A-only/B-only correct | McNemar p | verdict |",
-                "|---|---|---|---|---|---|---|---|"]
-        for c in cmps:
-            n = f"{c['n']}" + (" (sample)" if c["subset"] else "")
-            out.append(f"| {e(c['a'])} | {e(c['b'])} | {n} | {c['diff']} | {c['ci']} | {c['disc']} | {c['p']} | "
-                       f"{e(c['verdict'])} |")
-        out.append("")
-        out += [f"- {e(c['sentence'])}" for c in cmps if not c["significant"]]
-    else:
-        out.append("Fewer than two rungs finished: nothing to compare.")
+    for key, title in (("decision", "Pairwise comparisons that decided (decision estimates)"),
+                       ("test", "Pairwise comparisons on the test split (held out, reference only)")):
+        out += ["", f"## {title}", ""]
+        cmps = v["comparisons"][key]
+        if cmps:
+            out += [v["comparison_headers"][key], "",
+                    "| A | B | examples | n common | Δ | 95% CI | p (test used) | Holm p | detectable Δ | "
+                    "A-only/B-only correct | McNemar p | verdict |",
+                    "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            for c in cmps:
+                n = f"{c['n']}" + (" (sample)" if c["subset"] else "")
+                out.append(f"| {e(c['a'])} | {e(c['b'])} | {e(c['part'])} | {n} | {c['diff']} | {c['ci']} | "
+                           f"{c['p_used']} | {c['p_holm']} | {c['detectable']} | {c['disc']} | {c['p']} | "
+                           f"{e(c['verdict'])} |")
+            out.append("")
+            out += [f"- {e(c['sentence'])}" for c in cmps if not c["significant"]]
+        else:
+            out.append("Fewer than two rungs finished: nothing to compare.")
     a = v["audit"]
     if a:
         out += ["", "## Data audit", ""]

@@ -39,8 +39,10 @@ def _short(s: str, n: int = 22) -> str:
 
 def scatter_png(rows: Sequence[dict[str, Any]], xkey: str, xlabel: str, metric: str, front: set[str],
                 winner: str | None) -> str:
-    """Score (with CI bars) against a log-scaled cost axis; the Pareto front joined by a line."""
-    pts = [r for r in rows if isinstance(r.get(xkey), (int, float)) and math.isfinite(r[xkey])]
+    """The decision estimate (filled, with CI bars) against a log-scaled cost axis, test as a hollow
+    diamond beside it; the Pareto front of the decision estimate joined by a line."""
+    pts = [r for r in rows if isinstance(r.get(xkey), (int, float)) and math.isfinite(r[xkey])
+           and r.get("dec_value") is not None]
     fig = _figure(6.4, 4.0)
     ax = fig.add_subplot(111)
     if not pts:
@@ -50,14 +52,18 @@ def scatter_png(rows: Sequence[dict[str, Any]], xkey: str, xlabel: str, metric: 
     positive = [r[xkey] for r in pts if r[xkey] > 0]
     floor = min(positive) / 3 if positive else 1e-9
     xs = np.array([max(r[xkey], floor) for r in pts])
-    ys = np.array([r["test_value"] for r in pts])
-    lo = np.array([r["test_value"] - (r["test_ci"] or [r["test_value"]] * 2)[0] for r in pts])
-    hi = np.array([(r["test_ci"] or [r["test_value"]] * 2)[1] - r["test_value"] for r in pts])
+    ys = np.array([r["dec_value"] for r in pts])
+    cis = [r.get("dec_ci_values") or [r["dec_value"]] * 2 for r in pts]
+    lo = np.array([y - c[0] for y, c in zip(ys, cis, strict=True)])
+    hi = np.array([c[1] - y for y, c in zip(ys, cis, strict=True)])
+    tests = np.array([r["test_value"] if r.get("test_value") is not None else np.nan for r in pts], dtype=float)
     ax.errorbar(xs, ys, yerr=[np.clip(lo, 0, None), np.clip(hi, 0, None)], fmt="none", ecolor="#999999",
                 elinewidth=1, capsize=3, zorder=1)
     colors = [WINNER if r["name"] == winner else (FRONT if r["name"] in front else POINT) for r in pts]
     ax.scatter(xs, ys, c=colors, s=[160 if r["name"] == winner else 45 for r in pts],
-               marker="o", zorder=3, edgecolors="white", linewidths=0.8)
+               marker="o", zorder=3, edgecolors="white", linewidths=0.8, label="decision estimate (CV / validation)")
+    ax.scatter(xs * 1.12, tests, marker="D", s=30, facecolors="none", edgecolors="#555555", linewidths=1.0,
+               zorder=3, label="test (reference only)")
     for r, x, y in zip(pts, xs, ys, strict=True):
         if r["name"] == winner:
             ax.scatter([x], [y], marker="*", s=260, c=WINNER, zorder=4, edgecolors="black", linewidths=0.6)
@@ -66,16 +72,17 @@ def scatter_png(rows: Sequence[dict[str, Any]], xkey: str, xlabel: str, metric: 
     if len(fr) > 1:
         ax.plot([p[0] for p in fr], [p[1] for p in fr], color=FRONT, linestyle="--", linewidth=1.2, zorder=2,
                 label="Pareto front")
-        ax.legend(loc="lower right", fontsize=8, frameon=False)
+    ax.legend(loc="lower right", fontsize=7, frameon=False)
     ax.set_xscale("log")
     ax.set_xlabel(xlabel)
-    ax.set_ylabel(f"test {metric}")
-    ymin = float(np.nanmin(ys - lo)) if len(ys) else 0.0
-    ax.set_ylim(max(0.0, ymin - 0.05), min(1.02, float(np.nanmax(ys + hi)) + 0.05))
+    ax.set_ylabel(metric)
+    low = np.concatenate([ys - lo, tests[np.isfinite(tests)]])
+    high = np.concatenate([ys + hi, tests[np.isfinite(tests)]])
+    ax.set_ylim(max(0.0, float(np.nanmin(low)) - 0.05), min(1.02, float(np.nanmax(high)) + 0.05))
     ax.grid(True, which="major", alpha=0.3)
     span = np.log10(xs.max() / xs.min()) if xs.min() > 0 else 0
     pad = 10 ** max(0.3, span * 0.12)
-    ax.set_xlim(xs.min() / pad, xs.max() * pad)
+    ax.set_xlim(xs.min() / pad, xs.max() * pad * 1.12)
     return _png(fig)
 
 

@@ -13,7 +13,8 @@ from adaptladder.report.view import rung_row
 
 
 def ladder_headers(metric: str) -> list[str]:
-    return ["rung", "status", f"val {metric} [95% CI]", f"test {metric} [95% CI]", "test acc", "train time",
+    return ["rung", "status", f"decision estimate {metric} [95% CI] (kind, n)", f"test {metric} [95% CI]",
+            "test acc", "train time",
             "latency p50/p95 ms", "throughput/s", "peak MB fit/predict", "$ per 1k", "bar"]
 
 
@@ -28,7 +29,9 @@ def row_cells(row: dict[str, Any], escape: Callable[[Any], str] = str) -> list[s
     if not row["done"]:
         status += f": {escape(row['reason'])}"
     test = row["test"] + (f" (n={row['test_n']}, sample)" if row["sampled"] else "")
-    return [name, status, row["val"], test, row["test_acc"], row["fit"], f"{row['p50']} / {row['p95']}",
+    dec = (f"{row['dec_point']} {row['dec_ci']} ({row['dec_label']}, n={row['dec_n']})"
+           if row["done"] and row.get("dec_n") else row["val"])
+    return [name, status, dec, test, row["test_acc"], row["fit"], f"{row['p50']} / {row['p95']}",
             row["throughput"], f"{row['mem_fit']} / {row['mem_predict']}", row["cost"], row["bar"]]
 
 

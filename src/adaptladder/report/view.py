@@ -81,7 +81,12 @@ def rung_row(r: dict[str, Any], metric: str, recommended: str | None) -> dict[st
     p = r.get("predict") or {}
     mem = r.get("peak_memory_mb") or {}
     bar = r.get("meets_bar")
+    dec = _decision(r, metric) if done else None
     return {
+        "dec_label": dec["label"] if dec else "", "dec_point": fmt(dec["value"]) if dec else "-",
+        "dec_ci": f"[{dec['ci'][0]:.3f}, {dec['ci'][1]:.3f}]" if dec else "", "dec_n": dec["n"] if dec else None,
+        "dec_value": dec["value"] if dec else None, "dec_ci_values": dec["ci"] if dec else None,
+        "dec_folds": (dec or {}).get("folds"), "dec_is_cv": bool(dec and dec["part"] == "cv"),
         "name": r["name"], "family": r.get("family") or "", "status": r.get("status") or "?",
         "description": r.get("description") or "", "reason": r.get("reason") or "", "done": done,
         "recommended": r["name"] == recommended, "resumed": bool(r.get("resumed")),
@@ -99,6 +104,15 @@ def rung_row(r: dict[str, Any], metric: str, recommended: str | None) -> dict[st
         "cost": fmt_money(r.get("cost_per_1k_usd")) if done else "-", "cost_value": r.get("cost_per_1k_usd"),
         "bar": {True: "yes", False: "no", None: "-"}[bar],
     }
+
+
+def _decision(r: dict[str, Any], metric: str) -> dict[str, Any] | None:
+    from adaptladder.decide import estimate
+
+    try:
+        return estimate(r, metric)
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def pareto(points: list[tuple[str, float, float]]) -> set[str]:
@@ -174,6 +188,10 @@ def comparison_rows(cmps: list[dict[str, Any]]) -> list[dict[str, Any]]:
             "diff": f"{c['diff']:+.3f}", "ci": f"[{c['diff_ci'][0]:+.3f}, {c['diff_ci'][1]:+.3f}]",
             "disc": f"{c['mcnemar']['only_a_correct']} / {c['mcnemar']['only_b_correct']}",
             "p": f"{c['mcnemar']['p_value']:.3g}", "verdict": c["verdict"], "significant": c["significant"],
+            "p_used": f"{c['p_value']:.3g}" if c.get("p_value") is not None else "-",
+            "p_holm": f"{c['p_holm']:.3g}" if c.get("p_holm") is not None else "-",
+            "detectable": f"{c['detectable']:.3f}" if c.get("detectable") is not None else "-",
+            "part": c.get("part", ""),
             "sentence": describe(c),
         })
     return rows
@@ -215,6 +233,59 @@ def evaluations_view(run_dir: Path | None) -> list[dict[str, str]]:
     return rows
 
 
+def _off_front(winner: str | None, front: set[str], rows: list[dict[str, Any]], axis: str) -> str:
+    """The sentence a recommended rung drawn off the Pareto front needs."""
+    if not winner or winner in front or winner not in {r["name"] for r in rows}:
+        return ""
+    return (f" {winner} is off this front: a cheaper rung's estimate is higher by a difference the paired, "
+            f"Holm-corrected test does not support, or the margin let {winner} meet the bar (see the "
+            "recommendation's reasons).") if axis == "cost" else (
+        f" {winner} is off the latency front: the ladder orders rungs by adaptation cost, not latency.")
+
+
+def test_disagreements(cmps: list[dict[str, Any]], winner: str | None) -> list[str]:
+    """Where the held-out test split significantly prefers another rung to the recommended one: said, not hidden."""
+    out = []
+    for c in cmps:
+        if not winner or not c.get("significant") or winner not in (c["a"], c["b"]):
+            continue
+        better = c["b"] if c["diff"] > 0 else c["a"]
+        if better != winner:
+            out.append(f"On the test split {better} is significantly better than the recommended {winner} "
+                       f"({c['diff']:+.3f} {c['metric']}, Holm-adjusted p={c.get('p_holm', c.get('p_value', 0)):.3g}). "
+                       "The test split is held out and never chooses (choosing on it would make its scores "
+                       "optimistic); treat this as a sign the decision evidence was too thin and check with more "
+                       "labelled data.")
+    return out
+
+
+def rule_sentence(v: dict[str, Any]) -> str:
+    """The decision rule in one sentence, with this run's numbers (bar, margin)."""
+    margin = v.get("margin")
+    est = ("cross-validated (train + validation) for rungs marked CV, validation for the others"
+           if v.get("any_cv") else "validation")
+    if v["bar"] is not None and not v["lower_bound"]:
+        bar = (f"meets the bar {v['bar']:.2f} (its estimate clears it, or is within the margin "
+               f"{margin if margin is not None else '-'} of it and the bar lies inside its 95% CI)")
+    elif v["bar"] is not None:
+        bar = f"meets the bar {v['bar']:.2f} with the lower end of its 95% CI"
+    else:
+        bar = "finished (no bar)"
+    return (f"Rule: the cheapest rung that {bar} and that no costlier rung which ran beats significantly (paired "
+            f"on the same examples, Holm-corrected). Estimates: {est}; the test split never chooses.")
+
+
+def comparison_header(m: str, count: int, key: str) -> str:
+    test = "McNemar's exact test" if m == "accuracy" else "the paired bootstrap"
+    where = ("each pair on the examples both rungs' decision estimates share (a cross-validated rung against a "
+             "validation-only one: the validation examples)" if key == "decision" else
+             "each pair on the same test examples")
+    return (f"B is the costlier rung; Δ = B − A in {m} ({where}). p: {test}; significant when the "
+            f"Holm-adjusted p < 0.05 (Holm correction across the {count} tests in this table). Not significant "
+            "means no evidence of a difference at that n, not equivalence; detectable Δ: the difference that n "
+            "would detect with 80% power.")
+
+
 def build_view(doc: dict[str, Any], run_dir: Path | None = None, *, plots: bool = True) -> dict[str, Any]:
     """Everything the templates show, from a results.json document."""
     from adaptladder.report import plots as P
@@ -228,21 +299,27 @@ def build_view(doc: dict[str, Any], run_dir: Path | None = None, *, plots: bool 
     cmps = ensure_comparisons(doc, run_dir)
     winner = next((r for r in rungs if r["name"] == winner_name and r.get("status") == "done"), None)
 
-    front_cost = pareto([(r["name"], r["cost_value"], r["test_value"]) for r in done_rows
+    plotted = [r for r in done_rows if r["dec_value"] is not None]
+    front_cost = pareto([(r["name"], r["cost_value"], r["dec_value"]) for r in plotted
                          if r["cost_value"] is not None])
-    front_lat = pareto([(r["name"], r["p50_value"], r["test_value"]) for r in done_rows
+    front_lat = pareto([(r["name"], r["p50_value"], r["dec_value"]) for r in plotted
                         if r["p50_value"] is not None])
     figures: list[dict[str, str]] = []
-    if plots and done_rows:
-        figures.append({"title": f"Test {metric} vs cost per 1,000 predictions",
-                        "png": P.scatter_png(done_rows, "cost_value", "Cost per 1,000 predictions (USD, log)",
+    what = ("Filled dots with error bars: the estimate the decision used (cross-validated over train + validation "
+            "where marked CV in the ladder table, else validation) and its 95% CI; hollow diamonds: test, "
+            "for reference only (test never chooses). ")
+    if plots and plotted:
+        figures.append({"title": f"{metric} vs cost per 1,000 predictions",
+                        "png": P.scatter_png(plotted, "cost_value", "Cost per 1,000 predictions (USD, log)",
                                              metric, front_cost, winner_name),
-                        "caption": "Error bars: 95% bootstrap CI. Line: Pareto front (nothing cheaper scores "
-                                   "higher). Star: recommended rung."})
-        figures.append({"title": f"Test {metric} vs single-example latency",
-                        "png": P.scatter_png(done_rows, "p50_value", "Latency p50 per example (ms, log)",
+                        "caption": what + "Line: Pareto front of the decision estimate (nothing cheaper scores "
+                                   "higher). Star: recommended rung." + _off_front(winner_name, front_cost,
+                                                                                   plotted, "cost")})
+        figures.append({"title": f"{metric} vs single-example latency",
+                        "png": P.scatter_png(plotted, "p50_value", "Latency p50 per example (ms, log)",
                                              metric, front_lat, winner_name),
-                        "caption": "Line: Pareto front on latency. Star: recommended rung."})
+                        "caption": what + "Line: Pareto front on latency. Star: recommended rung."
+                                   + _off_front(winner_name, front_lat, plotted, "latency")})
     winner_view = None
     if winner is not None:
         t = winner["test"]
@@ -290,7 +367,7 @@ def build_view(doc: dict[str, Any], run_dir: Path | None = None, *, plots: bool 
     if cfg.get("sample"):
         notes.append(f"Quick run: at most {cfg['sample']} examples per split (--sample).")
     stopped = rec.get("stopped_at")
-    return {
+    view = {
         "title": f"adaptladder report: {task.get('name', '?')}",
         "task": task, "config": cfg, "metric": metric, "bar": doc.get("bar"),
         "lower_bound": bool(cfg.get("require_lower_bound")),
@@ -301,11 +378,20 @@ def build_view(doc: dict[str, Any], run_dir: Path | None = None, *, plots: bool 
                            "cost": rung_row(winner, metric, winner_name)["cost"] if winner else "-"},
         "rows": rows, "not_done": not_done, "figures": figures, "winner": winner_view,
         "audit": audit_view(doc.get("audit")), "prompts": prompts, "extras": extras,
-        "comparisons": {part: comparison_rows(cmps.get(part) or []) for part in ("test", "validation")},
+        "comparisons": {"test": comparison_rows(cmps.get("test") or []),
+                        "validation": comparison_rows(cmps.get("validation") or []),
+                        "decision": comparison_rows(cmps.get("decision") or cmps.get("validation") or [])},
+        "test_disagreements": test_disagreements(cmps.get("test") or [], winner_name),
+        "margin": rec.get("margin", cfg.get("margin")),
+        "any_cv": any(r["dec_is_cv"] for r in rows),
         "notes": notes, "written_at": doc.get("written_at", ""), "evaluations": evaluations_view(run_dir),
         "schema_version": doc.get("schema_version"), "provenance": provenance_view(run_dir),
         "split_sizes": task.get("split_sizes") or {}, "label_names": task.get("label_names") or [],
     }
+    view["rule"] = rule_sentence(view)
+    view["comparison_headers"] = {k: comparison_header(metric, len(view["comparisons"][k]), k)
+                                  for k in ("decision", "test")}
+    return view
 
 
 def provenance_view(run_dir: Path | None) -> list[dict[str, str]]:
