@@ -647,7 +647,7 @@ def summary_markdown(doc: dict[str, Any]) -> str:
     headers, rows = ladder_table(doc["rungs"], m, rec.get("rung"), escape=md_escape)
     lines = [f"# adaptladder run: {md_escape(task['name'])}", "",
              f"{task['n']:,} examples, {task['n_classes']} classes; split {task['split_sizes']}; "
-             f"metric {m}" + (f", bar {doc['bar']:.2f} on validation" if doc["bar"] is not None else ", no bar"),
+             f"metric {m}" + (f", bar {doc['bar']:.2f}" if doc["bar"] is not None else ", no bar"),
              "", *markdown_table(headers, rows)]
     lines += ["", f"**Recommendation: {rec.get('rung')}**", ""] + [f"- {s}" for s in rec.get("reasons", [])]
     return "\n".join(lines) + "\n"

@@ -136,7 +136,8 @@ def register(app: typer.Typer) -> None:
         def on_rung(res: dict[str, Any]) -> None:
             if res.get("status") == "done":
                 v = res["validation"]
-                err_console.print(f"        {res['name']}: validation {cfg.metric} {v[cfg.metric]:.3f}, "
+                cv = f", cross-validated {res['cv'][cfg.metric]:.3f}" if isinstance(res.get("cv"), dict) else ""
+                err_console.print(f"        {res['name']}: validation {cfg.metric} {v[cfg.metric]:.3f}{cv}, "
                               f"fit {res['fit_seconds']:.1f}s")
 
         result = run(cfg, log=log, on_rung=on_rung)
