@@ -58,10 +58,12 @@ def _quick_speed() -> None:
     L.measure_speed = lambda rung, texts, seed, batch=64: orig(rung, texts, seed, batch=64)
 
 
-def measure(name: str, seed: int, sample: int, out: Path) -> list[dict[str, Any]]:
+def measure(name: str, seed: int, sample: int, out: Path, cached_only: bool = False) -> list[dict[str, Any]]:
     cache = out / f"{name}-seed{seed}.json"
     if cache.is_file():
         return json.loads(cache.read_text())
+    if cached_only:
+        raise FileNotFoundError(f"{cache} (not measured yet)")
     cfg = RunConfig(data=name, rungs=RUNGS, run_all=True, no_audit=True, sample=sample, seed=seed,
                     out=str(out / "runs" / f"{name}-seed{seed}"), metric=METRIC,
                     rung_params={"features": {"precision": FEATURES_PRECISION, "max_length": FEATURES_MAX_LENGTH}})
@@ -116,6 +118,7 @@ def main() -> None:
     ap.add_argument("--sample", type=int, default=1000)
     ap.add_argument("--margin", type=float, default=DEFAULT_MARGIN)
     ap.add_argument("--out", default="/tmp/decision/bench")
+    ap.add_argument("--cached-only", action="store_true", help="summarise the runs measured so far, run nothing")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
@@ -127,7 +130,7 @@ def main() -> None:
         per_seed = {}
         for seed in seeds:
             try:
-                per_seed[seed] = measure(name, seed, args.sample, out)
+                per_seed[seed] = measure(name, seed, args.sample, out, args.cached_only)
             except Exception as e:  # one set failing must not lose the others
                 print(f"{name} seed {seed}: FAILED {type(e).__name__}: {e}", file=sys.stderr, flush=True)
         if not per_seed:
@@ -164,7 +167,7 @@ def main() -> None:
                     rows.append({"set": name, "bar_kind": label, "bar": bar, "seed": seed, "rule": rule,
                                  "rung": chosen, "test": r["test"][METRIC], "cost": r["cost_per_1k_usd"],
                                  "regret": regret(results, chosen, seed)})
-    (out / "rows.json").write_text(json.dumps(rows, indent=1))
+    (out / ("rows-" + args.sets.replace(",", "-") + ".json")).write_text(json.dumps(rows, indent=1))
     print_summary(rows, se_rows)
 
 
