@@ -55,7 +55,7 @@ def _quick_speed() -> None:
     import adaptladder.ladder as L
 
     orig = L.measure_speed
-    L.measure_speed = lambda rung, texts, seed, batch=64: orig(rung, texts, seed, batch=64)
+    L.measure_speed = lambda *a, **kw: orig(*a, **dict(kw, batch=64))
 
 
 def measure(name: str, seed: int, sample: int, out: Path, cached_only: bool = False) -> list[dict[str, Any]]:
@@ -71,6 +71,9 @@ def measure(name: str, seed: int, sample: int, out: Path, cached_only: bool = Fa
     res = adaptladder.run(cfg)
     print(f"{name} seed {seed}: {time.perf_counter() - t0:.0f} s", flush=True)
     results = [r for r in res.results if r.get("status") == "done"]
+    failed = [f"{r['name']}: {r.get('reason')}" for r in res.results if r.get("status") != "done"]
+    if failed:
+        raise RuntimeError("; ".join(failed))
     cache.write_text(json.dumps(results))
     return results
 
