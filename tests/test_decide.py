@@ -134,3 +134,46 @@ def test_many_class_ci_contains_its_point_estimate() -> None:
     assert hi - lo > 0.005  # a real interval, not a point
     lo, hi = s["accuracy_ci"]
     assert lo <= s["accuracy"] <= hi
+
+
+def test_cross_validate_pools_out_of_fold_predictions() -> None:
+    from adaptladder.crossval import cross_validate, pinned_params
+    from adaptladder.rungs.classical import TfidfRung
+
+    rng = np.random.default_rng(0)
+    words = [["win", "cash", "prize", "free"], ["lunch", "park", "kids", "home"]]
+    y = np.arange(80) % 2
+    texts = [" ".join(rng.choice(words[c], 4)) for c in y]
+    fitted = TfidfRung(seed=0).fit(texts[:60], y[:60], label_names=["a", "b"], val_texts=texts[60:], val_y=y[60:])
+    assert set(pinned_params(fitted)) == {"C"}
+    idx = np.arange(10, 80)  # rows 0-9 play the test split: never predicted by the CV
+    part = cross_validate(TfidfRung, {"seed": 0}, fitted, texts, y, idx, ["a", "b"], folds=5, seed=3)
+    assert part["indices"] == idx.tolist() and part["n"] == 70 and part["folds"] == 5
+    assert part["labels"] == y[idx].tolist() and part["macro_f1"] > 0.9
+    assert part["pinned"] == {"C": fitted.C_}
+
+
+def test_end_to_end_run_records_the_decision(tmp_path) -> None:
+    import json
+
+    import pandas as pd
+
+    import adaptladder
+
+    rng = np.random.default_rng(1)
+    words = [["win", "cash", "prize", "free", "claim"], ["lunch", "park", "kids", "home", "game"]]
+    rows = [{"text": " ".join(rng.choice(words[i % 2], 5)) + f" #{i}", "label": "spam" if i % 2 else "ham"}
+            for i in range(160)]
+    pd.DataFrame(rows).to_csv(tmp_path / "d.csv", index=False)
+    res = adaptladder.run(data=str(tmp_path / "d.csv"), rungs=["majority", "tfidf"], out=str(tmp_path / "r"),
+                          bar=0.9, no_audit=True)
+    tf = res.result("tfidf")
+    n_fit = res.task.summary()["split_sizes"]["train"] + res.task.summary()["split_sizes"]["validation"]
+    assert tf["cv"]["n"] == n_fit and res.recommendation["estimates"]["tfidf"]["part"] == "cv"
+    assert res.recommendation["rung"] == "tfidf" and res.stopped_at == "tfidf"
+    doc = json.loads((tmp_path / "r" / "results.json").read_text())
+    (cmp,) = doc["comparisons"]["decision"]
+    assert cmp["part"] == "cv" and cmp["n_common"] == n_fit and cmp["holm_m"] == 1
+    md = (tmp_path / "r" / "report.md").read_text()
+    assert "Pairwise comparisons that decided" in md and "Holm correction across the 1 tests" in md
+    assert f"cross-validated, n={n_fit}" in md and "Rule: the cheapest rung that meets the bar 0.90" in md
