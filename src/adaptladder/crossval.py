@@ -44,11 +44,12 @@ def cv_eligible(cls: type, fit_seconds: float, folds: int, max_fit_seconds: floa
 def pinned_params(rung: Any) -> dict[str, Any]:
     """The hyperparameters a fitted rung chose on validation, to hold fixed in the fold refits."""
     out: dict[str, Any] = {}
-    if getattr(rung, "C_", None) is not None and "C" in rung.params:
+    names = set(rung.get_params()) if hasattr(rung, "get_params") else set(rung.params)  # every setting
+    if getattr(rung, "C_", None) is not None and "C" in names:
         out["C"] = rung.C_
-    if getattr(rung, "head_kind_", None) is not None and "heads" in rung.params:
+    if getattr(rung, "head_kind_", None) is not None and "heads" in names:
         out["heads"] = [rung.head_kind_]
-        if getattr(rung, "precision_used_", None) and "precision" in rung.params:
+        if getattr(rung, "precision_used_", None) and "precision" in names:
             out["precision"] = rung.precision_used_
     return out
 
