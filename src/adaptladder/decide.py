@@ -218,7 +218,8 @@ def recommend(results: Sequence[dict[str, Any]], cfg: Any, *, all_labels: np.nda
         c = lookup.get((name, o["name"]))
         if c is not None and not sig_better(o, chosen):
             sc = speed_cost_phrase(chosen, o)
-            reasons.append(f"{o['name']} vs {name}: {c['diff']:+.3f} {m}, {no_evidence(c)} ({c['part']}; "
+            verdict = (f"significantly worse than {name}" if c["significant"] else no_evidence(c))
+            reasons.append(f"{o['name']} vs {name}: {c['diff']:+.3f} {m}, {verdict} ({c['part']}, n={c['n_common']}; "
                            f"Holm-adjusted p={c['p_holm']:.3g})" + (f"; {name} is {sc}." if sc else "."))
     if has_bar:  # near-misses: cheaper rungs that missed the bar narrowly, said out loud
         for r in done[:pos[name]]:
