@@ -117,22 +117,36 @@ PROBE = """
 import json, sys
 from adaptladder.cli import main
 try:
-    main(["--help"])
-except SystemExit:
-    pass
+    main(ARGS)
+except SystemExit as e:
+    print("EXIT", e.code, file=sys.stderr)
 print(json.dumps(sorted({m.split(".")[0] for m in sys.modules})))
 """
 
 
-def test_cli_help_does_not_import_heavy_libraries() -> None:
-    """``adaptladder --help`` registers every command but loads none of the ML stack (fast start)."""
+def _modules_loaded_by(args: list[str]) -> tuple[set[str], str]:
     src = str(PKG_ROOT.parent)
-    proc = subprocess.run([sys.executable, "-c", PROBE], capture_output=True, text=True, timeout=120,
+    proc = subprocess.run([sys.executable, "-c", PROBE.replace("ARGS", json.dumps(args))], capture_output=True,
+                          text=True, timeout=120,
                           env={"PYTHONPATH": src, "PATH": "/usr/bin:/bin", "HOME": str(Path.home())})
     assert proc.returncode == 0, proc.stderr
-    loaded = set(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return set(json.loads(proc.stdout.strip().splitlines()[-1])), proc.stderr
+
+
+def test_cli_help_does_not_import_heavy_libraries() -> None:
+    """``adaptladder --help`` registers every command but loads none of the ML stack (fast start)."""
+    loaded, _ = _modules_loaded_by(["--help"])
     assert "typer" in loaded  # the probe did run the CLI
     assert not loaded & set(HEAVY), f"imported at start: {sorted(loaded & set(HEAVY))}"
+
+
+def test_a_bad_rung_setting_fails_before_the_ml_stack_loads(tmp_path: Path) -> None:
+    """``run --set tfidf.foo=1`` is refused from the declared settings alone: no sklearn/torch import, no run dir."""
+    out = tmp_path / "run"
+    loaded, err = _modules_loaded_by(["run", "sms-spam", "--set", "tfidf.foo=1", "--out", str(out)])
+    assert "EXIT 2" in err and "unknown setting foo for the tfidf rung" in err
+    assert not loaded & {"sklearn", "torch", "transformers", "scipy", "sentence_transformers"}, sorted(loaded)
+    assert not out.exists()
 
 
 def test_lazy_public_api_still_resolves() -> None:

@@ -15,12 +15,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
-from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, precision_recall_fscore_support
 
 N_BOOT = 1000
 
 
 def _macro_f1(y: np.ndarray, p: np.ndarray, k: int) -> float:
+    from sklearn.metrics import f1_score  # lazy: sklearn costs seconds at start-up (--set errors must be instant)
+
     return float(f1_score(y, p, average="macro", labels=np.arange(k), zero_division=0))
 
 
@@ -127,6 +128,8 @@ def score(y_true: np.ndarray, proba: np.ndarray, label_names: Sequence[str], *, 
     proba = np.asarray(proba)
     k = len(label_names)
     y_pred = proba.argmax(axis=1)
+    from sklearn.metrics import accuracy_score, confusion_matrix, precision_recall_fscore_support
+
     prec, rec, f1, sup = precision_recall_fscore_support(y_true, y_pred, labels=np.arange(k), zero_division=0)
     out: dict[str, Any] = {
         "n": len(y_true),
