@@ -22,13 +22,18 @@ def export_cmd(
     out: Annotated[Path, typer.Argument(help="Folder to write (must not exist, or be empty).", show_default=False)],
     rung: Annotated[str | None, typer.Option("--rung", help="Export this rung instead of the recommended one.")]
     = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print what was exported as JSON.")] = False,
 ) -> None:
     """Write the chosen rung as a shippable folder: model files, README.md model card, loading example."""
     from rich.console import Console
 
     from adaptladder.bundle import export_run
+    from adaptladder.commands import print_json
 
     info = export_run(run_dir, out, rung)
+    if as_json:
+        print_json(info)
+        return
     Console().print(f"{info['rung']}: exported to {info['out']} ({info['files']} model files, README.md model card, "
                     "requirements.txt)", highlight=False, markup=False, soft_wrap=True)
 
@@ -37,13 +42,19 @@ def track_cmd(
     run_dir: RunDirArg,
     uri: Annotated[str | None, typer.Option("--uri", help="MLflow tracking URI (default: SQLite store "
                                             "runs/mlflow.db).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the MLflow run id, experiment and URIs as JSON.")]
+    = False,
 ) -> None:
     """Log a finished run directory to MLflow (as `run --track` does): child run per rung, recommended model."""
     from rich.console import Console
 
+    from adaptladder.commands import print_json
     from adaptladder.tracking import log_run
 
     out = log_run(run_dir, uri)
+    if as_json:
+        print_json(out)
+        return
     Console().print(f"MLflow: run {out['run_id']} in {out['experiment']} at {out['tracking_uri']}"
                     + (f"; model {out['model_uri']}" if out.get("model_uri") else ""), highlight=False, markup=False,
                     soft_wrap=True)
