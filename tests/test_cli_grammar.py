@@ -18,7 +18,7 @@ from adaptladder.cli import app, main
 
 PKG_ROOT = Path(adaptladder.__file__).resolve().parent
 
-#: words that follow "adaptladder " in prose without being a command ("another adaptladder version", "from adaptladder import")
+#: words that follow "adaptladder " in prose, not commands ("adaptladder version", "from adaptladder import")
 NOT_COMMANDS = {"does", "split", "version", "keeps", "import", "and"}
 
 #: commands for which one JSON document on stdout means nothing: a long-running HTTP server
