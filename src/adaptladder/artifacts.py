@@ -158,7 +158,7 @@ def save_encoder_source(rung: Any, path: Path) -> dict[str, Any]:
     """
     from adaptladder.models import ENCODER_ALIASES, MINILM_INT8_ONNX, is_packaged_minilm, packaged_path, resolve_encoder
 
-    spec = rung.params["encoder"]
+    spec = rung.settings.encoder
     copied_from = getattr(rung, "_encoder_dir", None)
     if copied_from is None and is_packaged_minilm(spec):
         alias = spec if spec in ENCODER_ALIASES else "minilm"
