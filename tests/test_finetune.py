@@ -293,7 +293,7 @@ def test_real_minilm_lora_and_full_ft_on_trec6(tmp_path: Path) -> None:
     vx, vy = task.part("validation")
     sx, sy = task.part("test")
     for name in ("lora", "full-ft"):
-        rung = make_rung(name, progress=False, max_epochs=4, budget_minutes=1.5).fit(
+        rung = make_rung(name, progress=False, max_epochs=4, budget_minutes=10).fit(  # 4 epochs, not a time cut
             tx, y, label_names=task.label_names, val_texts=vx, val_y=vy)
         acc = float((rung.predict_codes(sx) == sy).mean())
         assert acc > 0.4, (name, acc)  # 6 classes: chance ~0.25 for the majority class
