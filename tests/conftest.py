@@ -29,6 +29,21 @@ HAM = ["see you at lunch tomorrow", "can you send me the report", "meeting moved
        "did you feed the cat"]
 
 
+def toy_run(tmp: Path) -> Path:
+    """A finished majority + tfidf run on the toy spam/ham CSV (for tests of what reads a run directory)."""
+    import pandas as pd
+
+    import adaptladder
+
+    rows = [{"text": f"{t} #{i}", "label": lab} for i, (t, lab) in
+            enumerate([(t, "spam") for t in SPAM * 2] + [(t, "ham") for t in HAM * 2])]
+    pd.DataFrame(rows).to_csv(tmp / "toy.csv", index=False)
+    out = tmp / "run"
+    adaptladder.run(no_audit=True, data=str(tmp / "toy.csv"), rungs=["majority", "tfidf"], out=str(out), bar=0.99,
+                    run_all=True)
+    return out
+
+
 @pytest.fixture
 def toy_texts() -> tuple[list[str], np.ndarray, list[str]]:
     texts = SPAM + HAM

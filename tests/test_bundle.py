@@ -9,12 +9,11 @@ import sys
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 import adaptladder
 from adaptladder.cli import main
-from conftest import HAM, SPAM
+from conftest import toy_run
 
 
 def _cli(argv: list[str]) -> None:
@@ -27,13 +26,7 @@ def _cli(argv: list[str]) -> None:
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("export")
-    rows = [{"text": f"{t} #{i}", "label": lab} for i, (t, lab) in
-            enumerate([(t, "spam") for t in SPAM * 2] + [(t, "ham") for t in HAM * 2])]
-    pd.DataFrame(rows).to_csv(tmp / "toy.csv", index=False)
-    out = tmp / "run"
-    adaptladder.run(no_audit=True, data=str(tmp / "toy.csv"), rungs=["majority", "tfidf"], out=str(out), bar=0.99,
-                    run_all=True)
-    return out
+    return toy_run(tmp)
 
 
 def test_exported_folder_predicts_identically_in_a_new_process(run_dir: Path, tmp_path: Path,

@@ -10,26 +10,19 @@ from typing import Any
 
 import httpx
 import numpy as np
-import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
 import adaptladder
 from adaptladder.rungs import make_rung
 from adaptladder.serve import ServeSettings, create_app, fastapi_app, run_in_thread
-from conftest import HAM, SPAM
+from conftest import HAM, SPAM, toy_run
 
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     tmp = tmp_path_factory.mktemp("serve")
-    rows = [{"text": f"{t} #{i}", "label": lab} for i, (t, lab) in
-            enumerate([(t, "spam") for t in SPAM * 2] + [(t, "ham") for t in HAM * 2])]
-    pd.DataFrame(rows).to_csv(tmp / "toy.csv", index=False)
-    out = tmp / "run"
-    adaptladder.run(no_audit=True, data=str(tmp / "toy.csv"), rungs=["majority", "tfidf"], out=str(out), bar=0.99,
-                    run_all=True)
-    return out
+    return toy_run(tmp)
 
 
 class Slow:
