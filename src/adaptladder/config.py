@@ -21,7 +21,7 @@ METRICS = ("macro_f1", "accuracy")
 #: Non-inferiority margin of the bar (adaptladder.decide; README "How the recommendation is made").
 DEFAULT_MARGIN = 0.005
 
-_STR_KEYS = ("data", "text_col", "label_col", "split_col", "train", "validation", "test", "encoder", "lm", "out",
+_STR_KEYS = ("data", "text_col", "label_col", "target_col", "task", "schema", "instruction", "split_col", "train", "validation", "test", "encoder", "lm", "out",
              "name", "metric")
 _BOOL_KEYS = ("run_all", "require_lower_bound", "no_audit", "force", "fresh")
 
@@ -36,6 +36,11 @@ class RunConfig:
     data: str | None = None
     text_col: str | None = None
     label_col: str | None = None
+    # generation tasks (adaptladder.generation): target column, forced task type, JSON Schema file, instruction
+    target_col: str | None = None
+    task: str | None = None  # None: detected from the data; "classification" or "generation" forces it
+    schema: str | None = None
+    instruction: str | None = None
     split_col: str | None = None
     train: str | None = None
     validation: str | None = None
