@@ -126,6 +126,20 @@ def test_concurrent_requests_are_micro_batched(batching: bool) -> None:
         assert set(sizes) == {1}
 
 
+def test_a_lone_request_does_not_wait_for_a_batch() -> None:
+    """With no concurrent load, max_wait_ms is not spent: a one-minute wait would time the client out."""
+    app = create_app(ServeSettings(batching=True, max_wait_ms=60_000), model=Slow(0.0))
+    server, thread, port = run_in_thread(app)
+    try:
+        for _ in range(3):  # one client, one request at a time
+            r = httpx.post(f"http://127.0.0.1:{port}/predict", json={"text": "free prize"}, timeout=20)
+            assert r.status_code == 200 and r.json()["labels"] == ["spam"]
+    finally:
+        server.should_exit = True
+        thread.join(30)
+    assert [t for t, _ in fastapi_app(app).state.metrics.recent_batches] == [1, 1, 1]
+
+
 def test_request_timeout_is_504(run_dir: Path) -> None:
     app = create_app(ServeSettings(timeout_s=0.2), model=Slow(1.0))
     with TestClient(app) as c:

@@ -21,8 +21,8 @@ METRICS = ("macro_f1", "accuracy")
 #: Non-inferiority margin of the bar (adaptladder.decide; README "How the recommendation is made").
 DEFAULT_MARGIN = 0.005
 
-_STR_KEYS = ("data", "text_col", "label_col", "target_col", "task", "schema", "instruction", "split_col", "train", "validation", "test", "encoder", "lm", "out",
-             "name", "metric")
+_STR_KEYS = ("data", "text_col", "label_col", "target_col", "task", "schema", "instruction", "split_col", "train",
+             "validation", "test", "encoder", "lm", "out", "name", "metric")
 _BOOL_KEYS = ("run_all", "require_lower_bound", "no_audit", "force", "fresh")
 
 

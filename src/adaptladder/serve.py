@@ -4,7 +4,8 @@
   probabilities. ``GET /health``, ``GET /metrics`` (Prometheus text), ``/docs`` (OpenAPI).
 * Server-side micro-batching: texts of concurrent requests are gathered (up to
   ``max_batch_size`` texts, waiting at most ``max_wait_ms`` after the first) into one
-  ``predict_proba`` call, which is where a vectorised model saves its time. The model runs in
+  ``predict_proba`` call, which is where a vectorised model saves its time. The wait applies
+  only under concurrent load (the previous call merged requests); a lone client never waits. The model runs in
   one worker thread, one call at a time, with or without batching.
 * Limits: request body bytes (413), texts per request (413), characters per text (422), each
   answered with a JSON error naming the limit and its value; a request that waits longer than
@@ -117,6 +118,7 @@ class Predictor:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="adaptladder-model")
         self.queue: asyncio.Queue[tuple[list[str], asyncio.Future[np.ndarray]]] | None = None
         self.worker: asyncio.Task[None] | None = None
+        self._recent_concurrency = False  # did the last model call merge requests (or find more queued)?
 
     async def start(self) -> None:
         if self.s.batching:
@@ -158,7 +160,11 @@ class Predictor:
             first = await q.get()
             items = [first]
             n = len(first[0])
-            deadline = loop.time() + self.s.max_wait_ms / 1000
+            # Wait for more requests only under concurrent load (the previous model call merged
+            # several requests): a lone client is answered at once instead of paying max_wait_ms
+            # per request; under load, requests queue while the model runs and batches still form.
+            wait_s = self.s.max_wait_ms / 1000 if self._recent_concurrency else 0.0
+            deadline = loop.time() + wait_s
             while n < self.s.max_batch_size:
                 try:
                     nxt = q.get_nowait() if loop.time() >= deadline else await asyncio.wait_for(
@@ -170,6 +176,7 @@ class Predictor:
                 if n >= self.s.max_batch_size:
                     break
             live = [(t, f) for t, f in items if not f.done()]  # a timed-out request was cancelled: skip it
+            self._recent_concurrency = len(items) > 1 or not q.empty()
             try:
                 if live:
                     texts = [x for t, _ in live for x in t]
