@@ -55,23 +55,32 @@ def _root(
 def datasets_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
 ) -> None:
-    """List the built-in data sets (read from installed packages, no network)."""
+    """List the built-in data sets, classification and generation (read from installed packages, no network)."""
     from adaptladder.commands import print_json
     from adaptladder.datasets import describe_builtins
+    from adaptladder.generation.datasets import describe_generation_builtins
 
+    cls_rows = [{"task": "classification", "kind": "classification", **r} for r in describe_builtins()]
+    gen_rows = describe_generation_builtins()
     if as_json:
-        print_json(describe_builtins())
+        print_json(cls_rows + gen_rows)
         return
     table = Table(title="Built-in data sets")
-    for col in ("name", "rows", "labels", "description", "package"):
+    for col in ("name", "kind", "rows", "labels / output", "description", "package"):
         table.add_column(col)
-    for row in describe_builtins():
+    for row in cls_rows:
         labels = row.get("labels") or {}
         shown = ", ".join(f"{k} {v:,}" for k, v in list(labels.items())[:6])  # type: ignore[union-attr]
         if len(labels) > 6:  # type: ignore[arg-type]
             shown += f", ... ({len(labels)} labels)"  # type: ignore[arg-type]
         rows = f"{row['rows']:,}" if row.get("rows") else f"[red]{row.get('error')}[/red]"
-        table.add_row(str(row["name"]), rows, shown, str(row["description"]), str(row["package"]))
+        table.add_row(str(row["name"]), "classification", rows, shown, str(row["description"]), str(row["package"]))
+    for row in gen_rows:
+        rows = f"{row['rows']:,}" if row.get("rows") else f"[red]{row.get('error')}[/red]"
+        shown = (f"{row['output']}; median words in/out {row['input_words_p50']:.0f}/{row['target_words_p50']:.0f}"
+                 if row.get("rows") else "")
+        table.add_row(str(row["name"]), f"generation: {row['kind']}", rows, shown, str(row["description"]),
+                      str(row["package"]))
     console.print(table)
 
 

@@ -17,6 +17,8 @@ from typing import Any
 from adaptladder.errors import AdaptError
 
 METRICS = ("macro_f1", "accuracy")
+#: ``task`` values: None (detected from the data) or one of these
+TASK_TYPES = ("classification", "generation")
 
 #: Non-inferiority margin of the bar (adaptladder.decide; README "How the recommendation is made").
 DEFAULT_MARGIN = 0.005
@@ -104,15 +106,34 @@ class RunConfig:
     def validate(self) -> None:
         """Types and ranges of every value (wherever it came from): one-line errors."""
         check_types({f.name: getattr(self, f.name) for f in fields(self)}, where="")
-        if self.metric not in METRICS:
-            raise AdaptError(f"unknown metric {self.metric!r}: use {' or '.join(METRICS)}.")
+        if self.task is not None and self.task not in TASK_TYPES:
+            raise AdaptError(f"--task {self.task!r} is unknown: use {' or '.join(TASK_TYPES)}.")
+        from adaptladder.generation.loaders import config_task_type
+        from adaptladder.generation.task import GENERATION_METRICS
+
+        kind = config_task_type(self)  # None: the data decides (a target column of free text is generation)
+        if kind == "generation":
+            # the default macro_f1 means "the task's default metric" (see generation.loaders.resolve_generation_metric)
+            if self.metric not in ("macro_f1", *GENERATION_METRICS):
+                raise AdaptError(f"unknown metric {self.metric!r} for a generation task: use one of "
+                                 f"{', '.join(GENERATION_METRICS)}.")
+        elif kind == "classification" and self.metric not in METRICS:
+            raise AdaptError(f"unknown metric {self.metric!r}: use {' or '.join(METRICS)}"
+                             + (" (generation metrics need --task generation)." if self.metric in GENERATION_METRICS
+                                else "."))
+        elif self.metric not in (*METRICS, *GENERATION_METRICS):
+            raise AdaptError(f"unknown metric {self.metric!r}: use {' or '.join(METRICS)} for classification, or one "
+                             f"of {', '.join(GENERATION_METRICS)} for a generation task.")
         if self.bar is not None and not 0 < self.bar <= 1:
             raise AdaptError(f"--bar {self.bar} is outside (0, 1]; give a score such as 0.90.")
+        from adaptladder.generation.rungs import GEN_RUNGS
         from adaptladder.rungs import RUNGS
 
+        known = RUNGS if kind == "classification" else GEN_RUNGS if kind == "generation" else {**RUNGS, **GEN_RUNGS}
         for name in (self.rungs or []) + (self.order or []) + list(self.rung_params):
-            if name not in RUNGS:
-                raise AdaptError(f"unknown rung {name!r}: choose from {', '.join(RUNGS)}.")
+            if name not in known:
+                what = "" if kind is None else f" for a {kind} task"
+                raise AdaptError(f"unknown rung {name!r}{what}: choose from {', '.join(known)}.")
         if not 0 <= self.margin < 0.5:
             raise AdaptError(f"--margin {self.margin} is outside [0, 0.5); give a score difference such as 0.005.")
         if self.cv_folds < 0 or self.cv_folds == 1 or self.cv_folds > 50:

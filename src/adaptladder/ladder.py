@@ -14,12 +14,12 @@ import traceback
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from adaptladder import progress
-from adaptladder.config import METRICS, RunConfig  # noqa: F401  (re-exported: adaptladder.ladder.RunConfig)
+from adaptladder.config import METRICS, RunConfig  # (re-exported: adaptladder.ladder.RunConfig)
 from adaptladder.decide import meets_bar, recommend  # the decision rule (adaptladder.ladder.recommend still works)
 from adaptladder.errors import AdaptError, BudgetExceeded
 from adaptladder.measure import PeakMemory, rss_mb, score, time_predictions
@@ -35,6 +35,9 @@ from adaptladder.store import (
     load_results,
 )
 from adaptladder.task import Task, check_split_sanity, load_task, stratified_subset
+
+if TYPE_CHECKING:
+    from adaptladder.generation.task import GenTask
 
 
 @dataclass
@@ -377,8 +380,33 @@ def default_run_dir(cfg: RunConfig, task: Task) -> Path:
     return Path("runs") / name
 
 
-def prepare_task(cfg: RunConfig) -> Task:
-    task = load_task(cfg.data, text_col=cfg.text_col, label_col=cfg.label_col, split_col=cfg.split_col,
+def prepare_task(cfg: RunConfig, log: Callable[[str], None] | None = None) -> Task | GenTask:
+    """The run's task: a :class:`GenTask` for generation data (``--task generation``, a built-in
+    generation set, or a target column detected as text to generate; see
+    :mod:`adaptladder.generation.loaders`), else a classification :class:`Task`."""
+    from adaptladder.generation.loaders import (
+        check_gen_split_sanity,
+        detect_task,
+        load_generation,
+        resolve_generation_metric,
+    )
+
+    if detect_task(cfg, log) == "generation":
+        gen = load_generation(cfg, log)
+        resolve_generation_metric(cfg, gen)  # a metric that does not fit the task stops here, before any compute
+        if cfg.sample:
+            gen = gen.sample(cfg.sample, seed=cfg.seed)
+        check_gen_split_sanity(gen)
+        return gen
+    for flag, value in (("--schema", cfg.schema), ("--instruction", cfg.instruction)):
+        if value is not None:
+            raise AdaptError(f"{flag} is for generation tasks, but this is a classification task; drop it or "
+                             "pass --task generation.")
+    if cfg.metric not in METRICS:
+        raise AdaptError(f"--metric {cfg.metric} is a generation metric, but this is a classification task; use "
+                         f"{' or '.join(METRICS)} (or --task generation for text targets).")
+    label_col = cfg.label_col if cfg.label_col is not None else cfg.target_col
+    task = load_task(cfg.data, text_col=cfg.text_col, label_col=label_col, split_col=cfg.split_col,
                      train=cfg.train, validation=cfg.validation, test=cfg.test, seed=cfg.seed)
     if cfg.sample:
         task = task.sample(cfg.sample, seed=cfg.seed)
@@ -397,7 +425,7 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
     # heartbeat lines go through the run's log (to stderr when none is given)
     previous_reporter = progress.install(progress.Heartbeat(log))
     log = log or (lambda s: None)
-    task = prepare_task(cfg)
+    task = prepare_task(cfg, log)
     order = climbing_order(cfg)
     run_dir = default_run_dir(cfg, task)
     store = RunStore(run_dir)

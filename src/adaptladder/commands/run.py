@@ -72,6 +72,15 @@ def register(app: typer.Typer) -> None:
         data_opt: Annotated[str | None, typer.Option("--data", help="Same as the DATA argument.")] = None,
         text_col: Annotated[str | None, typer.Option(help="Column holding the text.")] = None,
         label_col: Annotated[str | None, typer.Option(help="Column holding the label.")] = None,
+        target_col: Annotated[str | None, typer.Option(help="Generation: column holding the target text "
+                                                       "(the text column is the input).")] = None,
+        task: Annotated[str | None, typer.Option(help="classification or generation [default: detected: a target "
+                                                 "column of mostly distinct, multi-word values is generation].")
+                        ] = None,
+        schema: Annotated[str | None, typer.Option(help="Generation: JSON Schema file every target must validate "
+                                                   "against (an extraction-to-JSON task).")] = None,
+        instruction: Annotated[str | None, typer.Option(help="Generation: the task description prompting rungs "
+                                                        "use.")] = None,
         split_col: Annotated[str | None, typer.Option(help="Column with train/validation/test per row.")] = None,
         train: Annotated[str | None, typer.Option(help="Training file (with --test).")] = None,
         validation: Annotated[str | None, typer.Option(help="Validation file (optional with --train).")] = None,
@@ -80,7 +89,10 @@ def register(app: typer.Typer) -> None:
         order: Annotated[str | None, typer.Option(help="Comma-separated climbing order overriding costs.")] = None,
         bar: Annotated[float | None, typer.Option(help="Stop at the first rung whose validation score reaches "
                                                        "this (0-1).")] = None,
-        metric: Annotated[str | None, typer.Option(help="macro_f1 or accuracy [default: macro_f1].")] = None,
+        metric: Annotated[str | None, typer.Option(help="macro_f1 or accuracy [default: macro_f1]; generation: "
+                                                   "exact_match, token_f1, rouge_l, chrf, embedding_sim, json_parse, "
+                                                   "schema_valid, field_f1, json_exact_match [default: per task "
+                                                   "kind].")] = None,
         margin: Annotated[float | None, typer.Option(help="Non-inferiority margin: a rung within this of the bar "
                                                      "and not significantly below it meets the bar "
                                                      "(default 0.005).")] = None,
@@ -114,7 +126,8 @@ def register(app: typer.Typer) -> None:
         if data and data_opt and data != data_opt:
             raise AdaptError("give the data once: either as the DATA argument or with --data.")
         values: dict[str, Any] = dict(
-            data=data or data_opt, text_col=text_col, label_col=label_col, split_col=split_col, train=train,
+            data=data or data_opt, text_col=text_col, label_col=label_col, target_col=target_col, task=task,
+            schema=schema, instruction=instruction, split_col=split_col, train=train,
             validation=validation, test=test, rungs=split_list(rungs), order=split_list(order), bar=bar,
             metric=metric, margin=margin, run_all=run_all or None, require_lower_bound=lower_bound or None,
             seed=seed,

@@ -248,3 +248,20 @@ def length_summary(texts: list[str], count: Callable[[str], int] | None = None) 
         return {}
     p5, p50, p95 = np.percentile(n, [5, 50, 95])
     return {"p5": float(p5), "p50": float(p50), "p95": float(p95), "max": float(n.max()), "mean": float(n.mean())}
+
+
+def describe_generation_builtins() -> list[dict[str, object]]:
+    """Name, task kind, output, size, median lengths and source of every built-in generation set."""
+    out: list[dict[str, object]] = []
+    for name, info in GENERATION_BUILTINS.items():
+        row: dict[str, object] = {"name": name, "task": "generation", "kind": info.kind,
+                                  "description": info.description, "package": info.pip_spec}
+        try:
+            data = info.loader()
+            row.update(rows=len(data), output=data.output,
+                       input_words_p50=length_summary(data.inputs).get("p50"),
+                       target_words_p50=length_summary(data.targets).get("p50"), source=data.source)
+        except AdaptError as e:
+            row.update(rows=None, error=str(e))
+        out.append(row)
+    return out
