@@ -419,13 +419,39 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
     """Run the ladder. ``adaptladder.run(data="sms-spam", rungs=["tfidf", "features"])`` works too."""
     cfg = cfg or RunConfig(**kwargs)
     cfg.validate()
+    from adaptladder.generation.loaders import config_task_type
+
     # every chosen (or configured) rung's settings checked before the data is read or any compute spent
-    chosen = climbing_order(cfg)
-    check_rung_settings(cfg, chosen + [n for n in cfg.rung_params if n not in chosen])
+    # (classification rungs; a generation run checks its own, and an undecided run naming generation
+    # rungs is checked once the data has said which kind of task it is)
+    named = (cfg.rungs or []) + (cfg.order or []) + list(cfg.rung_params)
+    early = config_task_type(cfg) == "classification" or (
+        config_task_type(cfg) is None and all(n in RUNGS for n in named))
+    if early:
+        chosen = climbing_order(cfg)
+        check_rung_settings(cfg, chosen + [n for n in cfg.rung_params if n not in chosen])
     # heartbeat lines go through the run's log (to stderr when none is given)
     previous_reporter = progress.install(progress.Heartbeat(log))
     log = log or (lambda s: None)
-    task = prepare_task(cfg, log)
+    try:
+        task = prepare_task(cfg, log)
+    except BaseException:
+        progress.install(previous_reporter)
+        raise
+    if getattr(task, "is_generation", False):
+        try:
+            from adaptladder.generation.ladder import run_generation  # type: ignore[import-not-found]
+        except ImportError:
+            progress.install(previous_reporter)
+            raise AdaptError(f"{task.name} is a generation task, and the generation ladder is not installed in "
+                             "this build yet (adaptladder.generation.ladder).") from None
+        try:
+            return run_generation(cfg, task, log, on_rung)
+        finally:
+            progress.install(previous_reporter)
+    if not early:
+        chosen = climbing_order(cfg)
+        check_rung_settings(cfg, chosen + [n for n in cfg.rung_params if n not in chosen])
     order = climbing_order(cfg)
     run_dir = default_run_dir(cfg, task)
     store = RunStore(run_dir)
