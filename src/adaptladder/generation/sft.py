@@ -8,8 +8,9 @@ epoch) the adapters generate greedily for the validation inputs and are scored w
 given metric; training stops after ``patience`` evaluations without improvement and the best
 adapters are restored. Adapters are saved with PEFT as ``adapter_model.safetensors``.
 
-Not yet a rung: the ladder wiring (fit/predict/save/load, budgets from the estimator,
-``full-sft``/``qlora-sft``) comes next.
+:func:`train_sft` is the shared loop of the ``lora-sft``, ``qlora-sft``, ``full-sft`` and
+``distill`` rungs (:mod:`adaptladder.generation.rungs.sft`): ``method="full"`` trains every
+weight instead of adapters, ``method="qlora"`` adds LoRA over a 4-bit base (CUDA only).
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class SFTResult:
     stopped: str  # "epochs", "max_steps", "budget", "early_stopping"
     history: list[dict[str, float]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
+    model: Any = field(default=None, repr=False)  # the trained model (PEFT wrapper for lora/qlora)
 
 
 def build_example(tokenizer: Any, prompt_ids: Sequence[int], target: str, stop_id: int,
@@ -75,16 +77,32 @@ def train_lora_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequen
     ``score(predictions, references)`` is the validation metric (higher is better), e.g. the
     mean of the task's primary metric from :mod:`adaptladder.generation.metrics`.
     """
-    import torch
+    return train_sft(gen, train, val, instruction, score, config=config, method="lora", out_dir=out_dir, log=log)
+
+
+def _attach(model: Any, method: str, cfg: SFTConfig) -> tuple[Any, Callable[[], dict[str, Any]],
+                                                               Callable[[dict[str, Any]], None]]:
+    """Make ``model`` trainable for ``method``: ``(trainable model, snapshot(), restore(state))``.
+
+    ``lora``: PEFT LoRA layers injected into ``model`` in place (base weights frozen); ``qlora``:
+    the same over a 4-bit base, after PEFT's k-bit preparation; ``full``: every weight trains.
+    """
+    if method == "full":
+        for prm in model.parameters():
+            prm.requires_grad_(True)
+
+        def snap_full() -> dict[str, Any]:
+            return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+        return model, snap_full, lambda st: model.load_state_dict(st)
+    if method not in ("lora", "qlora"):
+        raise AdaptError(f"unknown SFT method {method!r}: use lora, qlora or full.")
     from peft import LoraConfig, TaskType, get_peft_model, get_peft_model_state_dict, set_peft_model_state_dict
 
-    cfg = config or SFTConfig()
-    if not train:
-        raise AdaptError("LoRA SFT needs at least one training pair.")
-    if not val:
-        raise AdaptError("LoRA SFT needs validation pairs for early stopping.")
-    model, tok = gen._load()
-    torch.manual_seed(cfg.seed)
+    if method == "qlora":
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=True)
     targets = cfg.target_modules or ["q_proj", "v_proj"]
     lcfg = LoraConfig(task_type=TaskType.CAUSAL_LM, r=cfg.r, lora_alpha=cfg.alpha, lora_dropout=cfg.dropout,
                       target_modules=targets)
@@ -93,6 +111,35 @@ def train_lora_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequen
     except ValueError as e:
         raise AdaptError(f"LoRA cannot find the target modules {targets} in {model.config.model_type} "
                          f"({str(e).splitlines()[0]}); pass target_modules naming its attention projections.") from e
+
+    def snap_lora() -> dict[str, Any]:
+        return {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()}
+
+    return peft_model, snap_lora, lambda st: set_peft_model_state_dict(peft_model, st)
+
+
+def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tuple[str, str]],
+              instruction: str, score: Callable[[list[str], list[str]], float], *,
+              config: SFTConfig | None = None, method: str = "lora", out_dir: str | Path | None = None,
+              log: Callable[[str], None] | None = None) -> SFTResult:
+    """Supervised fine-tuning of ``gen``'s model in place: ``method`` lora | qlora | full.
+
+    The wall-clock budget covers training and the validation evaluations; it is checked after
+    every step and before every evaluation, so a run ends within about one step + one
+    evaluation of ``budget_minutes``. The best weights (by validation score; step 0 is the
+    untouched model) are restored at the end. ``SFTResult.model`` is the trained model (the
+    PEFT wrapper for lora/qlora) for saving.
+    """
+    import torch
+
+    cfg = config or SFTConfig()
+    if not train:
+        raise AdaptError("SFT needs at least one training pair.")
+    if not val:
+        raise AdaptError("SFT needs validation pairs for early stopping.")
+    model, tok = gen._load()
+    torch.manual_seed(cfg.seed)
+    trained, snapshot, restore = _attach(model, method, cfg)
     stop = gen.stop_ids()[0]
     pad = tok.pad_token_id if tok.pad_token_id is not None else stop
     dev = getattr(gen.backend, "device", "cpu")
@@ -100,33 +147,37 @@ def train_lora_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequen
                               cfg.max_length) for x, y in train]
     val_prompts = [gen.build_prompt(x, instruction) for x, _ in val]
     val_refs = [y for _, y in val]
-    params = [p for p in peft_model.parameters() if p.requires_grad]
+    params = [p for p in trained.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     rng = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
     t0 = time.perf_counter()
-    best = (-math.inf, 0, {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()})
+    budget = cfg.budget_minutes * 60
+    best = (-math.inf, 0, snapshot())
     bad, step, stopped = 0, 0, "epochs"
 
+    def over_budget() -> bool:
+        return time.perf_counter() - t0 > budget
+
     def evaluate() -> bool:
-        """Score the current adapters; True when early stopping should end training."""
+        """Score the current weights; True when early stopping should end training."""
         nonlocal best, bad
-        peft_model.eval()
+        trained.eval()
         preds = gen.generate(val_prompts, max_new_tokens=cfg.max_new_tokens).texts
-        peft_model.train()
+        trained.train()
         s = float(score(preds, val_refs))
-        history.append({"step": step, "val_score": s, "seconds": time.perf_counter() - t0})
+        history.append({"step": step, "val_score": s, "seconds": round(time.perf_counter() - t0, 3)})
         if log:
             log(f"step {step}: validation {s:.4f}")
         if s > best[0]:
-            best = (s, step, {k: v.detach().clone() for k, v in get_peft_model_state_dict(peft_model).items()})
+            best = (s, step, snapshot())
             bad = 0
             return False
         bad += 1
         return bad >= cfg.patience
 
     evaluate()  # step 0: the base model (so "no improvement" keeps the base behaviour)
-    peft_model.train()
+    trained.train()
     done = False
     for _epoch in range(cfg.max_epochs):
         order = torch.randperm(len(examples), generator=rng).tolist()
@@ -140,17 +191,17 @@ def train_lora_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequen
                 ids[r, :len(x)] = torch.tensor(x)
                 labels[r, :len(y)] = torch.tensor(y)
                 mask[r, :len(x)] = 1
-            out = peft_model(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev))
+            out = trained(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev))
             out.loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            history.append({"step": step, "loss": float(out.loss.detach())})
+            history.append({"step": step, "loss": round(float(out.loss.detach()), 5)})
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 stopped, done = "max_steps", True
-            elif time.perf_counter() - t0 > cfg.budget_minutes * 60:
+            elif over_budget():
                 stopped, done = "budget", True
-            if step % cfg.eval_every == 0 and evaluate():
+            if not done and step % cfg.eval_every == 0 and evaluate():
                 stopped, done = "early_stopping", True
             if done:
                 break
@@ -159,14 +210,17 @@ def train_lora_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequen
         if step % cfg.eval_every and evaluate():
             stopped = "early_stopping"
             break
+        if over_budget():
+            stopped = "budget"
+            break
     if history and history[-1].get("step") == step and "val_score" not in history[-1]:
-        evaluate()
-    set_peft_model_state_dict(peft_model, best[2])
-    peft_model.eval()
+        evaluate()  # the last steps since an evaluation (also when the budget ended training)
+    restore(best[2])
+    trained.eval()
     if out_dir is not None:
-        peft_model.save_pretrained(str(out_dir), safe_serialization=True)
+        trained.save_pretrained(str(out_dir), safe_serialization=True)
     return SFTResult(best_score=best[0], best_step=best[1], steps=step, seconds=time.perf_counter() - t0,
-                     stopped=stopped, history=history, config=asdict(cfg))
+                     stopped=stopped, history=history, config=asdict(cfg), model=trained)
 
 
 def load_lora_adapters(gen: Generator, adapter_dir: str | Path) -> Any:

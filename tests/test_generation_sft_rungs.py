@@ -1,0 +1,183 @@
+"""The fine-tuning / distillation generation rungs (lora-sft, full-sft, qlora-sft, distill) on a
+tiny random-weight Llama saved as a local checkpoint: fit, generate, save/load identical
+generations, the CPU skip of qlora-sft with the estimator's figures, distillation from a fake
+teacher, and the loss covering the target tokens only."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import numpy as np
+import pytest
+
+from adaptladder.errors import AdaptError
+from adaptladder.generation.decode import Generator
+from adaptladder.generation.rungs import GEN_RUNGS, GenRung, GenSpec, load_gen_rung, make_gen_rung
+from adaptladder.generation.rungs.sft import DistillSFT, FullSFT, LoraSFT, QloraSFT, cuda_available
+from test_generation_decode import _byte_bpe_tokenizer, _tiny_lm
+
+WORDS = ["fox", "dog", "city", "line", "reply", "quick", "lazy", "brown", "time", "zone", "population", "the"]
+# the random LM needs a larger init than 0.02 for LoRA on q/v to make it confident (see test_generation_sft)
+FAST = {"lr": 5e-2, "dropout": 0.0, "batch_size": 8, "max_epochs": 12, "eval_every": 4, "patience": 4,
+        "max_length": 64, "budget_minutes": 5, "threads": 1}
+
+
+def _inputs(n: int, seed: int) -> list[str]:
+    rng = np.random.default_rng(seed)
+    return [" ".join(rng.choice(WORDS, 3)) for _ in range(n)]
+
+
+@pytest.fixture(scope="module")
+def lm_dir(tmp_path_factory):
+    """A tiny Llama + byte-BPE tokenizer saved as a checkpoint folder (what ``lm=`` takes)."""
+    tok = _byte_bpe_tokenizer()
+    path = tmp_path_factory.mktemp("tiny-llama")
+    _tiny_lm(tok, init=0.5).save_pretrained(str(path))
+    tok.save_pretrained(str(path))
+    return str(path)
+
+
+def _spec(**extra: Any) -> GenSpec:
+    return GenSpec(kind="rewrite", instruction="Reply.", max_new_tokens=4, extra={"metric": "exact_match", **extra})
+
+
+def test_registry_names_and_cost_order():
+    assert [make_gen_rung(n).cost_rank for n in ("lora-sft", "qlora-sft", "full-sft", "distill")] == [60, 65, 70, 80]
+    assert {GEN_RUNGS[n].split(":")[1] for n in ("lora-sft", "qlora-sft", "full-sft", "distill")} == {
+        "LoraSFT", "QloraSFT", "FullSFT", "DistillSFT"}
+    with pytest.raises(AdaptError, match="unknown parameter 'rank'"):
+        LoraSFT(rank=4)
+    with pytest.raises(AdaptError, match="r must be a positive integer"):
+        LoraSFT(r=0).settings(_spec())
+
+
+def test_lora_sft_fits_saves_and_reloads_identically(lm_dir, tmp_path):
+    rung = LoraSFT(lm=lm_dir, r=8, alpha=16, **FAST)
+    val = _inputs(8, 1)
+    base = Generator(lm_dir, threads=1)
+    before = base.generate([base.build_prompt(x, "Reply.") for x in val], max_new_tokens=4).texts
+    assert before != ["yes"] * 8 and rung.settings(_spec())["seed"] == 13
+    rung.fit(_inputs(32, 0), ["yes"] * 32, spec=_spec(), val_inputs=val, val_targets=["yes"] * 8)
+    out = rung.generate(val)
+    assert out == ["yes"] * 8
+    assert rung.last_usage["n"] == 8 and rung.last_usage["new_tokens"] >= 8 and rung.last_usage["seconds"] > 0
+    info = rung.extra_info()
+    tr = info["training"]
+    assert tr["metric"] == "exact_match" and tr["best_val_score"] == 1.0 and tr["best_step"] > 0
+    assert tr["stopped"] in ("early_stopping", "epochs") and tr["trainable_params"] < tr["total_params"]
+    losses = [h["loss"] for h in tr["history"] if "loss" in h]
+    assert losses[-1] < losses[0] / 4 and tr["history"][0]["step"] == 0 and "val_score" in tr["history"][0]
+    assert info["decoding"]["decoding"] == "greedy" and info["decoding"]["max_new_tokens"] == 4
+    # the prompt is the zero-shot prompt of the prompting rungs
+    assert rung.prompts_used(val[:1]) == [rung.gen_.build_prompt(val[0], "Reply.")]
+    rung.save(tmp_path / "m")
+    assert (tmp_path / "m" / "adapter" / "adapter_model.safetensors").is_file()
+    again = load_gen_rung(tmp_path / "m")
+    assert isinstance(again, LoraSFT) and again.generate(val) == out
+    assert again.spec_.max_new_tokens == 4 and again.extra_info()["training"]["best_step"] == tr["best_step"]
+
+
+def test_lora_sft_holds_out_validation_and_respects_the_budget(lm_dir):
+    rung = LoraSFT(lm=lm_dir, **{**FAST, "budget_minutes": 1e-4, "max_epochs": 50, "val_size": 4})
+    rung.fit(_inputs(20, 0), ["yes"] * 20, spec=_spec())
+    tr = rung.extra_info()["training"]
+    assert tr["stopped"] == "budget" and tr["steps"] == 1  # the budget ends training after the first step
+    assert tr["train_pairs"] == 18 and tr["val_pairs"] == 2 and "held out" in tr["validation"]
+    with pytest.raises(AdaptError, match="validation pairs"):
+        LoraSFT(lm=lm_dir, **FAST).fit(["a"], ["b"], spec=_spec())
+
+
+def test_full_sft_trains_every_weight_and_reloads(lm_dir, tmp_path):
+    rung = FullSFT(lm=lm_dir, **{**FAST, "lr": 3e-3})
+    val = _inputs(8, 1)
+    rung.fit(_inputs(32, 0), ["yes"] * 32, spec=_spec(), val_inputs=val, val_targets=["yes"] * 8)
+    out = rung.generate(val)
+    tr = rung.extra_info()["training"]
+    assert out == ["yes"] * 8 and tr["method"] == "full" and tr["trainable_params"] == tr["total_params"]
+    rung.save(tmp_path / "m")
+    files = {p.name for p in (tmp_path / "m" / "model").iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json"} <= files
+    assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    assert load_gen_rung(tmp_path / "m").generate(val) == out
+
+
+@pytest.mark.skipif(cuda_available(), reason="the CPU skip path only")
+def test_qlora_sft_skips_on_cpu_with_the_estimate():
+    reason = QloraSFT.unavailable_reason({"lm": "smollm2"}, _spec())
+    assert reason.startswith("needs CUDA (est. ") and "GB GPU" in reason
+    est = QloraSFT.skip_details({"lm": "smollm2", "n_examples": 500, "max_length": 256})["estimate"]
+    assert est["method"] == "qlora" and est["examples"] == 500 and est["seq_len"] == 256
+    assert 0 < est["gpu_memory_gb"] < 10 and est["train_hours"] > 0 and est["trainable_params"] < est["params"]
+    bad = QloraSFT.skip_details({"lm": "no-such-model-anywhere"})
+    assert bad["estimate"] is None and bad["estimate_error"]  # a broken estimate is reported, never raised
+    with pytest.raises(AdaptError, match="needs CUDA"):
+        QloraSFT(lm="smollm2").fit(["a", "b"], ["c", "d"], spec=_spec())
+
+
+class EchoTeacher(GenRung):
+    """A fake teacher: answers ``yes`` to everything; remembers what it was fitted on."""
+
+    name = "echo-teacher"
+    fitted_on: ClassVar[list[int]] = []
+
+    def fit(self, inputs: Sequence[str], targets: Sequence[str], *, spec: GenSpec,
+            val_inputs: Sequence[str] | None = None, val_targets: Sequence[str] | None = None) -> EchoTeacher:
+        EchoTeacher.fitted_on.append(len(inputs))
+        self.spec_ = spec
+        return self
+
+    def generate(self, inputs: Sequence[str]) -> list[str]:
+        self.last_usage = {"new_tokens": len(inputs), "prompt_tokens": 50 * len(inputs), "seconds": 0.01 * len(inputs),
+                           "n": len(inputs)}
+        return ["yes"] * len(inputs)
+
+
+def test_distill_trains_a_student_on_the_teachers_outputs(lm_dir, tmp_path, monkeypatch):
+    monkeypatch.setitem(GEN_RUNGS, "echo-teacher", f"{__name__}:EchoTeacher")
+    EchoTeacher.fitted_on.clear()
+    rung = DistillSFT(lm=lm_dir, teacher="echo-teacher", labelled=6, max_unlabelled=30, **FAST)
+    val = _inputs(8, 1)
+    # the gold training targets say "no": the student must learn the teacher's "yes" instead
+    rung.fit(_inputs(40, 0), ["no"] * 40, spec=_spec(), val_inputs=val, val_targets=["yes"] * 8)
+    assert EchoTeacher.fitted_on == [6]
+    assert rung.generate(val) == ["yes"] * 8
+    d = rung.extra_info()["training"]["distill"]
+    assert d["labelled_pairs"] == 6 and d["unlabelled_offered"] == 30 and d["teacher_outputs_kept"] == 30
+    assert "outside the teacher's labelled subset" in d["source"]
+    teacher, student = d["table"]
+    assert teacher["model"] == "echo-teacher (teacher)" and teacher["val_score"] == 1.0
+    assert teacher["prompt_tokens_mean"] == 50.0 and teacher["tokens_per_s"] == 100.0
+    assert student["val_score"] == 1.0 and student["tokens_per_s"] > 0 and student["latency_ms_per_example_batched"] > 0
+    rung.save(tmp_path / "m")
+    assert load_gen_rung(tmp_path / "m").generate(val) == ["yes"] * 8
+    # explicit unlabelled inputs; a teacher that is not a generation rung is a one-line error
+    rung2 = DistillSFT(lm=lm_dir, teacher="echo-teacher", unlabelled_inputs=_inputs(10, 5), **FAST)
+    rung2.fit(_inputs(12, 0), ["no"] * 12, spec=_spec(), val_inputs=val, val_targets=["yes"] * 8)
+    assert rung2.extra_info()["training"]["distill"]["source"] == "10 unlabelled_inputs given"
+    with pytest.raises(AdaptError, match="unknown distill teacher"):
+        DistillSFT(lm=lm_dir, teacher="gpt-9", **FAST).fit(["a", "b"], ["c", "d"], spec=_spec())
+
+
+def test_the_training_loss_covers_the_target_tokens_only(lm_dir):
+    """The loss the SFT loop optimises equals the cross-entropy over the target (+ stop) tokens alone."""
+    import torch
+
+    from adaptladder.generation.sft import build_example
+
+    gen = Generator(lm_dir, threads=1)
+    model, tok = gen._load()
+    prompt = gen.backend.encode(gen.build_prompt("the quick fox", "Reply."), first=True)
+    ids, labels = build_example(tok, prompt, "lazy dog", gen.stop_ids()[0], 128)
+    n_target = sum(1 for x in labels if x != -100)
+    assert labels[:len(prompt)] == [-100] * len(prompt) and n_target == len(ids) - len(prompt)
+    x, y = torch.tensor([ids]), torch.tensor([labels])
+    with torch.no_grad():
+        out = model(input_ids=x, labels=y)
+        logp = torch.log_softmax(out.logits[0, :-1].float(), -1)
+    nxt = x[0, 1:]
+    per_token = -logp[torch.arange(len(nxt)), nxt]
+    target_only = per_token[len(prompt) - 1:].mean()
+    everything = per_token.mean()
+    assert torch.allclose(out.loss, target_only, atol=1e-5)
+    assert not torch.allclose(out.loss, everything, atol=1e-3)
