@@ -246,6 +246,33 @@ class OpenAIBackend(LMBackend):
 
         return self._map(one, list(users))
 
+    def chat_generate(self, conversations: Sequence[Sequence[dict[str, str]]], *, max_tokens: int,
+                      schema: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+        """Greedy (temperature 0) chat completions of whole conversations (for the generation rungs).
+
+        ``schema``: a JSON Schema sent as ``response_format`` ``json_schema`` (strict), so a server
+        that supports structured outputs answers schema-valid JSON. One dict per conversation:
+        ``text``, ``prompt_tokens``, ``completion_tokens``, ``seconds``, ``finish_reason``.
+        Same retries, timeouts and key redaction as every other request of this backend.
+        """
+        extra: dict[str, Any] = {"max_tokens": int(max_tokens)}
+        if schema is not None:
+            extra["response_format"] = {"type": "json_schema",
+                                        "json_schema": {"name": "output", "schema": schema, "strict": True}}
+
+        def one(msgs: Sequence[dict[str, str]]) -> dict[str, Any]:
+            t0 = time.perf_counter()
+            data = self._post("chat/completions", {"model": self.model, "messages": list(msgs), "temperature": 0,
+                                                   **extra})
+            first = _first_choice(data)
+            usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+            return {"text": str((first.get("message") or {}).get("content") or ""),
+                    "prompt_tokens": _int(usage.get("prompt_tokens")),
+                    "completion_tokens": _int(usage.get("completion_tokens")),
+                    "seconds": time.perf_counter() - t0, "finish_reason": first.get("finish_reason")}
+
+        return self._map(one, list(conversations))
+
     def score_prompts(self, system: str, users: Sequence[str], choices: Sequence[str],
                       user_prefix: str = "") -> ChoiceScores:
         mode = self.scoring

@@ -1,0 +1,583 @@
+"""Prompting rungs for generation tasks: zero-shot, few-shot, k-NN few-shot and structured (JSON).
+
+All four send one chat prompt per input: the task's instruction (``GenSpec.instruction``, or a
+default per task kind) in the user turn with the input, preceded by k (input, target) training
+pairs as user/assistant turns. Decoding is greedy with a token budget taken from the training
+targets (``decode.max_new_tokens_for``: 1.25 x their 95th-percentile length, capped by
+``max_new_tokens_cap``) unless ``max_new_tokens`` is set.
+
+* ``zero-shot`` -- no examples.
+* ``few-shot`` -- k seeded random training pairs, the same for every input (``shot_pick=shortest``
+  takes the k shortest pairs instead; the default is random, not measured against it).
+* ``knn-few-shot`` -- per input, the k training pairs whose inputs are nearest by the cached
+  sentence encoder (``adaptladder.encode.get_encoder``, as the classification k-NN rung), the
+  nearest last; a pool row whose input equals the query is skipped (no leak on training data).
+* ``structured`` -- the few-shot prompt, decoded under xgrammar's JSON-Schema constraint
+  (``decode.bound_schema`` caps from the training targets so every row finishes), so every output
+  is schema-valid; at fit time the same prompt is also decoded *unconstrained* on a seeded sample
+  of the validation inputs, and that schema-valid rate is reported beside the constrained one.
+
+Prompts fit the context: each shot's input (and target) is cut to ``shot_tokens`` tokens; if prompt + budget
+still exceeds the window, shots are dropped (farthest/first first), and only then is the query
+itself cut (counted in ``extra_info()['prompt_fitting']``).
+
+Backends: ``backend=hf`` (alias ``local``; :class:`~adaptladder.generation.decode.Generator` on the
+local causal LM ``lm``, default the packaged SmolLM2) or ``backend=openai`` (any
+OpenAI-compatible server; ``lm`` is the server's model name; structured uses ``response_format``
+``json_schema``). Nothing but JSON is saved: the shots / pool (+ its embeddings as ``.npy``) and
+the fitted settings; the LM is referenced by its alias/path/id, so a reload generates the same.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from adaptladder.errors import AdaptError
+from adaptladder.generation.rungs.base import GenRung, GenSpec
+from adaptladder.models import DEFAULT_LM
+
+STATE_FILE = "prompting_state.json"
+
+DEFAULT_INSTRUCTIONS = {
+    "summarisation": "Summarise the text. Answer with the summary only.",
+    "rewrite": "Rewrite the text as asked. Answer with the rewritten text only.",
+    "dialogue": "Reply to the message. Answer with the reply only.",
+    "extraction": "Extract the information from the text. Answer with the result only.",
+}
+
+#: every parameter of the prompting rungs and its default
+DEFAULTS: dict[str, Any] = {
+    "backend": "hf",            # hf (alias local) | openai
+    "lm": DEFAULT_LM,           # packaged alias, local folder or HF id; with openai: the server's model name
+    "k": None,                  # examples per prompt; None: 0 for zero-shot, 3 otherwise
+    "batch_size": 8,            # prompts per batch (hf)
+    "max_new_tokens": None,     # None: from the training targets' length (95th percentile x 1.25)
+    "max_new_tokens_cap": 512,  # upper limit of the derived budget
+    "shot_tokens": 256,         # tokens kept of each example's input
+    "shot_pick": "random",      # few-shot / structured: random (seeded) | shortest
+    "max_context": None,        # cap of the context window in tokens (the model's own limit applies)
+    "encoder": "minilm",        # knn-few-shot's sentence encoder
+    "pool_max": 5000,           # knn-few-shot: training pairs kept in the retrieval pool (seeded sample)
+    "unconstrained_check": 32,  # structured: validation inputs also decoded without the constraint (0: off)
+    "seed": None,               # None: the spec's seed
+    "threads": "auto",
+    "device": "auto",
+    "base_url": None,           # openai
+    "api_key_env": "OPENAI_API_KEY",
+    "timeout": None,
+    "retries": None,
+    "concurrency": None,
+    "model": None,              # alias of lm (the classification rungs' name)
+}
+
+#: loaded local generators by (lm, device, threads), so the prompting rungs of one run share one model
+_GENERATORS: dict[tuple[str, str, str], Any] = {}
+
+
+def local_generator(lm: str, *, batch_size: int = 8, threads: Any = "auto", device: str = "auto") -> Any:
+    """A :class:`Generator` for ``lm``, shared between rungs (the last two kept loaded)."""
+    from adaptladder.generation.decode import Generator
+
+    key = (str(lm), str(device), str(threads))
+    if key not in _GENERATORS:
+        while len(_GENERATORS) >= 2:
+            _GENERATORS.pop(next(iter(_GENERATORS)))
+        _GENERATORS[key] = Generator(lm, batch_size=batch_size, threads=threads, device=device)
+    return _GENERATORS[key]
+
+
+def _positive_int(name: str, v: Any, minimum: int = 1, allow_none: bool = False) -> None:
+    if v is None and allow_none:
+        return
+    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
+        raise AdaptError(f"{name}={v!r} is not valid for a generation prompting rung: give an integer >= {minimum}.")
+
+
+class _PromptGen(GenRung):
+    """Shared machinery: prompt building and fitting, both backends, budgets, save/load."""
+
+    family: ClassVar[str] = "prompting"
+    default_k: ClassVar[int] = 3
+    constrained: ClassVar[bool] = False
+
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(DEFAULTS))
+        if unknown:
+            raise AdaptError(f"unknown setting(s) {', '.join(unknown)} for the {self.name} rung: use "
+                             f"{', '.join(k for k in DEFAULTS if k != 'model')}.")
+        super().__init__(**params)
+        p = self.p
+        if p("model") is not None and "lm" not in params:
+            self.params["lm"] = p("model")
+        if p("backend") not in ("hf", "local", "openai"):
+            raise AdaptError(f"backend={p('backend')!r} is not valid for the {self.name} rung: use hf (alias "
+                             "local) or openai.")
+        _positive_int("k", p("k"), 0, allow_none=True)
+        for key in ("batch_size", "max_new_tokens_cap", "shot_tokens", "pool_max"):
+            _positive_int(key, p(key))
+        _positive_int("max_new_tokens", p("max_new_tokens"), allow_none=True)
+        _positive_int("max_context", p("max_context"), 16, allow_none=True)
+        _positive_int("unconstrained_check", p("unconstrained_check"), 0)
+        if p("shot_pick") not in ("random", "shortest"):
+            raise AdaptError(f"shot_pick={p('shot_pick')!r} is not valid: use random or shortest.")
+        if not p("lm"):
+            raise AdaptError(f"the {self.name} rung needs an LM: set lm to an alias, a folder or a model name.")
+        self._backend: Any = None
+        self._fitting = {"queries": 0, "shots_dropped": 0, "queries_truncated": 0}
+        self.shots_: list[tuple[str, str]] = []
+        self.shot_rows_: list[int] = []
+
+    # ------------------------------------------------------------------ params
+    def p(self, key: str) -> Any:
+        v = self.params.get(key, DEFAULTS[key])
+        if key == "k" and v is None:
+            return self.default_k
+        if key == "seed" and v is None:
+            return self.spec_.seed if self.spec_ is not None else 13
+        return v
+
+    @property
+    def is_openai(self) -> bool:
+        return self.p("backend") == "openai"
+
+    @property
+    def backend(self) -> Any:
+        """The local :class:`Generator` (hf) or the :class:`OpenAIBackend`."""
+        if self._backend is None:
+            if self.is_openai:
+                from adaptladder.backends.openai import OpenAIBackend
+
+                kw: dict[str, Any] = {"model": str(self.p("lm")), "api_key_env": self.p("api_key_env"),
+                                      "scoring": "generate"}
+                if self.p("base_url"):
+                    kw["base_url"] = self.p("base_url")
+                if self.p("max_context"):
+                    kw["max_context"] = int(self.p("max_context"))
+                for key, arg in (("timeout", "timeout"), ("retries", "max_retries"), ("concurrency", "concurrency")):
+                    if self.p(key) is not None:
+                        kw[arg] = self.p(key)
+                self._backend = OpenAIBackend(**kw)
+            else:
+                self._backend = local_generator(str(self.p("lm")), batch_size=int(self.p("batch_size")),
+                                                threads=self.p("threads"), device=str(self.p("device")))
+        return self._backend
+
+    def count_tokens(self, text: str) -> int:
+        return int(self.backend.count_tokens(text))
+
+    def _truncate(self, text: str, max_tokens: int) -> str:
+        if self.is_openai:
+            return self.backend.truncate(text, max_tokens)[0]
+        tok = self.backend.tokenizer
+        ids = tok(text, add_special_tokens=False)["input_ids"]
+        return text if len(ids) <= max_tokens else tok.decode(ids[:max(0, max_tokens)], skip_special_tokens=True)
+
+    def context_window(self) -> int:
+        if self.is_openai:
+            return int(self.backend.max_context)
+        model, _ = self.backend._load()
+        n = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
+        cap = self.p("max_context")
+        return min(n, int(cap)) if cap else n
+
+    # ------------------------------------------------------------------ prompts
+    def instruction(self) -> str:
+        spec = self.spec_
+        assert spec is not None
+        if spec.instruction:
+            return spec.instruction
+        base = DEFAULT_INSTRUCTIONS.get(spec.kind, DEFAULT_INSTRUCTIONS["rewrite"])
+        if spec.schema is not None:
+            base = ("Extract the information from the text as one JSON object matching this JSON Schema: "
+                    f"{json.dumps(spec.schema, separators=(',', ':'))}. Answer with the JSON object only.")
+        return base
+
+    def _messages(self, text: str, shots: Sequence[tuple[str, str]]) -> list[dict[str, str]]:
+        ins = self.instruction()
+
+        def user(x: str) -> str:
+            return f"{ins}\n\n{x}" if ins else x
+
+        msgs: list[dict[str, str]] = []
+        for x, y in shots:
+            msgs += [{"role": "user", "content": user(x)}, {"role": "assistant", "content": y}]
+        msgs.append({"role": "user", "content": user(text)})
+        return msgs
+
+    def _render(self, text: str, shots: Sequence[tuple[str, str]]) -> str:
+        if self.is_openai:
+            return json.dumps(self._messages(text, shots), ensure_ascii=False)
+        return self.backend.build_prompt(text, self.instruction(), shots)
+
+    def _budget(self) -> int:
+        """New tokens a prompt must leave room for (a constrained call's budget is the schema's bound)."""
+        n = int(self.max_new_tokens_)
+        if self.constrained and not self.is_openai:
+            from adaptladder.generation.decode import schema_char_bound
+
+            bound = schema_char_bound(self.bounded_schema_)
+            if bound is not None:
+                n = max(n, bound + 1)
+        return n
+
+    def _shots_for(self, inputs: Sequence[str]) -> list[list[tuple[str, str]]]:
+        return [list(self.shots_) for _ in inputs]
+
+    def _fit_prompt(self, text: str, shots: list[tuple[str, str]], stats: dict[str, int]) -> str:
+        """The prompt for ``text``: shots dropped (first first), then the query cut, until it fits."""
+        window, need = self.context_window(), self._budget()
+        stats["queries"] += 1
+        shots = list(shots)
+        truncated = False
+        for _ in range(64):
+            prompt = self._render(text, shots)
+            over = self.count_tokens(prompt) + 1 + need - window  # + 1: a BOS the encoder may add
+            if over <= 0:
+                break
+            if shots:
+                shots.pop(0)
+                stats["shots_dropped"] += 1
+                continue
+            n = self.count_tokens(text)
+            if n <= over:
+                raise AdaptError(f"the {self.name} prompt leaves no room for the input within the context of "
+                                 f"{window} tokens ({need} reserved for the output): lower max_new_tokens or "
+                                 "raise max_context.")
+            text = self._truncate(text, n - over - 2)
+            truncated = True
+        stats["queries_truncated"] += int(truncated)
+        return prompt
+
+    def _prompt_list(self, inputs: Sequence[str], stats: dict[str, int] | None = None) -> list[str]:
+        stats = stats if stats is not None else {"queries": 0, "shots_dropped": 0, "queries_truncated": 0}
+        return [self._fit_prompt(x, s, stats) for x, s in zip(inputs, self._shots_for(inputs), strict=True)]
+
+    def prompts_used(self, inputs: Sequence[str]) -> list[str]:
+        """The exact prompts sent for ``inputs`` (openai: the JSON list of chat messages)."""
+        self._check_fitted()
+        return self._prompt_list(list(inputs))
+
+    # ------------------------------------------------------------------ fit
+    def _shot_target(self, y: str) -> str:
+        """An example's target, kept whole up to ``shot_tokens`` tokens (as its input)."""
+        return self._truncate(y, int(self.p("shot_tokens")))
+
+    def _select(self, inputs: list[str], targets: list[str]) -> None:
+        """Choose the shots (zero-shot: none)."""
+
+    def fit(self, inputs: Sequence[str], targets: Sequence[str], *, spec: GenSpec,
+            val_inputs: Sequence[str] | None = None, val_targets: Sequence[str] | None = None) -> _PromptGen:
+        inputs, targets = list(inputs), list(targets)
+        if len(inputs) != len(targets):
+            raise AdaptError(f"{len(inputs)} inputs but {len(targets)} targets: give one target per input.")
+        reason = self.unavailable_reason(self.params, spec)
+        if reason:
+            raise AdaptError(f"the {self.name} rung cannot run: {reason}.")
+        self.spec_ = spec
+        from adaptladder.generation.decode import max_new_tokens_for
+
+        fixed = self.p("max_new_tokens") or spec.max_new_tokens
+        cap = int(self.p("max_new_tokens_cap"))
+        self.max_new_tokens_ = int(fixed) if fixed else max_new_tokens_for(targets, self.count_tokens, cap=cap)
+        self.bounded_schema_ = None
+        if spec.schema is not None:
+            from adaptladder.generation.decode import bound_schema, string_cap_from_targets
+
+            self.bounded_schema_ = bound_schema(spec.schema, max_string=string_cap_from_targets(targets))
+        if int(self.p("k")) > 0 and inputs:
+            self._select(inputs, targets)
+        self._after_fit(list(val_inputs or []), list(val_targets or []))
+        return self
+
+    def _after_fit(self, val_inputs: list[str], val_targets: list[str]) -> None:
+        pass
+
+    # ------------------------------------------------------------------ generate
+    def _decode(self, prompts: list[str], schema: dict[str, Any] | None,
+                conversations: list[list[dict[str, str]]] | None = None) -> dict[str, Any]:
+        """Texts and token/time accounting of one batch of prompts, either backend."""
+        if self.is_openai:
+            assert conversations is not None
+            t0 = time.perf_counter()
+            rows = self.backend.chat_generate(conversations, max_tokens=int(self.max_new_tokens_), schema=schema)
+            return {"texts": [r["text"].strip() for r in rows], "new_tokens": [r["completion_tokens"] for r in rows],
+                    "prompt_tokens": [r["prompt_tokens"] for r in rows],
+                    "truncated": [r.get("finish_reason") == "length" for r in rows],
+                    "seconds": time.perf_counter() - t0}
+        out = self.backend.generate(prompts, max_new_tokens=int(self.max_new_tokens_), schema=schema,
+                                    batch_size=int(self.p("batch_size")))
+        return {"texts": out.texts, "new_tokens": out.new_tokens, "prompt_tokens": out.prompt_tokens,
+                "truncated": out.truncated, "seconds": out.seconds}
+
+    def _generate(self, inputs: list[str], schema: dict[str, Any] | None) -> list[str]:
+        stats = self._fitting
+        prompts = self._prompt_list(inputs, stats)
+        convs = [json.loads(p) for p in prompts] if self.is_openai else None
+        r = self._decode(prompts, schema, convs)
+        self.last_usage = {"new_tokens": int(sum(r["new_tokens"])), "prompt_tokens": int(sum(r["prompt_tokens"])),
+                           "seconds": float(r["seconds"]), "requests": len(inputs),
+                           "new_tokens_per_example": [int(n) for n in r["new_tokens"]],
+                           "hit_max_new_tokens": int(sum(bool(t) for t in r["truncated"]))}
+        return list(r["texts"])
+
+    def generate(self, inputs: Sequence[str]) -> list[str]:
+        self._check_fitted()
+        inputs = list(inputs)
+        if not inputs:
+            self.last_usage = {"new_tokens": 0, "prompt_tokens": 0, "seconds": 0.0, "requests": 0,
+                               "new_tokens_per_example": [], "hit_max_new_tokens": 0}
+            return []
+        return self._generate(inputs, self._schema() if self.constrained else None)
+
+    def _schema(self) -> dict[str, Any] | None:
+        """The schema a constrained call sends: the capped copy locally, the task's own to a server."""
+        assert self.spec_ is not None
+        return self.spec_.schema if self.is_openai else self.bounded_schema_
+
+    # ------------------------------------------------------------------ reporting
+    def decoding(self) -> dict[str, Any]:
+        """The decoding settings (the record's ``decoding``)."""
+        if self.is_openai:
+            return {"decoding": "greedy (temperature 0)", "max_new_tokens": int(self.max_new_tokens_),
+                    "batch_size": 1, "constrained": "response_format json_schema" if self.constrained else None,
+                    "chat_template": True}
+        tok = self.backend.tokenizer
+        return {"decoding": "greedy", "max_new_tokens": self._budget(), "batch_size": int(self.p("batch_size")),
+                "constrained": "xgrammar" if self.constrained else None,
+                "chat_template": bool(getattr(tok, "chat_template", None)), "kv_cache": True}
+
+    def extra_info(self) -> dict[str, Any]:
+        if self.spec_ is None:
+            return {}
+        info: dict[str, Any] = {
+            "decoding": self.decoding(),
+            "max_new_tokens_source": ("set" if (self.p("max_new_tokens") or self.spec_.max_new_tokens) else
+                                      "1.25 x the 95th percentile of the training targets' token lengths + 2, "
+                                      f"capped at {self.p('max_new_tokens_cap')}"),
+            "backend": ({"backend": "openai", "model": str(self.p("lm")), "base_url": self.backend.base_url,
+                         "api_key_env": self.backend.api_key_env} if self.is_openai else
+                        {"backend": "hf", "lm": str(self.p("lm")), "device": getattr(self.backend.backend, "device",
+                                                                                      None)}),
+            "k": int(self.p("k")), "instruction": self.instruction(),
+            "context_window": self.context_window(), "shot_tokens": int(self.p("shot_tokens")),
+            "prompt_fitting": dict(self._fitting),
+        }
+        info.update(self._shot_info())
+        if self.is_openai:
+            from adaptladder.pricing import api_price
+
+            price = api_price(str(self.p("lm")))
+            u = self.backend.usage
+            if price is not None and u.requests:
+                info["cost_per_1k_usd"] = round((u.prompt_tokens * price["input"] + u.completion_tokens
+                                                 * price["output"]) / 1e6 / u.requests * 1000, 6)
+        return info
+
+    def _shot_info(self) -> dict[str, Any]:
+        return {}
+
+    # ------------------------------------------------------------------ save / load
+    def _state(self) -> dict[str, Any]:
+        return {"max_new_tokens": self.max_new_tokens_, "bounded_schema": self.bounded_schema_,
+                "shots": [list(s) for s in self.shots_], "shot_rows": self.shot_rows_,
+                "prompt_fitting": self._fitting}
+
+    def _save(self, path: Path) -> None:
+        self._check_fitted()
+        (path / STATE_FILE).write_text(json.dumps(self._state(), indent=2, ensure_ascii=False))
+
+    @classmethod
+    def _load(cls, path: Path, meta: dict[str, Any]) -> _PromptGen:
+        rung = cls(**meta.get("params", {}))
+        rung.spec_ = GenSpec(**meta["spec"]) if meta.get("spec") else None
+        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+        rung.max_new_tokens_ = int(state["max_new_tokens"])
+        rung.bounded_schema_ = state.get("bounded_schema")
+        rung.shots_ = [(str(x), str(y)) for x, y in state.get("shots", [])]
+        rung.shot_rows_ = [int(i) for i in state.get("shot_rows", [])]
+        rung._load_state(path, state)
+        return rung
+
+    def _load_state(self, path: Path, state: dict[str, Any]) -> None:
+        pass
+
+
+class ZeroShotGen(_PromptGen):
+    """The instruction and the input, nothing else."""
+
+    name = "zero-shot"
+    cost_rank = 10
+    description = "local LM (or API) prompted with the instruction only; greedy decoding"
+    default_k = 0
+
+    def fit(self, inputs: Sequence[str], targets: Sequence[str], *, spec: GenSpec,
+            val_inputs: Sequence[str] | None = None, val_targets: Sequence[str] | None = None) -> _PromptGen:
+        if int(self.p("k")) != 0:
+            raise AdaptError(f"zero-shot uses no examples: k={self.p('k')} is not valid (use few-shot).")
+        return super().fit(inputs, targets, spec=spec, val_inputs=val_inputs, val_targets=val_targets)
+
+
+class FewShotGen(_PromptGen):
+    """k training pairs (seeded random, or the shortest) as user/assistant turns before every input."""
+
+    name = "few-shot"
+    cost_rank = 20
+    description = "local LM (or API) prompted with k training pairs as chat turns; greedy decoding"
+
+    def _select(self, inputs: list[str], targets: list[str]) -> None:
+        k = min(int(self.p("k")), len(inputs))
+        if self.p("shot_pick") == "shortest":
+            order = sorted(range(len(inputs)), key=lambda i: (len(inputs[i]) + len(targets[i]), i))
+            rows = order[:k][::-1]  # the shortest last, next to the query
+        else:
+            rng = np.random.default_rng(int(self.p("seed")))
+            rows = [int(i) for i in rng.choice(len(inputs), size=k, replace=False)]
+        limit = int(self.p("shot_tokens"))
+        self.shot_rows_ = rows
+        self.shots_ = [(self._truncate(inputs[i], limit), self._shot_target(targets[i])) for i in rows]
+
+    def _shot_info(self) -> dict[str, Any]:
+        return {"shots": len(self.shots_), "shot_train_rows": self.shot_rows_,
+                "shot_pick": (f"seeded random (seed {self.p('seed')}; not compared with shortest-first on "
+                              "validation)" if self.p("shot_pick") == "random" else "the k shortest pairs")}
+
+
+class KnnFewShotGen(_PromptGen):
+    """Per input, the k training pairs with the nearest inputs (encoder cosine), nearest last."""
+
+    name = "knn-few-shot"
+    cost_rank = 30
+    description = "local LM (or API) prompted with the k nearest training pairs (by embedding) as chat turns"
+
+    def _encoder(self) -> Any:
+        from adaptladder.encode import get_encoder
+
+        return get_encoder(str(self.p("encoder")))
+
+    def _select(self, inputs: list[str], targets: list[str]) -> None:
+        rows = np.arange(len(inputs))
+        cap = int(self.p("pool_max"))
+        if len(rows) > cap:
+            rows = np.sort(np.random.default_rng(int(self.p("seed"))).choice(rows, cap, replace=False))
+        self.pool_rows_ = [int(i) for i in rows]
+        self.pool_inputs_ = [inputs[i] for i in rows]
+        self.pool_targets_ = [targets[i] for i in rows]
+        self.pool_emb_ = np.asarray(self._encoder().encode(self.pool_inputs_), dtype=np.float32)
+
+    def neighbours(self, inputs: Sequence[str]) -> list[list[int]]:
+        """Pool positions of the k nearest pairs per input, nearest last (identical inputs skipped)."""
+        k = int(self.p("k"))
+        if k == 0 or not inputs or not getattr(self, "pool_inputs_", None):
+            return [[] for _ in inputs]
+        q = np.asarray(self._encoder().encode(list(inputs)), dtype=np.float32)
+        sims = q @ self.pool_emb_.T
+        out = []
+        for i, text in enumerate(inputs):
+            m = min(k + 3, sims.shape[1])
+            cand = np.argpartition(-sims[i], m - 1)[:m]
+            cand = cand[np.lexsort((cand, -sims[i, cand]))]  # by similarity, ties by row: deterministic
+            rows = [int(j) for j in cand if self.pool_inputs_[j] != text][:k]
+            out.append(rows[::-1])
+        return out
+
+    def _shots_for(self, inputs: Sequence[str]) -> list[list[tuple[str, str]]]:
+        limit = int(self.p("shot_tokens"))
+        memo: dict[int, tuple[str, str]] = {}
+
+        def shot(j: int) -> tuple[str, str]:
+            if j not in memo:
+                memo[j] = (self._truncate(self.pool_inputs_[j], limit), self._shot_target(self.pool_targets_[j]))
+            return memo[j]
+
+        return [[shot(j) for j in rows] for rows in self.neighbours(inputs)]
+
+    def _shot_info(self) -> dict[str, Any]:
+        enc = self._encoder()
+        return {"pool_size": len(getattr(self, "pool_inputs_", [])), "pool_max": int(self.p("pool_max")),
+                "encoder": enc.info() if hasattr(enc, "info") else str(self.p("encoder"))}
+
+    def _save(self, path: Path) -> None:
+        super()._save(path)
+        (path / "pool.json").write_text(json.dumps({"rows": getattr(self, "pool_rows_", []),
+                                                    "inputs": getattr(self, "pool_inputs_", []),
+                                                    "targets": getattr(self, "pool_targets_", [])},
+                                                   ensure_ascii=False))
+        np.save(path / "pool_embeddings.npy", getattr(self, "pool_emb_", np.zeros((0, 1), dtype=np.float32)),
+                allow_pickle=False)
+
+    def _load_state(self, path: Path, state: dict[str, Any]) -> None:
+        pool = json.loads((path / "pool.json").read_text(encoding="utf-8"))
+        self.pool_rows_ = [int(i) for i in pool["rows"]]
+        self.pool_inputs_ = list(pool["inputs"])
+        self.pool_targets_ = list(pool["targets"])
+        self.pool_emb_ = np.load(path / "pool_embeddings.npy", allow_pickle=False)
+
+
+class StructuredGen(FewShotGen):
+    """The few-shot prompt decoded under the task's JSON Schema (xgrammar; openai: response_format)."""
+
+    name = "structured"
+    family = "structured"
+    cost_rank = 35
+    description = "few-shot prompt with JSON-Schema-constrained decoding (always schema-valid JSON)"
+    needs_schema = True
+    constrained = True
+
+    def _after_fit(self, val_inputs: list[str], val_targets: list[str]) -> None:
+        """The same prompt unconstrained on a seeded sample of the validation inputs (for the report)."""
+        self.unconstrained_: dict[str, Any] | None = None
+        n = min(int(self.p("unconstrained_check")), len(val_inputs))
+        if n == 0:
+            return
+        from adaptladder.generation.metrics import parse_json, schema_validator
+
+        rows = sorted(np.random.default_rng(int(self.p("seed"))).choice(len(val_inputs), n, replace=False).tolist())
+        saved = self._fitting
+        self._fitting = {"queries": 0, "shots_dropped": 0, "queries_truncated": 0}  # not the rung's own calls
+        try:
+            texts = self._generate([val_inputs[i] for i in rows], None)
+        finally:
+            self._fitting = saved
+        usage = dict(self.last_usage)
+        validator = schema_validator(self.spec_.schema)
+        parsed = [parse_json(t) for t in texts]
+        self.unconstrained_ = {
+            "n": n, "validation_rows": rows,
+            "json_parse": float(np.mean([ok for ok, _ in parsed])),
+            "schema_valid": float(np.mean([ok and validator.is_valid(v) for ok, v in parsed])),
+            "tokens_per_s": round(usage["new_tokens"] / usage["seconds"], 2) if usage["seconds"] > 0 else None,
+            "outputs": texts[:3],
+        }
+        self.last_usage = {}
+
+    def extra_info(self) -> dict[str, Any]:
+        info = super().extra_info()
+        if not info:
+            return info
+        u = getattr(self, "unconstrained_", None)
+        info["unconstrained_schema_valid"] = None if u is None else u["schema_valid"]
+        info["unconstrained"] = u
+        info["bounded_schema"] = self.bounded_schema_
+        if self.is_openai:
+            info["constraint"] = {"library": "server response_format json_schema (strict)"}
+        else:
+            from importlib.metadata import PackageNotFoundError, version
+
+            try:
+                v = version("xgrammar")
+            except PackageNotFoundError:
+                v = None
+            info["constraint"] = {"library": "xgrammar", "version": v}
+        return info
+
+    def _state(self) -> dict[str, Any]:
+        return dict(super()._state(), unconstrained=getattr(self, "unconstrained_", None))
+
+    def _load_state(self, path: Path, state: dict[str, Any]) -> None:
+        self.unconstrained_ = state.get("unconstrained")
