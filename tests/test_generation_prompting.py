@@ -68,7 +68,8 @@ def test_rungs_fit_generate_and_reload_identically(name: str, tiny_causal_lm_dir
     assert u["seconds"] > 0 and u["prompt_tokens"] > 0 and u["new_tokens"] == sum(u["new_tokens_per_example"])
     assert all(n <= 6 for n in u["new_tokens_per_example"])
     prompts = r.prompts_used(TEST_X)
-    assert len(prompts) == 3 and all("Reply to the message." in p and x in p for p, x in zip(prompts, TEST_X, strict=True))
+    assert len(prompts) == 3
+    assert all("Reply to the message." in p and x in p for p, x in zip(prompts, TEST_X, strict=True))
     k = 0 if name == "zero-shot" else 3
     assert all(p.count("<|im_start|>assistant") == k + 1 for p in prompts)
     info = r.extra_info()
