@@ -74,6 +74,7 @@ DEFAULTS: dict[str, Any] = {
     "retries": None,
     "concurrency": None,
     "model": None,              # alias of lm (the classification rungs' name)
+    "budget_minutes": None,     # accepted for a uniform --set; no training loop here (the ladder budgets generation)
 }
 
 #: loaded local generators by (lm, device, threads), so the prompting rungs of one run share one model
