@@ -51,6 +51,8 @@ class RunConfig:
     rungs: list[str] | None = None  # None: every registered rung, in cost order
     order: list[str] | None = None  # explicit climbing order overriding the declared costs
     rung_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # --sweep RUNG.KEY=v1,v2: settings searched on validation (adaptladder.sweep); {rung: {key: [values]}}
+    sweep: dict[str, dict[str, list[Any]]] = field(default_factory=dict)
     bar: float | None = None
     metric: str = "macro_f1"
     run_all: bool = False
@@ -160,7 +162,7 @@ def check_types(values: dict[str, Any], *, where: str) -> None:
 
     for key, v in values.items():
         if v is None:
-            if key in ("seed", "metric", "encoder", "rung_params") or key in _BOOL_KEYS:
+            if key in ("seed", "metric", "encoder", "rung_params", "sweep") or key in _BOOL_KEYS:
                 raise bad(key, "allowed to be empty; give a value or leave the key out")
             continue
         if key in _STR_KEYS and not isinstance(v, str):
@@ -179,3 +181,7 @@ def check_types(values: dict[str, Any], *, where: str) -> None:
         if key == "rung_params" and not (isinstance(v, dict) and all(
                 isinstance(k, str) and isinstance(p, dict) for k, p in v.items())):
             raise bad(key, "a mapping rung -> {setting: value}")
+        if key == "sweep" and not (isinstance(v, dict) and all(
+                isinstance(k, str) and isinstance(p, dict) and all(isinstance(x, list) and x for x in p.values())
+                for k, p in v.items())):
+            raise bad(key, "a mapping rung -> {setting: [values to try]}")

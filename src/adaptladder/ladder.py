@@ -55,14 +55,14 @@ class RunResult:
         raise KeyError(name)
 
 
-def rung_params_for(name: str, cfg: RunConfig) -> dict[str, Any]:
+def rung_params_for(name: str, cfg: RunConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The parameters a rung gets: the run-wide values it takes (encoder, seed, budget, LM) + its own
-    settings (config file and ``--set``), checked against its declared settings
-    (:mod:`adaptladder.rungs.settings`): an unknown or invalid one is a one-line error."""
+    settings (config file and ``--set``; ``extra``: one sweep trial's settings on top), checked against
+    its declared settings (:mod:`adaptladder.rungs.settings`): an unknown or invalid one is a one-line error."""
     from adaptladder.rungs.settings import resolve_params
 
     cls = get_rung_class(name)
-    own = dict(cfg.rung_params.get(name, {}))
+    own = dict(cfg.rung_params.get(name, {}), **(extra or {}))
     declared = {f.name for f in fields(cls.Settings)}
     if "budget_minutes" not in declared:  # a ladder-level setting for this rung (see rung_budget_s)
         own.pop("budget_minutes", None)
@@ -76,7 +76,21 @@ def check_rung_settings(cfg: RunConfig, order: list[str]) -> dict[str, dict[str,
     for name in order:
         out[name] = rung_params_for(name, cfg)
         rung_budget_s(name, cfg)  # a bad per-rung budget_minutes, likewise at once
+    if cfg.sweep:  # --sweep RUNG.KEY=...: every trial's settings valid, the rung climbed
+        from adaptladder.sweep import check_sweep
+
+        check_sweep(cfg.sweep, climbing_order(cfg), lambda n, combo: rung_params_for(n, cfg, combo))
     return out
+
+
+def params_hash_for(name: str, cfg: RunConfig, params: dict[str, Any]) -> str:
+    """What a finished rung is reused by (resume): its settings, and for a swept rung the sweep too."""
+    spec = (cfg.sweep or {}).get(name)
+    if not spec:
+        return config_hash(params)
+    from adaptladder.sweep import spec_record
+
+    return config_hash({"params": params, "sweep": spec_record(spec, cfg.metric)})
 
 
 def rung_budget_s(name: str, cfg: RunConfig) -> float | None:
@@ -312,7 +326,10 @@ def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
     budget_s = rung_budget_s(name, cfg)
     reason = cls.unavailable_reason(params)
     base = {"name": name, "family": cls.family, "cost_rank": cls.cost_rank, "description": cls.description,
-            "params": params, "params_hash": config_hash(params), "budget_minutes": budget_s and budget_s / 60}
+            "params": params, "params_hash": params_hash_for(name, cfg, params),
+            "budget_minutes": budget_s and budget_s / 60}
+    spec = (cfg.sweep or {}).get(name)
+    sweep: dict[str, Any] | None = None
     if reason:
         return dict(_skip_result(cls, params, reason), **base, status="skipped", reason=reason)
     rung = cls(**params)
@@ -325,7 +342,17 @@ def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
             t0 = time.perf_counter()
             # the budget is an ETA only for rungs that train to it (fine-tuning, prompting's choice)
             with progress.step(f"{name}: fit", eta_s=budget_s if "budget_minutes" in params else None):
-                rung.fit(tr_texts, tr_y, label_names=task.label_names, val_texts=va_texts, val_y=va_y)
+                if spec:  # --sweep: the trial best on validation is the rung (fit_seconds: all trials)
+                    from adaptladder.sweep import run_sweep
+
+                    rung, params, sweep = run_sweep(
+                        name, spec, task, metric=cfg.metric, seed=cfg.seed, budget_s=budget_s, log=log,
+                        params_for=lambda n, combo: rung_params_for(n, cfg, combo),
+                        executor=getattr(cfg, "executor", "local") or "local",
+                        address=getattr(cfg, "ray_address", None))
+                    base["params"] = params
+                else:
+                    rung.fit(tr_texts, tr_y, label_names=task.label_names, val_texts=va_texts, val_y=va_y)
             fit_seconds = time.perf_counter() - t0
         with progress.step(f"{name}: timing probe"):
             plan = plan_evaluation(rung, task, cfg.seed, budget_s=budget_s,
@@ -368,6 +395,7 @@ def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
                         "process_rss_before": rss_before, "process_peak_rss": pm.peak_mb},
         cost_per_1k_usd=cost,
         **({"cv": cv} if cv else {}),
+        **({"sweep": sweep} if sweep else {}),
         extra=extra,
         finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     )
@@ -472,7 +500,7 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
         for name in order:
             params = rung_params_for(name, cfg)
             prev = store.load_result(name)
-            if prev and store.is_finished(name, prev, config_hash(params)):
+            if prev and store.is_finished(name, prev, params_hash_for(name, cfg, params)):
                 log(f"{name}: finished earlier, reusing its result")
                 res = dict(prev)
                 res.pop("resumed", None)

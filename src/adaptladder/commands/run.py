@@ -109,6 +109,9 @@ def register(app: typer.Typer) -> None:
                                                                    "evaluation is sized to fit it.")] = None,
         set_: Annotated[list[str] | None, typer.Option("--set", help="Rung setting RUNG.PARAM=VALUE "
                                                        "(repeatable).")] = None,
+        sweep: Annotated[list[str] | None, typer.Option("--sweep", help="Search a rung setting on validation: "
+                                                        "RUNG.KEY=V1,V2,... (repeatable; a grid; the best is "
+                                                        "used).")] = None,
         config: Annotated[str | None, typer.Option(help="YAML run config; options given here override it.")] = None,
         out: Annotated[str | None, typer.Option(help="Run directory (default runs/<data name>).")] = None,
         no_audit: Annotated[bool, typer.Option("--no-audit", help="Skip the data audit.")] = False,
@@ -141,6 +144,11 @@ def register(app: typer.Typer) -> None:
             cfg = RunConfig(**{k: v for k, v in values.items() if v is not None})
         for rung, params in overrides.items():
             cfg.rung_params.setdefault(rung, {}).update(params)
+        if sweep:
+            from adaptladder.sweep import parse_sweep
+
+            for rung, spec in parse_sweep(sweep).items():
+                cfg.sweep.setdefault(rung, {}).update(spec)
         t0 = time.perf_counter()
 
         def log(msg: str) -> None:

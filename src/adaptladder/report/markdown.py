@@ -108,6 +108,10 @@ def render_markdown(v: dict[str, Any]) -> str:
                         + f" {c['final']} | {'**chosen**' if c['chosen'] else ''} |" for c in ch["rows"]]
             for item in p["entries"]:
                 out += ["", f"{e(item['key'])}:", "", _fence(item["text"])]
+    if v.get("sweeps"):
+        from adaptladder.report.sweep import sweep_markdown
+
+        out += sweep_markdown(v["sweeps"], e)
     if v.get("provenance"):
         out += ["", "## Provenance", "", "| | |", "|---|---|"]
         out += [f"| {e(r['key'])} | {e(r['value'])} |" for r in v["provenance"]]

@@ -387,11 +387,18 @@ def build_view(doc: dict[str, Any], run_dir: Path | None = None, *, plots: bool 
         "notes": notes, "written_at": doc.get("written_at", ""), "evaluations": evaluations_view(run_dir),
         "schema_version": doc.get("schema_version"), "provenance": provenance_view(run_dir),
         "split_sizes": task.get("split_sizes") or {}, "label_names": task.get("label_names") or [],
+        "sweeps": sweeps_view(rungs),
     }
     view["rule"] = rule_sentence(view)
     view["comparison_headers"] = {k: comparison_header(metric, len(view["comparisons"][k]), k)
                                   for k in ("decision", "test")}
     return view
+
+
+def sweeps_view(rungs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    from adaptladder.report.sweep import sweeps_view as view_of
+
+    return view_of(rungs)
 
 
 def provenance_view(run_dir: Path | None) -> list[dict[str, str]]:

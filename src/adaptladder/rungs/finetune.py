@@ -270,6 +270,9 @@ class FinetuneRung(Rung):
     """Shared machinery; subclasses say which parameters train (``_prepare``)."""
 
     family: ClassVar[str] = "finetune"
+    #: the training loop calls ``self.on_validation(record)`` (when set) after each validation evaluation
+    #: (a sweep on Ray Tune reports it, so ASHA can stop weak trials early)
+    validation_hook: ClassVar[bool] = True
     method: ClassVar[str] = ""
     default_lr: ClassVar[float] = 5e-5
     uses_peft: ClassVar[bool] = True
@@ -517,6 +520,9 @@ class FinetuneRung(Rung):
             history.append({"step": step, "epoch": round(step / steps_per_epoch, 3),
                             "loss": None if loss is None else round(loss, 5), "val_macro_f1": round(f1, 5),
                             "elapsed_s": round(time.perf_counter() - t0, 2)})
+            hook = getattr(self, "on_validation", None)
+            if hook is not None:
+                hook(history[-1])
             running_loss.clear()
             if f1 > best["f1"] + 1e-9:
                 best.update(f1=f1, step=step, state=self._snapshot())
