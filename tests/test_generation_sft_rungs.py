@@ -129,7 +129,7 @@ class EchoTeacher(GenRung):
 
     def generate(self, inputs: Sequence[str]) -> list[str]:
         self.last_usage = {"new_tokens": len(inputs), "prompt_tokens": 50 * len(inputs), "seconds": 0.01 * len(inputs),
-                           "n": len(inputs)}
+                           "requests": len(inputs)}
         return ["yes"] * len(inputs)
 
 
@@ -148,6 +148,7 @@ def test_distill_trains_a_student_on_the_teachers_outputs(lm_dir, tmp_path, monk
     teacher, student = d["table"]
     assert teacher["model"] == "echo-teacher (teacher)" and teacher["val_score"] == 1.0
     assert teacher["prompt_tokens_mean"] == 50.0 and teacher["tokens_per_s"] == 100.0
+    assert teacher["latency_ms_per_example_batched"] == 10.0
     assert student["val_score"] == 1.0 and student["tokens_per_s"] > 0 and student["latency_ms_per_example_batched"] > 0
     rung.save(tmp_path / "m")
     assert load_gen_rung(tmp_path / "m").generate(val) == ["yes"] * 8

@@ -480,7 +480,7 @@ class DistillSFT(LoraSFT):
         val_x, val_y = [x for x, _ in val], [y for _, y in val]
         t_val = teacher.generate(val_x)
         t_usage = dict(teacher.last_usage)
-        teacher_row = self._speed_row(f"{p['teacher']} (teacher)", score(t_val, val_y), t_usage)
+        teacher_row = self._speed_row(f"{p['teacher']} (teacher)", score(t_val, val_y), t_usage, len(val_x))
         teacher_prompt = (teacher.prompts_used(val_x[:1]) or [None])[0]
         del teacher
         res = self._fit_pairs(keep, val, spec, p, t0, extra={
@@ -490,7 +490,7 @@ class DistillSFT(LoraSFT):
                         "teacher_outputs_kept": len(keep), "teacher_seconds": round(t_gen, 2),
                         "teacher_tokens_per_s": round(t_tokens / t_gen, 2) if t_gen > 0 else None}})
         s_val = self.generate(val_x)
-        student_row = self._speed_row("lora student", score(s_val, val_y), self.last_usage)
+        student_row = self._speed_row("lora student", score(s_val, val_y), self.last_usage, len(val_x))
         student_row["best_val_score_in_training"] = res.best_score
         for row, prompt_tokens in ((teacher_row, t_usage), (student_row, self.last_usage)):
             row["prompt_tokens_mean"] = round(prompt_tokens.get("prompt_tokens", 0) / max(1, len(val_x)), 1)
@@ -500,8 +500,8 @@ class DistillSFT(LoraSFT):
         return self
 
     @staticmethod
-    def _speed_row(who: str, val_score: float, usage: dict[str, Any]) -> dict[str, Any]:
-        n = max(1, int(usage.get("n") or 1))
+    def _speed_row(who: str, val_score: float, usage: dict[str, Any], n: int) -> dict[str, Any]:
+        n = max(1, int(n))
         sec = float(usage.get("seconds") or 0.0)
         toks = int(usage.get("new_tokens") or 0)
         return {"model": who, "val_score": round(float(val_score), 4), "n": n,
