@@ -26,6 +26,7 @@ from adaptladder.measure import PeakMemory, rss_mb, score, time_predictions
 from adaptladder.pricing import local_cost_per_1k
 from adaptladder.rungs import RUNGS, get_rung_class, rungs_in_cost_order
 from adaptladder.rungs.base import Rung
+from adaptladder.runresult import RunResult
 from adaptladder.store import (
     SCHEMA_VERSION,
     RunStore,
@@ -38,21 +39,6 @@ from adaptladder.task import Task, check_split_sanity, load_task, stratified_sub
 
 if TYPE_CHECKING:
     from adaptladder.generation.task import GenTask
-
-
-@dataclass
-class RunResult:
-    run_dir: Path
-    task: Task
-    results: list[dict[str, Any]]
-    recommendation: dict[str, Any]
-    stopped_at: str | None
-
-    def result(self, name: str) -> dict[str, Any]:
-        for r in self.results:
-            if r["name"] == name:
-                return r
-        raise KeyError(name)
 
 
 def rung_params_for(name: str, cfg: RunConfig, extra: dict[str, Any] | None = None) -> dict[str, Any]:

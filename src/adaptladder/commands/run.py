@@ -65,6 +65,23 @@ def print_results(results: list[dict[str, Any]], metric: str, bar: float | None,
     console.print(table)
 
 
+def print_generation_results(results: list[dict[str, Any]], metric: str, bar: float | None,
+                             recommended: str | None = None) -> None:
+    """A generation run's table on the terminal (the same cells as its summary.md)."""
+    from rich.text import Text
+
+    from adaptladder.generation.ladder import gen_ladder_table
+
+    headers, rows = gen_ladder_table(results, metric, recommended)
+    table = Table(title=f"adaptladder (generation): validation and test {metric} (95% CI)"
+                  + (f", bar {bar:.2f}" if bar is not None else ""))
+    for col in headers:
+        table.add_column(col, justify="left" if col in ("rung", "status") else "right")
+    for cells in rows:
+        table.add_row(*(Text(c) for c in cells))
+    console.print(table)
+
+
 def register(app: typer.Typer) -> None:
     @app.command("run")
     def run_cmd(
@@ -155,6 +172,12 @@ def register(app: typer.Typer) -> None:
             err_console.print(f"[dim]{time.perf_counter() - t0:6.1f}s[/dim] {msg}")
 
         def on_rung(res: dict[str, Any]) -> None:
+            if res.get("task") == "generation":
+                if res.get("status") == "done":
+                    from adaptladder.generation.ladder import on_rung_line
+
+                    err_console.print(on_rung_line(res), highlight=False, markup=False)
+                return
             if res.get("status") == "done":
                 v = res["validation"]
                 cv = f", cross-validated {res['cv'][cfg.metric]:.3f}" if isinstance(res.get("cv"), dict) else ""
@@ -176,8 +199,11 @@ def register(app: typer.Typer) -> None:
             print_json({"run_dir": str(result.run_dir), "recommendation": result.recommendation,
                         "rungs": [{k: r.get(k) for k in ("name", "status", "meets_bar")} for r in result.results]})
             return
-        print_results(result.results, cfg.metric, cfg.bar, result.recommendation.get("rung"))
         rec = result.recommendation
+        if getattr(result.task, "is_generation", False):
+            print_generation_results(result.results, rec.get("metric") or cfg.metric, cfg.bar, rec.get("rung"))
+        else:
+            print_results(result.results, cfg.metric, cfg.bar, rec.get("rung"))
         console.print(f"[bold]Recommendation:[/bold] {rec.get('rung')}")
         for reason in rec.get("reasons", []):
             console.print(f"  - {reason}", markup=False)

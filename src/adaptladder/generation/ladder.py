@@ -1,0 +1,855 @@
+"""The generation ladder: climb the generation rungs in order of cost, measure each the same way,
+stop at the bar, recommend one (issue #17).
+
+The counterpart of :func:`adaptladder.ladder.run` for a :class:`~adaptladder.generation.task.GenTask`
+(``ladder.run`` hands a generation task here). Per rung: fit on the training pairs (validation pairs
+given for early stopping), generate on a seeded sample of validation and test sized to the rung's
+budget, score every example with :mod:`adaptladder.generation.metrics`, time it (latency per example,
+tokens/s, throughput, cost per 1,000 generations, memory), save the model, write the record
+(``rungs/<name>/result.json``; its format is in the module :data:`RECORD_KEYS` and README).
+
+The decision reads the validation split only: a rung meets the bar when its validation mean of the
+primary metric clears it (or is within the non-inferiority margin and not significantly below it,
+as in :mod:`adaptladder.decide`); the recommendation is the cheapest rung that meets it and that no
+costlier rung beats significantly (paired bootstrap of the per-example scores, Holm-corrected over
+every pair); without a bar, or when none meets it, the cheapest rung no costlier one beats
+significantly. Test scores are reported for every rung and never used to choose.
+"""
+
+from __future__ import annotations
+
+import inspect
+import os
+import sys
+import time
+import traceback
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import numpy as np
+
+from adaptladder import progress
+from adaptladder.decide import bar_check, margin_of, speed_cost_phrase
+from adaptladder.errors import AdaptError, BudgetExceeded
+from adaptladder.generation.metrics import per_example_scores, summarise
+from adaptladder.generation.rungs import GEN_RUNGS, GenRung, GenSpec, get_gen_rung_class
+from adaptladder.generation.task import GenTask
+from adaptladder.measure import PeakMemory, rss_mb
+from adaptladder.store import SCHEMA_VERSION, RunStore, atomic_write_json, atomic_write_text, config_hash
+
+Log = Callable[[str], None]
+
+#: Examples the timing probe generates (from the test split) before a rung's evaluation.
+PROBE_N = 4
+#: The smallest random sample per split a budgeted rung may be evaluated on.
+MIN_EVAL_N = 20
+#: Single-example calls timed for the latency percentiles.
+N_SINGLE = 5
+#: Exact prompts kept in the record (for the report).
+N_PROMPTS = 3
+#: Inputs per generate() call while evaluating (progress is reported between chunks).
+CHUNK = 32
+#: A rung whose fit used up its budget still gets this share of it for its evaluation.
+EVAL_FLOOR_SHARE = 0.25
+#: Run-wide values a rung gets when it declares the setting (see :func:`gen_rung_params`).
+RUN_WIDE = ("lm", "budget_minutes", "seed", "encoder")
+
+
+# ------------------------------------------------------------------ order and settings
+def gen_rungs_in_order(names: Sequence[str]) -> list[str]:
+    return sorted(names, key=lambda n: (get_gen_rung_class(n).cost_rank, n))
+
+
+def gen_climbing_order(cfg: Any) -> list[str]:
+    """``cfg.rungs`` (default: every generation rung) in cost order; ``cfg.order`` first when given."""
+    names = list(cfg.rungs or GEN_RUNGS)
+    for n in names + list(cfg.order or []) + list(cfg.rung_params or {}):
+        if n not in GEN_RUNGS:
+            raise AdaptError(f"unknown generation rung {n!r}: choose from {', '.join(GEN_RUNGS)}.")
+    if cfg.order:
+        ordered = [n for n in cfg.order if n in names]
+        return ordered + [n for n in gen_rungs_in_order(names) if n not in ordered]
+    return gen_rungs_in_order(names)
+
+
+def declared_settings(cls: type[GenRung]) -> set[str] | None:
+    """The setting names a rung class takes: its ``DEFAULTS`` (or its module's), None when unknown."""
+    d = getattr(cls, "DEFAULTS", None)
+    if not isinstance(d, dict):
+        d = getattr(sys.modules.get(cls.__module__), "DEFAULTS", None)
+    return set(d) if isinstance(d, dict) else None
+
+
+def gen_rung_params(name: str, cfg: Any) -> dict[str, Any]:
+    """A generation rung's parameters (plain dict, ``GenRung(**params)``): its own settings (config
+    file and ``--set``) over the run-wide ``lm``, ``budget_minutes``, ``seed`` and ``encoder`` it declares.
+    A ``budget_minutes`` the rung does not take stays a ladder-level setting (it sizes the evaluation)."""
+    cls = get_gen_rung_class(name)
+    declared = declared_settings(cls)
+    own = dict((cfg.rung_params or {}).get(name, {}))
+    if declared is not None and "budget_minutes" not in declared:
+        own.pop("budget_minutes", None)
+    out: dict[str, Any] = {}
+    for key in RUN_WIDE:
+        v = getattr(cfg, key, None)
+        if v is not None and (declared is None or key in declared):
+            out[key] = v
+    out.update(own)
+    return out
+
+
+def rung_budget_s(name: str, cfg: Any) -> float | None:
+    """The rung's time budget in seconds: its own ``budget_minutes`` setting, else ``--budget-minutes``
+    (as ``adaptladder.ladder.rung_budget_s``)."""
+    own = (cfg.rung_params or {}).get(name, {}).get("budget_minutes")
+    minutes = own if own is not None else cfg.budget_minutes
+    if minutes is None:
+        return None
+    try:
+        minutes = float(minutes)
+    except (TypeError, ValueError):
+        raise AdaptError(f"budget_minutes for {name} must be a number of minutes, got {minutes!r}.") from None
+    if not minutes > 0:
+        raise AdaptError(f"budget_minutes for {name} must be positive, got {minutes}.")
+    return minutes * 60
+
+
+def _esc(obj: Any) -> str:
+    """``str(obj)`` safe inside a rich-markup log line."""
+    from rich.markup import escape
+
+    return escape(str(obj))
+
+
+def default_run_dir(cfg: Any, task: GenTask) -> Path:
+    """``--out``, else ``runs/<name or task name>`` (as ``adaptladder.ladder.default_run_dir``)."""
+    if cfg.out:
+        return Path(os.path.normpath(cfg.out))
+    return Path("runs") / (cfg.name or task.name)
+
+
+def spec_for(task: GenTask, cfg: Any, name: str) -> GenSpec:
+    budget = rung_budget_s(name, cfg)
+    return GenSpec.of(task, seed=cfg.seed, **({"budget_minutes": budget / 60} if budget else {}))
+
+
+# ------------------------------------------------------------------ evaluation plan
+@dataclass
+class GenEvalPlan:
+    """How a rung is evaluated: per-split caps sized to the budget and the ETA they imply."""
+
+    caps: dict[str, int | None]
+    seconds_per_example: float | None = None
+    probe_examples: int = 0
+    probe_seconds: float = 0.0
+    estimate_s: float | None = None
+    allowance_s: float | None = None
+    n_single: int = N_SINGLE
+    reason: str = "full splits"
+
+    def record(self) -> dict[str, Any]:
+        out = asdict(self)
+        for k in ("seconds_per_example", "probe_seconds", "estimate_s", "allowance_s"):
+            if out[k] is not None:
+                out[k] = round(float(out[k]), 4)
+        return out
+
+
+def plan_evaluation(rung: GenRung, task: GenTask, seed: int, *, budget_s: float | None = None,
+                    spent_s: float = 0.0, clock: Callable[[], float] = time.perf_counter,
+                    probe_n: int = PROBE_N) -> GenEvalPlan:
+    """Time a few generations, then size the evaluation to what is left of the budget.
+
+    Without a budget: the full splits (or the rung's ``eval_cap`` per split, when it declares one).
+    With one: the full splits when they fit, else a seeded random sample per split that fits (at
+    least :data:`MIN_EVAL_N`), or :class:`BudgetExceeded` when even that does not.
+    """
+    sizes = {p: len(task.indices(p)) for p in ("validation", "test")}
+    test_idx = task.indices("test")
+    probe_n = min(probe_n, len(test_idx))
+    per_ex, t_probe = None, 0.0
+    if probe_n:
+        pick = np.random.default_rng(seed + 1).choice(len(test_idx), size=probe_n, replace=False)
+        t0 = clock()
+        rung.generate([task.inputs[int(test_idx[i])] for i in pick])
+        t_probe = clock() - t0
+        per_ex = t_probe / probe_n
+
+    def cost(n_val: int, n_test: int, single: int) -> float:
+        return (per_ex or 0.0) * (n_val + n_test + 1 + single)
+
+    cap = getattr(rung, "eval_cap", None)
+    if budget_s is None:
+        caps = {p: (cap if cap and sizes[p] > cap else None) for p in sizes}
+        n = {p: caps[p] or sizes[p] for p in sizes}
+        reason = f"capped at {cap} per split (slow rung)" if any(caps.values()) else "full splits"
+        return GenEvalPlan(caps, per_ex, probe_n, t_probe, cost(n["validation"], n["test"], N_SINGLE), None,
+                           N_SINGLE, reason)
+    allowance = max(budget_s - spent_s, EVAL_FLOOR_SHARE * budget_s)
+    full = cost(sizes["validation"], sizes["test"], N_SINGLE)
+    if full <= allowance or not per_ex:
+        return GenEvalPlan({"validation": None, "test": None}, per_ex, probe_n, t_probe, full, allowance, N_SINGLE,
+                           "full splits fit the budget")
+    afford = allowance / per_ex
+    single = int(min(N_SINGLE, max(2, 0.05 * afford)))
+    left = afford - single - 1
+    minimum = min(MIN_EVAL_N, min(sizes.values()))
+    if left // 2 < minimum:
+        need = cost(minimum, minimum, 2)
+        raise BudgetExceeded(
+            f"over budget: the timing probe measured {per_ex:.2f} s per generation, so even a minimal evaluation "
+            f"({minimum} validation + {minimum} test examples) needs ~{need / 60:.1f} min, more than the "
+            f"{allowance / 60:.1f} min left of its {budget_s / 60:.1f} min budget; raise --budget-minutes "
+            "(or --set RUNG.budget_minutes=...)")
+    small = min(sizes, key=lambda p: sizes[p])
+    big = "test" if small == "validation" else "validation"
+    n_small = min(sizes[small], int(left // 2))
+    n_big = min(sizes[big], int(left) - n_small)
+    caps: dict[str, int | None] = {small: n_small if n_small < sizes[small] else None,
+                                   big: n_big if n_big < sizes[big] else None}
+    return GenEvalPlan(caps, per_ex, probe_n, t_probe, cost(n_small, n_big, single), allowance, single,
+                       f"random sample sized to the budget (full splits: ~{full / 60:.1f} min)")
+
+
+def eval_indices(task: GenTask, part: str, cap: int | None, seed: int) -> tuple[np.ndarray, bool]:
+    """The split's row positions, or a seeded random sample of ``cap`` of them (sorted).
+
+    The sample is a prefix of one seeded permutation of the split, so a smaller sample is a subset
+    of a larger one: rungs evaluated on samples of different sizes still share examples to pair.
+    """
+    idx = task.indices(part)
+    if cap is None or len(idx) <= cap:
+        return idx, False
+    order = np.random.default_rng(seed + (0 if part == "validation" else 7)).permutation(len(idx))
+    return np.sort(idx[order[:cap]]), True
+
+
+# ------------------------------------------------------------------ scoring
+def make_encode(cfg: Any, log: Log) -> Callable[[list[str]], Any] | None:
+    """The run's cached sentence encoder's ``encode`` (for embedding_sim), loaded on first use."""
+    state: dict[str, Any] = {}
+
+    def encode(texts: list[str]) -> Any:
+        if "enc" not in state:
+            from adaptladder.encode import get_encoder
+
+            state["enc"] = get_encoder(cfg.encoder or "minilm")
+        return state["enc"].encode(texts)
+
+    return encode
+
+
+def score_part(task: GenTask, idx: np.ndarray, outputs: list[str], *, encode: Callable[[list[str]], Any] | None,
+               metric: str, seed: int, log: Log, sampled: bool) -> dict[str, Any]:
+    """One split's record: n, sampled, indices, outputs, every metric's mean + CI, per-example scores."""
+    refs = task.refs([task.targets[int(i)] for i in idx])
+    kind = task.output
+    if kind == "json":
+        per, per_field = per_example_scores(outputs, refs, kind="json", schema=task.schema)
+    else:
+        per, per_field = per_example_scores(outputs, refs, kind="text")
+        if encode is not None:
+            try:
+                sim, _ = per_example_scores(outputs, refs, kind="text", encode=encode, metrics=["embedding_sim"])
+                per.update(sim)
+            except AdaptError:
+                raise
+            except Exception as e:
+                if metric == "embedding_sim" or os.environ.get("ADAPTLADDER_DEBUG") == "1":
+                    raise
+                log(f"embedding_sim not computed ({type(e).__name__}: {e}); the other metrics stand")
+    out: dict[str, Any] = {"n": len(idx), "sampled": bool(sampled), "indices": [int(i) for i in idx],
+                           "outputs": list(outputs)}
+    for m, v in per.items():
+        s = summarise(v, seed=seed)
+        out[m] = s["mean"]
+        out[m + "_ci"] = s["ci"]
+    out["per_example"] = {m: [float(x) for x in v] for m, v in per.items()}
+    if kind == "json":
+        out["per_field_exact_match"] = {f: {"mean": (s := summarise(v, seed=seed))["mean"], "ci": s["ci"]}
+                                        for f, v in per_field.items()}
+    return out
+
+
+def _generate_chunked(rung: GenRung, inputs: list[str], done0: int) -> tuple[list[str], dict[str, float], float]:
+    """Generate in chunks (progress between them); summed usage and wall seconds."""
+    outs: list[str] = []
+    usage = {"new_tokens": 0.0, "prompt_tokens": 0.0, "seconds": 0.0}
+    wall = 0.0
+    for s in range(0, len(inputs), CHUNK):
+        batch = inputs[s:s + CHUNK]
+        t0 = time.perf_counter()
+        got = rung.generate(batch)
+        wall += time.perf_counter() - t0
+        if len(got) != len(batch):
+            raise RuntimeError(f"{rung.name} returned {len(got)} outputs for {len(batch)} inputs")
+        outs.extend("" if o is None else str(o) for o in got)
+        u = rung.last_usage or {}
+        for k in usage:
+            usage[k] += float(u.get(k) or 0.0)
+        progress.update(done=done0 + len(outs))
+    return outs, usage, wall
+
+
+def measure_latency(rung: GenRung, inputs: list[str], n_single: int, seed: int) -> dict[str, Any]:
+    """p50 / p95 milliseconds of single-example generate calls (embedding cache bypassed)."""
+    from adaptladder.encode import cache_disabled
+
+    if not inputs or n_single < 1:
+        return {}
+    picks = np.random.default_rng(seed + 3).choice(len(inputs), size=min(n_single, len(inputs)), replace=False)
+    lat = []
+    with cache_disabled():
+        for i in picks:
+            t0 = time.perf_counter()
+            rung.generate([inputs[int(i)]])
+            lat.append(time.perf_counter() - t0)
+    ms = np.array(lat) * 1000
+    return {"latency_ms_p50": float(np.percentile(ms, 50)), "latency_ms_p95": float(np.percentile(ms, 95)),
+            "n_latency": len(lat)}
+
+
+def evaluate_gen_rung(rung: GenRung, task: GenTask, plan: GenEvalPlan, *, metric: str, seed: int,
+                      encode: Callable[[list[str]], Any] | None, log: Log) -> dict[str, Any]:
+    """Generate on validation and test (sized by ``plan``), score, and time it."""
+    picked = {p: eval_indices(task, p, plan.caps.get(p), seed) for p in ("validation", "test")}
+    total = sum(len(i) for i, _ in picked.values())
+    out: dict[str, Any] = {}
+    mem: dict[str, float] = {}
+    usage_all = {"new_tokens": 0.0, "prompt_tokens": 0.0, "seconds": 0.0}
+    wall_all, n_all = 0.0, 0
+    with progress.step(f"{rung.name}: generate", total, eta_s=plan.estimate_s):
+        done = 0
+        for part in ("validation", "test"):
+            idx, sampled = picked[part]
+            progress.update(detail=part)
+            with PeakMemory() as pm:
+                outputs, usage, wall = _generate_chunked(rung, [task.inputs[int(i)] for i in idx], done)
+            done += len(idx)
+            mem[part] = pm.delta_mb
+            for k in usage_all:
+                usage_all[k] += usage[k]
+            wall_all += wall
+            n_all += len(idx)
+            with progress.step(f"{rung.name}: score {part}"):
+                out[part] = score_part(task, idx, outputs, encode=encode, metric=metric, seed=seed, log=log,
+                                       sampled=sampled)
+        progress.update(detail="latency")
+        test_inputs = [task.inputs[int(i)] for i in out["test"]["indices"]]
+        lat = measure_latency(rung, test_inputs, plan.n_single, seed)
+    gen_s = usage_all["seconds"] or wall_all
+    out["predict"] = {
+        **lat,
+        "throughput_per_s": n_all / wall_all if wall_all > 0 else None,
+        "tokens_per_s": usage_all["new_tokens"] / gen_s if gen_s > 0 and usage_all["new_tokens"] else None,
+        "new_tokens_mean": usage_all["new_tokens"] / n_all if n_all else None,
+        "prompt_tokens_mean": usage_all["prompt_tokens"] / n_all if n_all else None,
+        "n_generated": n_all,
+        "generate_seconds": wall_all,
+    }
+    out["predict_memory_mb"] = max(mem.values()) if mem else 0.0
+    try:
+        out["prompts"] = list(rung.prompts_used(test_inputs[:N_PROMPTS]))[:N_PROMPTS]
+    except Exception as e:  # the prompts are for the report; never lose a rung over them
+        log(f"{rung.name}: could not record its prompts ({type(e).__name__}: {e})")
+        out["prompts"] = []
+    return out
+
+
+# ------------------------------------------------------------------ one rung
+def _skip(cls: type[GenRung], base: dict[str, Any], params: dict[str, Any], reason: str) -> dict[str, Any]:
+    try:
+        details = cls.skip_details(params)
+    except Exception as e:  # the estimate is a courtesy; the skip stands
+        details = {"error": f"{type(e).__name__}: {e}"}
+    return dict(base, status="skipped", reason=reason, skip_details=details)
+
+
+def run_gen_rung(name: str, task: GenTask, cfg: Any, store: RunStore, *, metric: str,
+                 encode: Callable[[list[str]], Any] | None, log: Log = print) -> dict[str, Any]:
+    """Fit, evaluate, save and record one generation rung (or record why it was skipped / failed)."""
+    from adaptladder.pricing import local_cost_per_1k
+    from adaptladder.progress import fmt_seconds
+
+    cls = get_gen_rung_class(name)
+    params = gen_rung_params(name, cfg)
+    budget_s = rung_budget_s(name, cfg)
+    spec = spec_for(task, cfg, name)
+    base = {"name": name, "task": "generation", "family": cls.family, "cost_rank": cls.cost_rank,
+            "description": cls.description, "params": params, "params_hash": config_hash(params),
+            "budget_minutes": budget_s and budget_s / 60}
+    reason = cls.unavailable_reason(params, spec)
+    if reason:
+        log(f"{name}: skipped ({reason})")
+        return _skip(cls, base, params, reason)
+    tr_x, tr_y = task.part("train")
+    va_x, va_y = task.part("validation")
+    rss_before = rss_mb()
+    t_start = time.perf_counter()
+    try:
+        rung = cls(**params)
+        with PeakMemory() as pm:
+            t0 = time.perf_counter()
+            with progress.step(f"{name}: fit", eta_s=budget_s if params.get("budget_minutes") else None):
+                rung.fit(tr_x, tr_y, spec=spec, val_inputs=va_x, val_targets=va_y)
+            fit_seconds = time.perf_counter() - t0
+        with progress.step(f"{name}: timing probe"):
+            plan = plan_evaluation(rung, task, cfg.seed, budget_s=budget_s, spent_s=time.perf_counter() - t_start)
+        n_eval = {p: plan.caps[p] or len(task.indices(p)) for p in ("validation", "test")}
+        per = f"{plan.seconds_per_example:.2f} s/generation" if plan.seconds_per_example else "no probe"
+        log(f"{name}: fit took {fmt_seconds(fit_seconds)}; evaluation ETA {fmt_seconds(plan.estimate_s)} "
+            f"({n_eval['validation']} validation + {n_eval['test']} test, {per}; {plan.reason})")
+        evaluation = evaluate_gen_rung(rung, task, plan, metric=metric, seed=cfg.seed, encode=encode, log=log)
+        store.save_model(name, rung)  # the complete model first; result.json (written after) marks it finished
+    except BudgetExceeded as e:
+        log(f"[yellow]rung {name} skipped[/yellow]: {e}")
+        return dict(base, status="skipped", reason=str(e), fit_seconds=time.perf_counter() - t_start)
+    except AdaptError:
+        raise
+    except Exception as e:  # one rung's failure must not lose the others' results
+        if os.environ.get("ADAPTLADDER_DEBUG") == "1":
+            raise
+        log(f"[red]rung {name} failed[/red]: {type(e).__name__}: {_esc(e)}")
+        return dict(base, status="failed", reason=f"{type(e).__name__}: {e}", traceback=traceback.format_exc(limit=8))
+    eval_seconds = time.perf_counter() - t_start - fit_seconds
+    extra = dict(rung.extra_info() or {})
+    predict = evaluation.pop("predict")
+    cost = extra.get("cost_per_1k_usd")
+    if cost is None and predict.get("throughput_per_s"):
+        cost = local_cost_per_1k(1.0 / predict["throughput_per_s"])
+    decoding = extra.get("decoding")
+    if decoding is None and callable(getattr(rung, "decoding", None)):
+        try:
+            decoding = rung.decoding()
+        except Exception:
+            decoding = None
+    return dict(
+        base,
+        status="done",
+        reason=None,
+        validation=evaluation["validation"],
+        test=evaluation["test"],
+        fit_seconds=fit_seconds,
+        evaluation_plan=dict(plan.record(), actual_s=round(eval_seconds, 3)),
+        predict=predict,
+        peak_memory_mb={"fit": pm.delta_mb, "predict": evaluation["predict_memory_mb"],
+                        "process_rss_before": rss_before, "process_peak_rss": pm.peak_mb},
+        cost_per_1k_usd=cost,
+        decoding=decoding or {},
+        prompts=evaluation["prompts"],
+        spec=rung.spec_.record() if rung.spec_ is not None else spec.record(),
+        extra=extra,
+        finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    )
+
+
+# ------------------------------------------------------------------ decision
+def decision_cfg(cfg: Any, metric: str) -> Any:
+    """What :mod:`adaptladder.decide` reads, with the generation run's primary metric."""
+    return SimpleNamespace(bar=cfg.bar, metric=metric, margin=margin_of(cfg),
+                           require_lower_bound=bool(getattr(cfg, "require_lower_bound", False)),
+                           seed=getattr(cfg, "seed", 0) or 0)
+
+
+def gen_meets_bar(res: dict[str, Any], cfg: Any, metric: str) -> bool | None:
+    if res.get("status") != "done" or metric not in (res.get("validation") or {}):
+        return None if cfg.bar is None or res.get("status") != "done" else False
+    check = bar_check(res, decision_cfg(cfg, metric))
+    return None if check is None else bool(check["ok"])
+
+
+def compare_gen(a: dict[str, Any], b: dict[str, Any], part: str, metric: str, seed: int = 0
+                ) -> dict[str, Any] | None:
+    """Paired bootstrap of ``b - a`` on the examples of ``part`` both were scored on (positive: b better)."""
+    from adaptladder.generation.metrics import paired_compare
+
+    pa, pb = a.get(part) or {}, b.get(part) or {}
+    sa, sb = (pa.get("per_example") or {}).get(metric), (pb.get("per_example") or {}).get(metric)
+    if sa is None or sb is None:
+        return None
+    ia, ib = np.asarray(pa["indices"], dtype=np.int64), np.asarray(pb["indices"], dtype=np.int64)
+    common, pos_a, pos_b = np.intersect1d(ia, ib, assume_unique=True, return_indices=True)
+    if len(common) == 0:
+        return None
+    va, vb = np.asarray(sa, dtype=float)[pos_a], np.asarray(sb, dtype=float)[pos_b]
+    c = paired_compare(vb, va, seed=seed)
+    return {"a": a["name"], "b": b["name"], "part": part, "metric": metric, "diff": c["diff"], "ci": c["ci"],
+            "diff_ci": c["ci"], "excludes_zero": c["excludes_zero"], "p_value": c["p_value"], "n": c["n"],
+            "n_common": c["n"], "n_a": len(ia), "n_b": len(ib), "subset": bool(len(common) < max(len(ia), len(ib))),
+            "a_score": c["mean_b"], "b_score": c["mean_a"], "p_holm": c["p_value"], "holm_m": 1}
+
+
+def comparison_family(done: Sequence[dict[str, Any]], part: str, metric: str, pairs: Sequence[tuple[int, int]],
+                      seed: int = 0) -> list[dict[str, Any]]:
+    """The paired comparisons of ``pairs`` (positions in ``done``, cheaper first), Holm-corrected together."""
+    from adaptladder.compare import holm
+
+    out = []
+    for i, j in pairs:
+        c = compare_gen(done[i], done[j], part, metric, seed=seed)
+        if c is not None:
+            out.append(c)
+    return holm(out)
+
+
+def _all_pairs(n: int) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(n) for j in range(i + 1, n)]
+
+
+def _est(res: dict[str, Any], metric: str) -> dict[str, Any]:
+    v = res["validation"]
+    ci = v.get(metric + "_ci") or [v[metric], v[metric]]
+    return {"part": "validation", "label": "validation", "value": float(v[metric]),
+            "ci": [float(ci[0]), float(ci[1])], "n": int(v.get("n") or len(v.get("indices") or []))}
+
+
+def recommend_generation(results: Sequence[dict[str, Any]], cfg: Any, metric: str) -> dict[str, Any]:
+    """Choose a rung from the validation scores of the primary metric (never test); see the module doc."""
+    results = list(results)
+    done = [r for r in results if r.get("status") == "done" and metric in (r.get("validation") or {})]
+    if not done:
+        why = [f"{r['name']}: {r.get('status')} ({r.get('reason')})" for r in results]
+        return {"rung": None, "rule": "none", "metric": metric,
+                "reasons": ["no rung finished" + (": " + "; ".join(why) if why else ".")]}
+    dc = decision_cfg(cfg, metric)
+    margin = dc.margin
+    cmps = comparison_family(done, "validation", metric, _all_pairs(len(done)), seed=dc.seed)
+    lookup = {(c["a"], c["b"]): c for c in cmps}
+    pos = {r["name"]: i for i, r in enumerate(done)}
+    ests = {r["name"]: _est(r, metric) for r in done}
+    checks = {r["name"]: bar_check(r, dc) for r in done}
+    has_bar = cfg.bar is not None
+
+    def sig_better(costly: dict[str, Any], cheap: dict[str, Any]) -> dict[str, Any] | None:
+        c = lookup.get((cheap["name"], costly["name"]))
+        return c if c is not None and c["significant"] and c["diff"] > 0 else None
+
+    def est_text(r: dict[str, Any]) -> str:
+        e = ests[r["name"]]
+        return f"validation {metric} {e['value']:.3f} (95% CI {e['ci'][0]:.3f}-{e['ci'][1]:.3f}, n={e['n']})"
+
+    def beaten_text(cheap: dict[str, Any], costly: dict[str, Any], c: dict[str, Any], why: str) -> str:
+        lo, hi = c["ci"]
+        return (f"{cheap['name']} {why}, but {costly['name']} is significantly better by {c['diff']:+.3f} {metric} "
+                f"(paired 95% CI [{lo:+.3f}, {hi:+.3f}], n={c['n']} validation examples, Holm-adjusted "
+                f"p={c['p_holm']:.3g}){_cost_phrase(cheap, costly)}.")
+
+    reasons: list[str] = []
+    candidates = [r for r in done if checks[r["name"]] and checks[r["name"]]["ok"]] if has_bar else list(done)
+    bar_met: bool | None = bool(candidates) if has_bar else None
+    if has_bar and not candidates:
+        best = max(done, key=lambda r: ests[r["name"]]["value"])
+        reasons.append(f"no rung met the bar {cfg.bar:.2f} on {metric} (margin {margin:g}); the best was "
+                       f"{best['name']} ({est_text(best)}). Consider more data, a stronger rung, or a lower bar; "
+                       "meanwhile:")
+        candidates = list(done)
+    chosen = None
+    for r in candidates:
+        beaten = [(o, c) for o in done[pos[r["name"]] + 1:] if (c := sig_better(o, r)) is not None]
+        if not beaten:
+            chosen = r
+            break
+        o, c = max(beaten, key=lambda oc: oc[1]["diff"])
+        reasons.append(beaten_text(r, o, c, "meets the bar" if has_bar and bar_met else "is cheaper"))
+    rule = "bar" if bar_met else "tradeoff"
+    if chosen is None:
+        chosen = max(done, key=lambda r: ests[r["name"]]["value"])
+        rule = "best"
+        reasons.append(f"{chosen['name']} has the best {est_text(chosen)}.")
+    name = chosen["name"]
+    costlier = done[pos[name] + 1:]
+    tail = "; no costlier rung that ran is significantly better (paired bootstrap, Holm-corrected)" if costlier else ""
+    if has_bar and bar_met:
+        reasons.insert(0, f"{name} is the cheapest rung that meets the bar {cfg.bar:.2f}: its {est_text(chosen)} "
+                          f"{checks[name]['how']}{tail}.")
+    else:
+        reasons.append(f"{name} is the cheapest rung that no costlier rung beats significantly (paired bootstrap, "
+                       f"Holm-corrected): {est_text(chosen)}.")
+    for o in costlier:
+        c = lookup.get((name, o["name"]))
+        if c is not None and not sig_better(o, chosen):
+            verdict = f"significantly worse than {name}" if c["significant"] else "no evidence of a difference"
+            lo, hi = c["ci"]
+            reasons.append(f"{o['name']} vs {name}: {c['diff']:+.3f} {metric} (paired 95% CI [{lo:+.3f}, {hi:+.3f}], "
+                           f"n={c['n']}), {verdict} (Holm-adjusted p={c['p_holm']:.3g})"
+                           + (f"; {name} is {sc}." if (sc := speed_cost_phrase(chosen, o)) else "."))
+    skipped = [r for r in results if r.get("status") in ("skipped", "failed")]
+    for r in skipped:
+        reasons.append(f"{r['name']} {r['status']}: {r.get('reason')}.")
+    return {"rung": name, "rule": rule, "bar_met": bar_met, "metric": metric, "reasons": reasons, "margin": margin,
+            "estimates": ests, "bar_checks": {k: v for k, v in checks.items() if v is not None},
+            "comparisons": cmps}
+
+
+def _num(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and np.isfinite(v) and v > 0 else None
+
+
+def _cost_phrase(cheap: dict[str, Any], costly: dict[str, Any]) -> str:
+    """' at 3.2x the latency (812 vs 254 ms per generation) and 3.0x the cost (...)' or ''."""
+    bits = []
+    lc, lx = (_num((r.get("predict") or {}).get("latency_ms_p50")) for r in (cheap, costly))
+    if lc and lx:
+        bits.append(f"{lx / lc:.1f}x the latency ({lx:,.0f} vs {lc:,.0f} ms per generation)")
+    cc, cx = _num(cheap.get("cost_per_1k_usd")), _num(costly.get("cost_per_1k_usd"))
+    if cc and cx:
+        bits.append(f"{cx / cc:.1f}x the cost (${cx:.4f} vs ${cc:.4f} per 1,000 generations)")
+    return (" at " + " and ".join(bits)) if bits else ""
+
+
+def document_comparisons(results: Sequence[dict[str, Any]], metric: str, recommended: str | None,
+                         seed: int = 0) -> dict[str, list[dict[str, Any]]]:
+    """Paired comparisons per split: consecutive finished rungs and each rung vs the recommended one."""
+    done = [r for r in results if r.get("status") == "done"]
+    pairs = {(i, i + 1) for i in range(len(done) - 1)}
+    names = [r["name"] for r in done]
+    if recommended in names:
+        k = names.index(recommended)
+        pairs |= {(min(i, k), max(i, k)) for i in range(len(done)) if i != k}
+    ordered = sorted(pairs)
+    return {part: comparison_family(done, part, metric, ordered, seed=seed) for part in ("validation", "test")}
+
+
+# ------------------------------------------------------------------ documents
+#: The headline metrics shown in tables: text tasks, JSON tasks
+TABLE_METRICS = {"text": ("exact_match", "token_f1", "rouge_l", "chrf", "embedding_sim"),
+                 "json": ("json_parse", "schema_valid", "field_f1", "json_exact_match")}
+
+
+def _ci_cell(part: dict[str, Any] | None, m: str) -> str:
+    if not part or m not in part:
+        return "-"
+    ci = part.get(m + "_ci")
+    return f"{part[m]:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{part[m]:.3f}"
+
+
+def gen_ladder_table(results: Sequence[dict[str, Any]], metric: str, recommended: str | None = None
+                     ) -> tuple[list[str], list[list[str]]]:
+    """Columns and cells of the generation ladder table (terminal and summary.md)."""
+    headers = ["rung", "status", f"val {metric} (95% CI)", f"test {metric} (95% CI)", "bar", "n val/test",
+               "p50 ms", "tokens/s", "$/1k gen", "fit s"]
+    rows = []
+    for r in results:
+        name = r["name"] + (" *" if r["name"] == recommended else "")
+        if r.get("status") != "done":
+            rows.append([name, f"{r.get('status')}: {str(r.get('reason') or '')[:70]}", "-", "-", "-", "-", "-", "-",
+                         "-", "-"])
+            continue
+        p = r.get("predict") or {}
+        v, t = r.get("validation") or {}, r.get("test") or {}
+        bar = {True: "yes", False: "no"}.get(r.get("meets_bar"), "-")
+        rows.append([name, "done", _ci_cell(v, metric), _ci_cell(t, metric), bar,
+                     f"{v.get('n', '-')}/{t.get('n', '-')}",
+                     f"{p['latency_ms_p50']:,.0f}" if p.get("latency_ms_p50") is not None else "-",
+                     f"{p['tokens_per_s']:.1f}" if p.get("tokens_per_s") else "-",
+                     f"{r['cost_per_1k_usd']:.4f}" if r.get("cost_per_1k_usd") is not None else "-",
+                     f"{r.get('fit_seconds', 0):.1f}"])
+    return headers, rows
+
+
+def gen_summary_markdown(doc: dict[str, Any]) -> str:
+    """summary.md of a generation run: what ran, the table, every metric on test, the recommendation."""
+    from adaptladder.report.markdown import md_escape
+    from adaptladder.report.table import markdown_table
+
+    m, task, rec = doc["metric"], doc["task"], doc["recommendation"]
+    headers, rows = gen_ladder_table(doc["rungs"], m, rec.get("rung"))
+    rows = [[md_escape(c) for c in row] for row in rows]
+    lines = [f"# adaptladder run: {md_escape(task['name'])} (generation, {task['kind']})", "",
+             f"{task['n']:,} pairs; split {task['split_sizes']}; primary metric {m}"
+             + (f", bar {doc['bar']:.2f}" if doc["bar"] is not None else ", no bar"), "",
+             *markdown_table(headers, rows), ""]
+    mets = TABLE_METRICS.get(task.get("output", "text"), TABLE_METRICS["text"])
+    done = [r for r in doc["rungs"] if r.get("status") == "done"]
+    if done:
+        lines += ["Test scores, every metric (95% CI):", ""]
+        mh = ["rung", *mets]
+        mrows = [[md_escape(r["name"]), *(_ci_cell(r.get("test"), x) for x in mets)] for r in done]
+        lines += [*markdown_table(mh, mrows), ""]
+    lines += [f"**Recommendation: {md_escape(str(rec.get('rung')))}**", ""]
+    lines += [f"- {md_escape(s)}" for s in rec.get("reasons", [])]
+    return "\n".join(lines) + "\n"
+
+
+def gen_results_document(task: GenTask, cfg: Any, results: list[dict[str, Any]], rec: dict[str, Any],
+                         audit: dict[str, Any] | None, metric: str, partial: bool = False) -> dict[str, Any]:
+    comparisons: dict[str, Any] = document_comparisons(results, metric, rec.get("rung"), seed=cfg.seed)
+    comparisons["decision"] = rec.get("comparisons") or []
+    rec = {k: v for k, v in rec.items() if k != "comparisons"}
+    doc = {"schema_version": SCHEMA_VERSION, "task": task.summary(), "config": asdict(cfg), "bar": cfg.bar,
+           "metric": metric, "rungs": results, "recommendation": rec, "audit": audit, "comparisons": comparisons,
+           "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    if partial:
+        doc["partial"] = True
+    return doc
+
+
+def write_gen_results(run_dir: Path, task: GenTask, cfg: Any, results: list[dict[str, Any]], rec: dict[str, Any],
+                      audit: dict[str, Any] | None, metric: str, log: Log, partial: bool = False) -> dict[str, Any]:
+    """results.json + summary.md, then the report (a failure to draw it is a warning only)."""
+    doc = gen_results_document(task, cfg, results, rec, audit, metric, partial=partial)
+    try:
+        atomic_write_json(run_dir / "results.json", doc)
+        atomic_write_text(run_dir / "summary.md", gen_summary_markdown(doc))
+    except OSError as e:
+        raise AdaptError(f"could not write results.json / summary.md in {run_dir} ({e.strerror or e}); the finished "
+                         "rungs are saved under rungs/: free space and re-run the same command.") from e
+    try:
+        from adaptladder.report import write_report
+
+        write_report(run_dir, doc)
+    except Exception as e:
+        if os.environ.get("ADAPTLADDER_DEBUG") == "1":
+            raise
+        log(f"[yellow]could not draw the report[/yellow] ({type(e).__name__}: {_esc(e)}); the results are saved in "
+            f"{_esc(run_dir / 'results.json')} and summary.md.")
+    return doc
+
+
+def run_gen_audit(task: GenTask, cfg: Any, run_dir: Path, log: Log) -> dict[str, Any] | None:
+    """The generation audit (:mod:`adaptladder.audit.generation`) when it is installed; its errors stop
+    the run unless ``--force``."""
+    if cfg.no_audit:
+        return None
+    try:
+        from adaptladder.audit.generation import audit_generation
+    except ImportError:
+        log("data audit: no generation audit in this build; skipped")
+        return None
+    kwargs = {"run_dir": run_dir} if "run_dir" in inspect.signature(audit_generation).parameters else {}
+    with progress.step("data audit"):
+        doc = audit_generation(task, cfg, log, **kwargs)
+    if doc is not None and not kwargs:
+        atomic_write_json(run_dir / "audit.json", doc)
+    return doc
+
+
+# ------------------------------------------------------------------ the run
+def _earlier(results: list[dict[str, Any]], store: RunStore, cfg: Any, metric: str, log: Log
+             ) -> list[dict[str, Any]]:
+    """This command's results plus rungs an earlier command finished in the same run directory."""
+    have = {r.get("name") for r in results}
+    rungs_dir = store.root / "rungs"
+    earlier = []
+    for path in sorted(rungs_dir.glob("*/result.json")) if rungs_dir.is_dir() else []:
+        name = path.parent.name
+        if name in have or name not in GEN_RUNGS:
+            continue
+        prev = store.load_result(name)
+        if not prev or prev.get("task") != "generation" or not store.is_finished(name, prev,
+                                                                                  prev.get("params_hash", "")):
+            continue
+        res = dict(prev, meets_bar=gen_meets_bar(prev, cfg, metric), resumed=True, from_earlier_command=True)
+        earlier.append(res)
+    if not earlier:
+        return results
+    log(f"kept from earlier commands in this directory: {', '.join(r['name'] for r in earlier)} (--fresh starts over)")
+    merged = results + earlier
+    rank = {n: i for i, n in enumerate(gen_rungs_in_order([r["name"] for r in merged]))}
+    return sorted(merged, key=lambda r: rank[r["name"]])
+
+
+def run_generation(cfg: Any, task: GenTask, log: Log | None = None,
+                   on_rung: Callable[[dict[str, Any]], None] | None = None) -> Any:
+    """Climb the generation ladder on ``task`` (``ladder.run`` calls this for a generation task);
+    returns an :class:`adaptladder.ladder.RunResult` (defined in :mod:`adaptladder.runresult`)."""
+    from adaptladder.generation.loaders import resolve_generation_metric
+    from adaptladder.runresult import RunResult
+
+    log = log or (lambda s: None)
+    metric = resolve_generation_metric(cfg, task)
+    order = gen_climbing_order(cfg)
+    params_all = {n: gen_rung_params(n, cfg) for n in order}
+    for n in order:  # a bad per-rung budget: at once, before any compute
+        rung_budget_s(n, cfg)
+    run_dir = default_run_dir(cfg, task)
+    store = RunStore(run_dir)
+    identity = {"task": task.fingerprint(), "seed": cfg.seed, "sample": cfg.sample, "type": "generation"}
+    record = dict(asdict(cfg), climbing_order=order,
+                  rung_params_resolved=params_all, metric_resolved=metric, task_type="generation")
+    store.open(record, config_hash(identity), fresh=cfg.fresh)
+    atomic_write_json(run_dir / "task.json", task.summary())
+    if not (run_dir / "split.csv").exists():
+        tmp = run_dir / ".split.csv.tmp"
+        task.split_frame().to_csv(tmp, index=False)
+        tmp.replace(run_dir / "split.csv")
+    audit = run_gen_audit(task, cfg, run_dir, log)
+    encode = make_encode(cfg, log) if task.output == "text" else None
+    log(f"generation task {task.name} ({task.kind}, {task.output} output): primary metric {metric}; "
+        f"rungs {', '.join(order)}")
+
+    results: list[dict[str, Any]] = []
+    stopped_at = None
+    try:
+        for name in order:
+            params = params_all[name]
+            prev = store.load_result(name)
+            if prev and prev.get("task") == "generation" and store.is_finished(name, prev, config_hash(params)):
+                log(f"{name}: finished earlier, reusing its result")
+                res = dict(prev)
+                res.pop("resumed", None)
+                res["meets_bar"] = gen_meets_bar(res, cfg, metric)
+                if res != prev:
+                    store.save_result(name, res)
+                res["resumed"] = True
+            else:
+                if prev is not None:
+                    store.discard_result(name)
+                log(f"{name}: running")
+                res = run_gen_rung(name, task, cfg, store, metric=metric, encode=encode, log=log)
+                res["meets_bar"] = gen_meets_bar(res, cfg, metric)
+                store.save_result(name, res)
+            results.append(res)
+            if on_rung:
+                on_rung(res)
+            if res["meets_bar"] and not cfg.run_all:
+                stopped_at = name
+                log(f"{name} clears the bar {cfg.bar} on validation {metric}: stopping here")
+                break
+    except KeyboardInterrupt:
+        if results:
+            _partial(run_dir, task, cfg, results, audit, order, metric, log)
+        raise
+    except AdaptError as e:
+        if results:
+            _partial(run_dir, task, cfg, results, audit, order, metric, log, why=str(e))
+            raise AdaptError(f"{e} (the rungs that finished are saved: results.json and the report in {run_dir} show "
+                             "them; fix this and re-run to resume.)") from e
+        raise
+    not_run = order[len(results):]
+    results = _earlier(results, store, cfg, metric, log)
+    rec = recommend_generation(results, cfg, metric)
+    rec["stopped_at"] = stopped_at
+    rec["not_run"] = not_run
+    if stopped_at is None and cfg.bar is not None and not cfg.run_all:
+        rec["stopped_at_reason"] = "no rung cleared the bar: every rung ran"
+    if not_run:
+        rec["reasons"].append(f"Not run (the bar was met by {stopped_at}; --all runs them): {', '.join(not_run)}.")
+    write_gen_results(run_dir, task, cfg, results, rec, audit, metric, log)
+    return RunResult(run_dir, task, results, rec, stopped_at)
+
+
+def _partial(run_dir: Path, task: GenTask, cfg: Any, results: list[dict[str, Any]], audit: dict[str, Any] | None,
+             order: list[str], metric: str, log: Log, why: str | None = None) -> None:
+    try:
+        rec = recommend_generation(results, cfg, metric)
+        left = order[len(results):]
+        how = f"stopped by an error in {left[0]} ({why})" if why and left else "interrupted"
+        rec["reasons"].append(f"This run was {how} ({', '.join(left)} not run); re-run the same command to resume it.")
+        rec["stopped_at"] = None
+        write_gen_results(run_dir, task, cfg, results, rec, audit, metric, log, partial=True)
+    except Exception as e:  # never hide the interrupt behind a reporting problem
+        log(f"could not write the partial results ({type(e).__name__}: {e})")
+
+
+def on_rung_line(res: dict[str, Any]) -> str:
+    """The terminal line after a finished generation rung."""
+    v = res.get("validation") or {}
+    p = res.get("predict") or {}
+    shown = [m for m in (*TABLE_METRICS["text"], *TABLE_METRICS["json"]) if m in v][:5]
+    scores = ", ".join(f"{m} {v[m]:.3f}" for m in shown)
+    tps = f", {p['tokens_per_s']:.1f} tokens/s" if p.get("tokens_per_s") else ""
+    return f"        {res['name']}: validation {scores} (n={v.get('n')}), fit {res.get('fit_seconds', 0):.1f}s{tps}"
