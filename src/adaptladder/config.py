@@ -19,12 +19,15 @@ from adaptladder.errors import AdaptError
 METRICS = ("macro_f1", "accuracy")
 #: ``task`` values: None (detected from the data) or one of these
 TASK_TYPES = ("classification", "generation")
+#: Where rungs run (``--executor``): this process, or Ray tasks (adaptladder.executors).
+EXECUTORS = ("local", "ray")
 
 #: Non-inferiority margin of the bar (adaptladder.decide; README "How the recommendation is made").
 DEFAULT_MARGIN = 0.005
 
 _STR_KEYS = ("data", "text_col", "label_col", "target_col", "task", "schema", "instruction", "split_col", "train",
-             "validation", "test", "encoder", "lm", "out", "name", "metric")
+             "validation", "test", "encoder", "lm", "out", "name", "metric",
+             "executor", "ray_address", "storage")
 _BOOL_KEYS = ("run_all", "require_lower_bound", "no_audit", "force", "fresh")
 
 
@@ -69,6 +72,11 @@ class RunConfig:
     no_audit: bool = False
     force: bool = False
     fresh: bool = False
+    # where rungs run (adaptladder.executors; docs/scaling.md): in this process, or as Ray tasks on a
+    # local Ray instance / the cluster at ray_address; storage: where workers put model files for the driver
+    executor: str = "local"
+    ray_address: str | None = None
+    storage: str | None = None
 
     @classmethod
     def from_yaml(cls, path: str | Path, **overrides: Any) -> RunConfig:
@@ -142,6 +150,11 @@ class RunConfig:
             raise AdaptError(f"cv_folds {self.cv_folds} must be 0 (off) or 2-50.")
         if self.sample is not None and self.sample < 10:
             raise AdaptError(f"--sample {self.sample} is too small; use at least 10 rows per split.")
+        if self.executor not in EXECUTORS:
+            raise AdaptError(f"--executor {self.executor!r} is unknown: use {' or '.join(EXECUTORS)}.")
+        if self.executor != "ray" and (self.ray_address or self.storage):
+            opt = "--ray-address" if self.ray_address else "--storage"
+            raise AdaptError(f"{opt} is for the Ray executor: add --executor ray (or drop {opt}).")
         if self.budget_minutes is not None and self.budget_minutes <= 0:
             raise AdaptError(f"--budget-minutes {self.budget_minutes} is invalid: use a positive number of minutes.")
 
@@ -162,7 +175,7 @@ def check_types(values: dict[str, Any], *, where: str) -> None:
 
     for key, v in values.items():
         if v is None:
-            if key in ("seed", "metric", "encoder", "rung_params", "sweep") or key in _BOOL_KEYS:
+            if key in ("seed", "metric", "encoder", "rung_params", "sweep", "executor") or key in _BOOL_KEYS:
                 raise bad(key, "allowed to be empty; give a value or leave the key out")
             continue
         if key in _STR_KEYS and not isinstance(v, str):

@@ -444,6 +444,9 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
     if early:
         chosen = climbing_order(cfg)
         check_rung_settings(cfg, chosen + [n for n in cfg.rung_params if n not in chosen])
+    from adaptladder.executors import make_executor, preflight
+
+    preflight(cfg)  # e.g. a --ray-address nothing answers at: one line before anything is written
     # heartbeat lines go through the run's log (to stderr when none is given)
     previous_reporter = progress.install(progress.Heartbeat(log))
     log = log or (lambda s: None)
@@ -459,6 +462,8 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
             progress.install(previous_reporter)
             raise AdaptError(f"{task.name} is a generation task, and the generation ladder is not installed in "
                              "this build yet (adaptladder.generation.ladder).") from None
+        if cfg.executor == "ray":  # not wired for generation rungs yet (docs/scaling.md): say so, never silently
+            log("--executor ray: generation rungs are not Ray tasks yet; this generation ladder climbs locally")
         try:
             return run_generation(cfg, task, log, on_rung)
         finally:
@@ -481,8 +486,14 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
     audit = run_audit_step(task, cfg, run_dir, log)
 
     results: list[dict[str, Any]] = []
+    cancelled: list[dict[str, Any]] = []
     stopped_at = None
+    # where rungs run (--executor): this process, or Ray tasks submitted all at once and collected here
+    # in climbing order, so the decision below is the same as a local climb's
+    executor = make_executor(cfg, task, store, log, run_rung)
     try:
+        jobs = {name: rung_params_for(name, cfg) for name in order}
+        executor.start({name: params for name, params in jobs.items() if not _reusable(store, name, params)})
         for name in order:
             params = rung_params_for(name, cfg)
             prev = store.load_result(name)
@@ -498,7 +509,7 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
                 if prev is not None:  # stale (other settings, failed, or model missing): never mixed in
                     store.discard_result(name)
                 log(f"{name}: running")
-                res = run_rung(name, task, cfg, store, log=log)
+                res = executor.run_rung(name)
                 res["meets_bar"] = meets_bar(res, cfg)
                 store.save_result(name, res)
             results.append(res)
@@ -508,20 +519,28 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
                 stopped_at = name
                 log(f"{name} clears the bar {cfg.bar} on validation {cfg.metric}: stopping here")
                 break
+        cancelled = executor.cancel_outstanding(stopped_at) if stopped_at else []
+        for res in cancelled:
+            res["meets_bar"] = meets_bar(res, cfg)
     except KeyboardInterrupt:  # Ctrl-C: finished rungs are on disk; leave a readable partial report too
+        executor.abort()
         if results:
             _write_partial(run_dir, task, cfg, results, audit, order, log)
         raise
     except AdaptError as e:  # a rung stopped the run (e.g. a server that does not answer): keep what finished
+        executor.abort()
         progress.install(previous_reporter)
         if results:
             _write_partial(run_dir, task, cfg, results, audit, order, log, why=str(e))
             raise AdaptError(f"{e} (the rungs that finished are saved: results.json and the report in "
                              f"{run_dir} show them; fix this and re-run to resume.)") from e
         raise
+    finally:
+        executor.close()
     progress.install(previous_reporter)
     not_run = order[len(results):]  # costlier rungs left out because the bar was met
-    results = with_earlier_rungs(results, store, cfg, log)
+    # a Ray run's costlier rungs cancelled once the bar was met: shown in the report, never in the decision
+    results = with_earlier_rungs(results, store, cfg, log) + cancelled
     rec = recommend(results, cfg, all_labels=task.labels)
     rec["stopped_at"] = stopped_at
     rec["not_run"] = not_run
@@ -529,6 +548,12 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
         rec["stopped_at_reason"] = "no rung cleared the bar: every rung ran"
     write_results(run_dir, task, cfg, results, rec, audit, log=log)
     return RunResult(run_dir, task, results, rec, stopped_at)
+
+
+def _reusable(store: RunStore, name: str, params: dict[str, Any]) -> bool:
+    """Will the climb reuse this rung's finished result (resume) instead of running it?"""
+    prev = store.load_result(name)
+    return bool(prev) and store.is_finished(name, prev, config_hash(params))
 
 
 def with_earlier_rungs(results: list[dict[str, Any]], store: RunStore, cfg: RunConfig,

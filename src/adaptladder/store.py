@@ -194,6 +194,12 @@ class RunStore:
         A process killed while saving leaves only a ``.model.tmp*`` directory, which the next
         save removes; ``model/`` is either the previous complete model or the new one.
         """
+        return self.install_model(name, rung.save)
+
+    def install_model(self, name: str, write: Any) -> Path:
+        """Put a model directory in place atomically: ``write(tmp)`` fills a temporary folder beside
+        ``rungs/<name>/model`` (a fitted rung's ``save``, or files shipped from a Ray worker), then it
+        is renamed into place, as :meth:`save_model` does."""
         final = self.model_dir(name)
         final.parent.mkdir(parents=True, exist_ok=True)
         for stale in final.parent.glob(".model.*"):
@@ -201,7 +207,7 @@ class RunStore:
         tmp = Path(tempfile.mkdtemp(dir=final.parent, prefix=".model.tmp"))
         tmp.chmod(DIR_MODE)  # as mkdir would make it, not mkdtemp's 0700
         try:
-            rung.save(tmp)
+            write(tmp)
             if final.exists():
                 old = final.with_name(f".model.old{os.getpid()}")
                 final.rename(old)

@@ -139,6 +139,15 @@ def register(app: typer.Typer) -> None:
         track: Annotated[str | None, typer.Option(
             "--track", metavar="[URI]",
             help="Log the run to MLflow (tracking URI; alone: SQLite store runs/mlflow.db).")] = None,
+        executor: Annotated[str | None, typer.Option(
+            help="Where rungs run: local (this process) or ray (Ray tasks, concurrently; see docs/scaling.md) "
+                 "[default: local].")] = None,
+        ray_address: Annotated[str | None, typer.Option(
+            help="Ray cluster to use with --executor ray (HOST:PORT from `ray start --head`, ray://HOST:PORT or "
+                 "auto); default: start a local Ray instance.")] = None,
+        storage: Annotated[str | None, typer.Option(
+            help="With --executor ray: folder or URI (s3://...) every node can reach, where workers put model "
+                 "files for the driver (default: they travel through Ray's object store).")] = None,
     ) -> None:
         """Audit the data, climb the ladder in order of cost and recommend the cheapest rung good enough."""
         from adaptladder.ladder import RunConfig, run
@@ -153,6 +162,7 @@ def register(app: typer.Typer) -> None:
             seed=seed,
             sample=sample, encoder=encoder, lm=lm, budget_minutes=budget_minutes, out=out,
             no_audit=no_audit or None, force=force or None, fresh=fresh or None,
+            executor=executor, ray_address=ray_address, storage=storage,
         )
         overrides = parse_set(set_)
         if config:
