@@ -25,6 +25,8 @@ from adaptladder.winner import predict_file
 from conftest import HAM, SPAM
 
 TESTS = Path(__file__).resolve().parent
+#: The tests on the cluster: ~40 s to start it and ~110 s of runs on this (loaded, 2-core) machine, so slow.
+on_cluster = pytest.mark.slow
 
 
 def _toy(tmp: Path) -> Path:
@@ -74,6 +76,7 @@ def _metrics(res: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@on_cluster
 def test_ray_run_matches_local_models_come_home_and_resume(cluster: Any, tmp_path: Path) -> None:
     data = _toy(tmp_path)
     kw = dict(no_audit=True, data=str(data), rungs=["majority", "tfidf"], bar=0.99, run_all=True)
@@ -105,6 +108,7 @@ def test_ray_run_matches_local_models_come_home_and_resume(cluster: Any, tmp_pat
     assert not any("submitting" in line for line in lines)
 
 
+@on_cluster
 def test_killed_worker_is_retried_and_the_run_finishes(cluster: Any, tmp_path: Path,
                                                         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(RUNGS, "kill-once", "ray_test_rungs:KillOnceRung")
@@ -120,6 +124,7 @@ def test_killed_worker_is_retried_and_the_run_finishes(cluster: Any, tmp_path: P
     assert result.result("majority")["status"] == "done"
 
 
+@on_cluster
 def test_costlier_rungs_are_cancelled_once_the_bar_is_met(cluster: Any, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(RUNGS, "slow", "ray_test_rungs:SlowRung")

@@ -1,6 +1,6 @@
 """Connecting to Ray: :func:`ray_init` starts a local instance sized to the machine or joins a cluster.
 
-Shared by everything in adaptladder that runs on Ray (the rung executor, sweeps, Ray Data jobs).
+Shared by every part that runs on Ray (the rung executor, sweeps, Ray Data jobs).
 A bad address is a one-line :class:`AdaptError` (the CLI exits 2), checked with a plain TCP
 connect first so a typo does not wait out Ray's own reconnect timeouts.
 """
