@@ -11,6 +11,7 @@ hashes in ``rung.json`` and installs them atomically into its own run directory
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import io
 import os
 import socket
@@ -212,6 +213,9 @@ class RayExecutor:
         self.log(f"ray: {self.ctx.describe()}; submitting {', '.join(jobs)}")
         task_ref = ray.put(self.task)
         remote = ray.remote(_rung_task)
+        # inside its task a rung runs as locally (a --sweep there is sequential, within the task's resources:
+        # a Tune run nested in a task could wait forever for CPUs the ladder's own tasks hold)
+        worker_cfg = dataclasses.replace(self.cfg, executor="local", ray_address=None, storage=None)
         for name, params in jobs.items():
             self.params[name] = params
             cls = get_rung_class(name)
@@ -226,7 +230,7 @@ class RayExecutor:
             self.requests[name] = request
             self.refs[name] = remote.options(max_retries=MAX_RETRIES, retry_exceptions=False,
                                              name=f"adaptladder:{name}", **request).remote(
-                self.rung_fn, name, task_ref, self.cfg, {name: RUNGS[name]}, self.cfg.storage, self.key)
+                self.rung_fn, name, task_ref, worker_cfg, {name: RUNGS[name]}, self.cfg.storage, self.key)
             self.submitted_at[name] = time.perf_counter()
 
     @staticmethod
