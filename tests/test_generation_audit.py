@@ -122,3 +122,21 @@ def test_renderers_escape_and_show_findings() -> None:
     page = generation_audit_html(doc)
     assert "<script>" not in page and "&lt;script&gt;" in page and "t&lt;1&gt;" in page
     assert page.count("<tr class=") == len(doc["findings"])
+
+
+def test_audit_command_on_generation_data(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from adaptladder.cli import main
+
+    x, y, s = _clean(40)
+    x[35] = x[0]  # a test input also in train: an error
+    pd.DataFrame({"input": x, "output": y, "split": s}).to_csv(tmp_path / "d.csv", index=False)
+    with pytest.raises(SystemExit) as e:
+        main(["audit", str(tmp_path / "d.csv"), "--split-col", "split", "--json", "--markdown",
+              str(tmp_path / "a.md")])
+    assert e.value.code == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["task_type"] == "generation" and _codes(doc)["test_input_leakage"]["severity"] == "error"
+    assert "test_input_leakage" in (tmp_path / "a.md").read_text()
+    with pytest.raises(SystemExit) as e:
+        main(["audit", str(tmp_path / "d.csv"), "--split-col", "split", "--dedupe", str(tmp_path / "clean")])
+    assert e.value.code == 2

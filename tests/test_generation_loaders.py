@@ -292,6 +292,8 @@ def test_bad_inputs_through_the_cli(tmp_path: Path, capsys: pytest.CaptureFixtur
         ["run", str(labels), "--metric", "rouge_l", *out], capsys)
     assert "with its own schema" in _cli_error(["run", "us-cities-json", "--schema", str(tmp_path / "s.json"),
                                                *out], capsys)
+    assert "is a generation task and 'majority' is not a generation rung" in _cli_error(
+        ["run", str(gen), "--rungs", "majority", *out], capsys)
     assert not (tmp_path / "run").exists()  # nothing written for a refused input
 
 
@@ -304,3 +306,61 @@ def test_datasets_lists_generation_sets_with_their_kind(capsys: pytest.CaptureFi
     assert rows["us-cities-json"]["output"] == "json" and rows["us-cities-json"]["rows"] == 11606
     assert rows["movie-replies"]["kind"] == "dialogue" and rows["sms-abbreviations"]["kind"] == "rewrite"
     assert rows["sms-spam"]["task"] == "classification"
+
+
+def _tag(v: object, k: int) -> object:
+    return f"{v} {k}" if isinstance(v, str) and v.strip() and not v.startswith("{") else v
+
+
+def test_fuzzed_generation_files_load_or_fail_in_one_line(tmp_path: Path) -> None:
+    """Hostile cells in every format: the loader returns a GenTask or raises one AdaptError line, nothing else."""
+    import random
+
+    rng = random.Random(7)
+    cells = ["", " ", None, float("nan"), 3, 2.5, True, "ok", "two words", "naïve café ✓", {"a": 1}, [1, 2],
+             "line\nbreak", "<b>[bold]x[/bold]</b>", '{"name": "p", "age": 3}', "0", "-1e9"]
+    turns = [None, "text", [], [{"role": "user"}], [{"role": "assistant", "content": "x"}],
+             [{"role": "user", "content": "q"}, {"role": "assistant", "content": "a"}],
+             [{"role": "user", "content": "q"}, {"role": "assistant", "content": ""}],
+             [{"role": "system", "content": "s"}, {"role": "user", "content": [{"type": "text", "text": "q"}]},
+              {"role": "assistant", "content": "a b"}]]
+    (tmp_path / "s.json").write_text(json.dumps(SCHEMA))
+    outcomes = {"task": 0, "error": 0}
+    for case in range(80):
+        n = rng.choice([1, 2, 3, 5, 12])
+        if rng.random() < 0.25:
+            rows = [{"messages": rng.choice(turns)} for _ in range(n)]
+        else:
+            clean = ["two words", "naïve café ✓", "<b>[bold]x[/bold]</b>", "line\nbreak"]
+            pool = cells if rng.random() < 0.5 else clean
+            rows = [{"input": _tag(rng.choice(pool), k), "output": _tag(rng.choice(pool), k)} for k in range(n)]
+            if rng.random() < 0.3:
+                for r in rows:
+                    r["split"] = rng.choice(["train", "test", "dev", "bogus", None])
+        suffix = rng.choice([".jsonl", ".csv", ".parquet"]) if "messages" not in rows[0] else ".jsonl"
+        path = tmp_path / f"c{case}{suffix}"
+        try:
+            if suffix == ".jsonl":
+                path.write_text("".join(json.dumps(r, default=str) + "\n" for r in rows))
+            elif suffix == ".csv":
+                pd.DataFrame(rows).to_csv(path, index=False)
+            else:
+                pd.DataFrame(rows).astype(str).to_parquet(path)
+        except (ValueError, TypeError):
+            continue
+        kw: dict = {}
+        if rows and "split" in rows[0]:
+            kw["split_col"] = "split"
+        if rng.random() < 0.2:
+            kw["schema"] = tmp_path / "s.json"
+        try:
+            task = load_generation_data(path, **kw)
+        except AdaptError as e:
+            assert "\n" not in str(e).replace("line\nbreak", "") and str(e), (case, str(e))
+            outcomes["error"] += 1
+            continue
+        assert isinstance(task, GenTask) and all(isinstance(t, str) and t.strip() for t in task.targets)
+        assert all(isinstance(x, str) for x in task.inputs)
+        outcomes["task"] += 1
+    print(f"fuzz: {outcomes}")
+    assert outcomes["task"] and outcomes["error"], outcomes

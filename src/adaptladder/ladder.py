@@ -456,6 +456,14 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
         progress.install(previous_reporter)
         raise
     if getattr(task, "is_generation", False):
+        from adaptladder.generation.rungs import GEN_RUNGS
+
+        wrong = [n for n in named if n not in GEN_RUNGS]
+        if wrong:  # e.g. --rungs tfidf on data detected as generation
+            progress.install(previous_reporter)
+            raise AdaptError(f"{task.name} is a generation task and {', '.join(map(repr, wrong))} "
+                             f"{'is not a generation rung' if len(wrong) == 1 else 'are not generation rungs'}: "
+                             f"choose from {', '.join(GEN_RUNGS)} (or pass --task classification).")
         try:
             from adaptladder.generation.ladder import run_generation  # type: ignore[import-not-found]
         except ImportError:

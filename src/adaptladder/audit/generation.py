@@ -407,3 +407,32 @@ def generation_audit_html(doc: dict[str, Any], level: int = 2, max_examples: int
             out.append("</ul>")
     out.append("</section>")
     return "\n".join(out)
+
+
+def render_generation_audit(doc: dict[str, Any], console: Any, max_examples: int = 3) -> None:
+    """The generation audit on the terminal (rich): the findings table, examples, supported families."""
+    from rich.markup import escape
+    from rich.table import Table
+
+    t = doc.get("task") or {}
+    table = Table(title=f"Data audit: {escape(str(t.get('name')))} ({t.get('n', 0):,} pairs, generation: "
+                        f"{escape(str(doc.get('kind')))}, {escape(str(t.get('output')))} output)")
+    for col, just in (("severity", "left"), ("check", "left"), ("count", "right"), ("finding", "left")):
+        table.add_column(col, justify=just, overflow="fold")  # type: ignore[arg-type]
+    style = {"error": "bold red", "warning": "yellow", "info": "dim"}
+    for f in doc.get("findings", []):
+        table.add_row(f"[{style[f['severity']]}]{f['severity']}[/]", f["code"], f"{int(f.get('count', 0)):,}",
+                      escape(f["message"]))
+    console.print(table)
+    for f in doc.get("findings", []):
+        if f["severity"] == "info" or not f.get("examples"):
+            continue
+        console.print(f"[{style[f['severity']]}]{f['code']}[/]: {escape(f.get('advice', ''))}")
+        for ex in f["examples"][:max_examples]:
+            console.print("   - " + escape(", ".join(f"{k}={_short(str(v), 80)!r}" if isinstance(v, str) else f"{k}={v}"
+                                                    for k, v in ex.items())), soft_wrap=False, overflow="ellipsis")
+    fams = ", ".join(_FAMILY_WORDS[f] for f in GEN_FAMILIES if (doc.get("family_support") or {}).get(f, {}).get(
+        "supported")) or "none"
+    console.print(f"Supported ladder families: [bold]{escape(fams)}[/]")
+    colour = "bold red" if doc.get("has_errors") else ("yellow" if doc.get("n_warnings") else "green")
+    console.print(f"[{colour}]{doc.get('n_errors', 0)} error(s), {doc.get('n_warnings', 0)} warning(s)[/]")

@@ -6,7 +6,7 @@ Exit codes: 0 no errors (warnings allowed), 1 the audit found errors, 2 bad inpu
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -58,6 +58,12 @@ def audit_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout (the tables go to "
                                                          "stderr).")] = False,
     old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
+    task: Annotated[str | None, typer.Option("--task", help="classification or generation [default: detected, as "
+                                             "in `run`].")] = None,
+    target_col: Annotated[str | None, typer.Option("--target-col", help="Generation: column holding the target "
+                                                   "text.")] = None,
+    schema: Annotated[Path | None, typer.Option("--schema", help="Generation: JSON Schema the targets must "
+                                                "validate against.")] = None,
 ) -> None:
     """Audit a data set before training: size, balance, duplicates, leakage, label conflicts and errors, hygiene."""
     from rich.console import Console
@@ -76,7 +82,17 @@ def audit_cmd(
         if clash:  # refuse before spending time on the audit
             raise AdaptError(f"{dedupe} already holds {', '.join(clash)}; pass a new or empty folder to --dedupe "
                              "(nothing is overwritten).")
-    task, report = audit_source(
+    from adaptladder.config import RunConfig
+    from adaptladder.generation.loaders import detect_task
+
+    probe = RunConfig(data=data, text_col=text_col, label_col=label_col, target_col=target_col, task=task,
+                      schema=None if schema is None else str(schema), split_col=split_col,
+                      train=None if train is None else str(train), seed=seed)
+    probe.validate()
+    if detect_task(probe, lambda msg: console.print(escape(msg), style="dim", highlight=False)) == "generation":
+        _audit_generation(probe, validation, test, requirements, out, markdown, as_json, dedupe, console)
+        return
+    task_, report = audit_source(
         data, text_col=text_col, label_col=label_col, split_col=split_col, train=train, validation=validation,
         test=test, seed=seed, encoder=None if no_near_dups else encoder, near_dup_threshold=near_dup_threshold,
         task_type=task_type, requirements=requirements, label_errors=not no_label_errors,
@@ -93,7 +109,7 @@ def audit_cmd(
         markdown.write_text(report.to_markdown())
         console.print(f"wrote {markdown}", markup=False, highlight=False)
     if dedupe is not None:
-        res = write_clean_splits(task, report, dedupe, drop_from=drop_from)
+        res = write_clean_splits(task_, report, dedupe, drop_from=drop_from)
         why = ", ".join(f"{k} {v:,}" for k, v in res["removed_by_reason"].items()) or "nothing to remove"
         console.print(f"wrote clean splits to {dedupe}: train {res['kept']['train']:,}, validation "
                       f"{res['kept']['validation']:,}, test {res['kept']['test']:,}; removed {res['removed']:,} "
@@ -102,10 +118,44 @@ def audit_cmd(
         if no_near_dups:
             console.print("[yellow]near-duplicate leaks were not searched (--no-near-dups); only exact copies "
                           "were removed.[/]")
-        if task.source.get("kind") == "lenient":
+        if task_.source.get("kind") == "lenient":
             console.print("[yellow]the input could not be loaded strictly: rows without a text or label are left "
                           "out of the clean files, and the split is the audit's approximation.[/]")
     if as_json:
         print_json(report.to_dict())
     if report.has_errors:
+        raise typer.Exit(1)
+
+
+def _audit_generation(cfg: Any, validation: Path | None, test: Path | None, requirements: Path | None,
+                      out: Path | None, markdown: Path | None, as_json: bool, dedupe: Path | None,
+                      console: Any) -> None:
+    """``adaptladder audit`` on generation data: the generation audit (exit 1 on errors)."""
+    from adaptladder.audit.generation import audit_generation, generation_audit_markdown, render_generation_audit
+    from adaptladder.commands import print_json
+    from adaptladder.errors import AdaptError
+    from adaptladder.generation.loaders import load_generation_data
+
+    if dedupe is not None:
+        raise AdaptError("--dedupe writes clean splits for classification data only; for a generation task drop the "
+                         "rows the audit lists.")
+    gen = load_generation_data(cfg.data, text_col=cfg.text_col, target_col=cfg.target_col, split_col=cfg.split_col,
+                               train=cfg.train, validation=validation, test=test, schema=cfg.schema, seed=cfg.seed,
+                               log=lambda msg: console.print(msg, style="dim", highlight=False, markup=False))
+    doc = audit_generation(gen, None, requirements=requirements)
+    assert doc is not None  # only cfg.no_audit gives None
+    render_generation_audit(doc, console)
+    if out is not None:
+        import json
+
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(doc, indent=2, ensure_ascii=False))
+        console.print(f"wrote {out}", markup=False, highlight=False)
+    if markdown is not None:
+        markdown.parent.mkdir(parents=True, exist_ok=True)
+        markdown.write_text(generation_audit_markdown(doc))
+        console.print(f"wrote {markdown}", markup=False, highlight=False)
+    if as_json:
+        print_json(doc)
+    if doc["has_errors"]:
         raise typer.Exit(1)
