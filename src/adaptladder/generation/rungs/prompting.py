@@ -461,6 +461,18 @@ class KnnFewShotGen(_PromptGen):
 
         return get_encoder(str(self.p("encoder")))
 
+    def _encode(self, texts: list[str]) -> np.ndarray:
+        """Embeddings (cached by the encoder), keeping the LM's torch thread count: the encoder sets
+        one thread per core, and oversubscribed threads spin on a loaded machine (see HFBackend)."""
+        import torch
+
+        threads = torch.get_num_threads()
+        try:
+            return np.asarray(self._encoder().encode(texts), dtype=np.float32)
+        finally:
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)
+
     def _select(self, inputs: list[str], targets: list[str]) -> None:
         rows = np.arange(len(inputs))
         cap = int(self.p("pool_max"))
@@ -469,14 +481,14 @@ class KnnFewShotGen(_PromptGen):
         self.pool_rows_ = [int(i) for i in rows]
         self.pool_inputs_ = [inputs[i] for i in rows]
         self.pool_targets_ = [targets[i] for i in rows]
-        self.pool_emb_ = np.asarray(self._encoder().encode(self.pool_inputs_), dtype=np.float32)
+        self.pool_emb_ = self._encode(self.pool_inputs_)
 
     def neighbours(self, inputs: Sequence[str]) -> list[list[int]]:
         """Pool positions of the k nearest pairs per input, nearest last (identical inputs skipped)."""
         k = int(self.p("k"))
         if k == 0 or not inputs or not getattr(self, "pool_inputs_", None):
             return [[] for _ in inputs]
-        q = np.asarray(self._encoder().encode(list(inputs)), dtype=np.float32)
+        q = self._encode(list(inputs))
         sims = q @ self.pool_emb_.T
         out = []
         for i, text in enumerate(inputs):
