@@ -200,6 +200,7 @@ class RayExecutor:
         self.skipped: dict[str, dict[str, Any]] = {}
         self.submitted_at: dict[str, float] = {}
         self.params: dict[str, dict[str, Any]] = {}
+        self.in_driver: set[str] = set()
         self.key = f"{Path(store.root).name}-{uuid.uuid4().hex[:8]}"
 
     def start(self, jobs: dict[str, dict[str, Any]]) -> None:
@@ -213,11 +214,14 @@ class RayExecutor:
         self.log(f"ray: {self.ctx.describe()}; submitting {', '.join(jobs)}")
         task_ref = ray.put(self.task)
         remote = ray.remote(_rung_task)
-        # inside its task a rung runs as locally (a --sweep there is sequential, within the task's resources:
-        # a Tune run nested in a task could wait forever for CPUs the ladder's own tasks hold)
+        # inside its task a rung runs as locally (swept rungs are not sent: see above)
         worker_cfg = dataclasses.replace(self.cfg, executor="local", ray_address=None, storage=None)
         for name, params in jobs.items():
             self.params[name] = params
+            if (getattr(self.cfg, "sweep", None) or {}).get(name):
+                # a swept rung stays in the driver: its trials are the Ray tasks (Ray Tune, adaptladder.sweep)
+                self.in_driver.add(name)
+                continue
             cls = get_rung_class(name)
             request, why, details = rung_request(cls, params, nodes)
             if why is None and cls.unavailable_reason(params) is None and not self._fits_some_node(request, nodes):
@@ -248,14 +252,22 @@ class RayExecutor:
     def run_rung(self, name: str) -> dict[str, Any]:
         if name in self.skipped:
             return self.skipped.pop(name)
+        if name in self.in_driver:
+            self.log(f"{name}: its --sweep runs from the driver, each trial a Ray Tune task on the cluster")
+            res = self.rung_fn(name, self.task, self.cfg, self.store, log=self.log)
+            res["executor"] = {"kind": "ray", "where": "driver; sweep trials as Ray Tune tasks"}
+            return res
         if name not in self.refs:  # the ladder submits every rung it will collect in start()
             raise AdaptError(f"internal error: rung {name} was not submitted to Ray; re-run without --executor ray.")
         import ray
 
         ref = self.refs.pop(name)
         request = self.requests.pop(name, {})
+        from adaptladder import progress
+
         try:
-            out = ray.get(ref)
+            with progress.step(f"{name}: Ray task"):  # heartbeat lines while the driver waits for it
+                out = ray.get(ref)
         except ray.exceptions.RayError as e:  # the worker or node died MAX_RETRIES + 1 times, or Ray failed
             first = (str(e).strip().splitlines() or [""])[0]
             self.log(f"[red]rung {name} failed on Ray[/red]: {type(e).__name__}: {first}")
