@@ -175,3 +175,47 @@ def test_resource_requests_by_family_and_memory() -> None:
     assert why and why.startswith("no node of the Ray cluster can hold it") and details["estimated_peak_gib"] > 80
     req, why, details = rung_request(get_rung_class("full-ft"), {"model": "70B", "batch_size": 8}, nodes)
     assert req == {"num_cpus": 16} and why and "64.0 GiB" in why
+
+
+class _FakeContext:
+    """Stands in for a Ray session in tests that must not start one."""
+
+    def __init__(self, nodes: list[dict[str, float]]) -> None:
+        self._nodes = nodes
+        self.closed = False
+
+    def nodes(self) -> list[dict[str, float]]:
+        return self._nodes
+
+    def describe(self) -> str:
+        return "a fake cluster"
+
+    def shutdown(self) -> None:
+        self.closed = True
+
+
+def test_swept_rungs_stay_in_the_driver_and_oversized_ones_are_skipped(tmp_path: Path,
+                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    from adaptladder.config import RunConfig
+    from adaptladder.executors import ray_rungs
+    from adaptladder.store import RunStore
+
+    ctx = _FakeContext([{"CPU": 2.0, "memory": 2 * 2**30}])
+    monkeypatch.setattr(ray_rungs, "ray_init", lambda address: ctx)
+    calls: list[str] = []
+
+    def rung_fn(name: str, task: Any, cfg: Any, store: Any, log: Any) -> dict[str, Any]:
+        calls.append(name)
+        return {"name": name, "status": "done"}
+
+    cfg = RunConfig(executor="ray", sweep={"tfidf": {"C": [1.0, 4.0]}})
+    lines: list[str] = []
+    ex = ray_rungs.RayExecutor(cfg, object(), RunStore(tmp_path / "run"), lines.append, rung_fn)
+    ex.start({"tfidf": {"C": None}, "full-ft": {"model": "70B", "batch_size": 8}})
+    assert not ex.refs  # nothing went to Ray: nothing was importing or starting it
+    assert ex.run_rung("tfidf")["executor"]["where"].startswith("driver") and calls == ["tfidf"]
+    skipped = ex.run_rung("full-ft")
+    assert skipped["status"] == "skipped" and "no node of the Ray cluster can hold it" in skipped["reason"]
+    assert skipped["skip_details"]["largest_node_gib"] == 2.0
+    ex.close()
+    assert ctx.closed

@@ -204,18 +204,10 @@ class RayExecutor:
         self.key = f"{Path(store.root).name}-{uuid.uuid4().hex[:8]}"
 
     def start(self, jobs: dict[str, dict[str, Any]]) -> None:
-        if not jobs:
-            return
-        import ray
-
         from adaptladder.rungs import RUNGS, get_rung_class
 
-        nodes = self.ctx.nodes()
-        self.log(f"ray: {self.ctx.describe()}; submitting {', '.join(jobs)}")
-        task_ref = ray.put(self.task)
-        remote = ray.remote(_rung_task)
-        # inside its task a rung runs as locally (swept rungs are not sent: see above)
-        worker_cfg = dataclasses.replace(self.cfg, executor="local", ray_address=None, storage=None)
+        nodes = self.ctx.nodes() if jobs else []
+        submit: dict[str, dict[str, Any]] = {}
         for name, params in jobs.items():
             self.params[name] = params
             if (getattr(self.cfg, "sweep", None) or {}).get(name):
@@ -232,8 +224,19 @@ class RayExecutor:
                 self.log(f"ray: {name} not submitted: {why}")
                 continue
             self.requests[name] = request
+            submit[name] = params
+        if not submit:
+            return
+        import ray
+
+        self.log(f"ray: {self.ctx.describe()}; submitting {', '.join(submit)}")
+        task_ref = ray.put(self.task)
+        remote = ray.remote(_rung_task)
+        # inside its task a rung runs as locally (swept rungs are not sent: see above)
+        worker_cfg = dataclasses.replace(self.cfg, executor="local", ray_address=None, storage=None)
+        for name in submit:
             self.refs[name] = remote.options(max_retries=MAX_RETRIES, retry_exceptions=False,
-                                             name=f"adaptladder:{name}", **request).remote(
+                                             name=f"adaptladder:{name}", **self.requests[name]).remote(
                 self.rung_fn, name, task_ref, worker_cfg, {name: RUNGS[name]}, self.cfg.storage, self.key)
             self.submitted_at[name] = time.perf_counter()
 
