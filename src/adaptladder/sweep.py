@@ -247,21 +247,6 @@ def _run_local(name: str, cls: type, combos: list[dict[str, Any]], trial_params:
 
 
 # ------------------------------------------------------------------ Ray Tune
-def _ray_init(address: str | None) -> None:
-    """Connect to ``address`` (or start a local Ray instance); a bad address is a one-line error."""
-    import ray
-
-    if ray.is_initialized():
-        return
-    try:
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False,
-                 ignore_reinit_error=True)
-    except Exception as e:  # ConnectionError, ValueError, ... : say where and what to do
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AdaptError(f"could not connect to the Ray cluster at {address!r} ({first[:160]}); start one with "
-                         "`ray start --head` and pass its address (host:port), or drop --ray-address.") from None
-
-
 def _run_ray(name: str, cls: type, combos: list[dict[str, Any]], trial_params: list[dict[str, Any]], task: Any,
              tr_texts: list[str], tr_y: np.ndarray, va_texts: list[str], va_y: np.ndarray, s_texts: list[str],
              s_y: np.ndarray, k: int, metric: str, address: str | None,
@@ -269,9 +254,10 @@ def _run_ray(name: str, cls: type, combos: list[dict[str, Any]], trial_params: l
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
+    from adaptladder.ray_data import ray_init
     from adaptladder.rungs.base import load_rung
 
-    _ray_init(address)
+    ray_init(address)
     intermediate = bool(getattr(cls, "validation_hook", False))
     label_names = list(task.label_names)
 

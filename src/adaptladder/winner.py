@@ -114,9 +114,14 @@ def predict(run_dir: str | Path, texts: Sequence[str], rung: str | None = None) 
 def _prediction_frame(model: Any, texts: list[str]) -> pd.DataFrame:
     names = list(model.label_names_)
     proba = np.asarray(model.predict_proba(texts)) if texts else np.zeros((0, len(names)))
-    frame = pd.DataFrame({"label": [names[k] for k in proba.argmax(axis=1)] if len(texts) else []})
-    for k, n in enumerate(names):
-        frame[f"proba_{n}"] = proba[:, k]
+    return frame_from_proba(names, proba, len(texts))
+
+
+def frame_from_proba(names: Sequence[str], proba: np.ndarray, n: int) -> pd.DataFrame:
+    """``label`` + one ``proba_<label name>`` column per class (shared by the local and Ray predict paths)."""
+    frame = pd.DataFrame({"label": [names[k] for k in proba.argmax(axis=1)] if n else []})
+    for k, name in enumerate(names):
+        frame[f"proba_{name}"] = proba[:, k]
     return frame
 
 

@@ -53,11 +53,26 @@ def register(app: typer.Typer) -> None:
         rung: Annotated[str | None, typer.Option(help="Use this rung instead of the recommended one.")] = None,
         overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing output file.")] = False,
         as_json: Annotated[bool, typer.Option("--json", help="Print what was written as JSON.")] = False,
+        executor: Annotated[str, typer.Option(help="local, or ray: predict as a Ray Data job (same output "
+                                              "file, rows in input order).")] = "local",
+        ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (HOST:PORT) for --executor "
+                                                        "ray; default: start a local Ray instance.")] = None,
     ) -> None:
         """Label new texts with the run's recommended (or named) rung; adds label and per-class probabilities."""
+        from adaptladder.errors import AdaptError
         from adaptladder.winner import predict_file
 
-        info = predict_file(run_dir, input, output, text_col=text_col, rung=rung, overwrite=overwrite)
+        if executor not in ("local", "ray"):
+            raise AdaptError(f"--executor {executor!r} is unknown: use local or ray.")
+        if ray_address and executor != "ray":
+            raise AdaptError("--ray-address is for --executor ray; add --executor ray or drop --ray-address.")
+        if executor == "ray":
+            from adaptladder.ray_data import predict_file_ray
+
+            info = predict_file_ray(run_dir, input, output, text_col=text_col, rung=rung, overwrite=overwrite,
+                                    address=ray_address)
+        else:
+            info = predict_file(run_dir, input, output, text_col=text_col, rung=rung, overwrite=overwrite)
         if as_json:
             print_json(info)
             return
