@@ -96,7 +96,14 @@ FAKES = [ConstantGen, EchoGen, NeedsSchemaGen, CudaGen, BrokenGen, CostlyEchoGen
 
 
 @pytest.fixture(autouse=True)
-def fake_registry(monkeypatch: pytest.MonkeyPatch) -> None:
+def fake_registry(monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> None:
+    import adaptladder.report as report
+
+    # drawing the report is the report's own business (and seconds of matplotlib here); the loop only
+    # has to call it and survive its failure (test_report_failure_is_only_a_warning)
+    monkeypatch.setattr(report, "write_report", lambda run_dir, doc: None)
+    if request.node.name.startswith("test_real_"):
+        return
     for k in list(GEN_RUNGS):
         monkeypatch.delitem(GEN_RUNGS, k)
     for cls in FAKES:
@@ -114,11 +121,6 @@ def fake_registry(monkeypatch: pytest.MonkeyPatch) -> None:
         return enc
 
     monkeypatch.setattr(gl, "make_encode", fake_encode)
-    import adaptladder.report as report
-
-    # drawing the report is the report's own business (and seconds of matplotlib here); the loop only
-    # has to call it and survive its failure (test_report_failure_is_only_a_warning)
-    monkeypatch.setattr(report, "write_report", lambda run_dir, doc: None)
 
 
 WORDS = ["river", "stone", "cloud", "apple", "garden", "window", "silver", "forest", "candle", "harbor"]
@@ -302,3 +304,26 @@ def test_terminal_table(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     out = capsys.readouterr().out
     assert "echo *" in out and "needs CUDA" in out and "tokens/s" in out
     assert "echo: validation exact_match 1.000" in gl.on_rung_line(res.results[1])
+
+
+@pytest.mark.slow  # a random-weight Llama, but ~1.5 min of generation on a busy 2-core machine
+def test_real_prompting_rungs_on_a_tiny_lm(tmp_path: Path, tiny_causal_lm_dir: str) -> None:
+    """The real zero-shot / few-shot / structured rungs through the loop (a random-weight Llama):
+    structured output is always schema-valid, and a saved rung reloads to identical generations."""
+    from adaptladder.generation.rungs import load_gen_rung
+
+    common = {"max_new_tokens": 10, "threads": 1}
+    cfg = cfg_for(tmp_path, rungs=["zero-shot", "few-shot", "structured"], run_all=True, lm=tiny_causal_lm_dir,
+                  rung_params={n: dict(common) for n in ("zero-shot", "few-shot", "structured")})
+    task = json_task(24)  # 12 train, 6 validation, 6 test
+    res = gl.run_generation(cfg, task)
+    by = {r["name"]: r for r in res.results}
+    assert all(r["status"] == "done" for r in res.results), [r.get("reason") for r in res.results]
+    assert by["structured"]["test"]["schema_valid"] == 1.0 and by["structured"]["validation"]["json_parse"] == 1.0
+    assert "unconstrained_schema_valid" in json.dumps(by["structured"]["extra"])
+    assert by["few-shot"]["decoding"]["max_new_tokens"] == 10 and by["few-shot"]["prompts"]
+    assert by["zero-shot"]["params"]["lm"] == tiny_causal_lm_dir
+    rung = load_gen_rung(res.run_dir / "rungs" / "structured" / "model")
+    t = by["structured"]["test"]
+    assert rung.generate([task.inputs[i] for i in t["indices"]]) == t["outputs"]
+    assert res.recommendation["rung"] in by and res.recommendation["metric"] == "field_f1"

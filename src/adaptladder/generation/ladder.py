@@ -46,8 +46,8 @@ Log = Callable[[str], None]
 PROBE_N = 4
 #: The smallest random sample per split a budgeted rung may be evaluated on.
 MIN_EVAL_N = 20
-#: Single-example calls timed for the latency percentiles.
-N_SINGLE = 5
+#: Single-example calls timed for the latency percentiles (each costs a whole unbatched generation).
+N_SINGLE = 3
 #: Exact prompts kept in the record (for the report).
 N_PROMPTS = 3
 #: Inputs per generate() call while evaluating (progress is reported between chunks).
@@ -163,11 +163,16 @@ def plan_evaluation(rung: GenRung, task: GenTask, seed: int, *, budget_s: float 
                     probe_n: int = PROBE_N) -> GenEvalPlan:
     """Time a few generations, then size the evaluation to what is left of the budget.
 
-    Without a budget: the full splits (or the rung's ``eval_cap`` per split, when it declares one).
-    With one: the full splits when they fit, else a seeded random sample per split that fits (at
+    Without a budget: the full splits (or the rung's ``eval_cap`` per split, when it declares one), and
+    no probe. With one: the full splits when they fit, else a seeded random sample per split that fits (at
     least :data:`MIN_EVAL_N`), or :class:`BudgetExceeded` when even that does not.
     """
     sizes = {p: len(task.indices(p)) for p in ("validation", "test")}
+    cap = getattr(rung, "eval_cap", None)
+    if budget_s is None:  # nothing to size: no probe (a generation costs seconds); the progress line has the rate
+        caps = {p: (cap if cap and sizes[p] > cap else None) for p in sizes}
+        reason = f"capped at {cap} per split (slow rung)" if any(caps.values()) else "full splits (no budget)"
+        return GenEvalPlan(caps, None, 0, 0.0, None, None, N_SINGLE, reason)
     test_idx = task.indices("test")
     probe_n = min(probe_n, len(test_idx))
     per_ex, t_probe = None, 0.0
@@ -181,13 +186,6 @@ def plan_evaluation(rung: GenRung, task: GenTask, seed: int, *, budget_s: float 
     def cost(n_val: int, n_test: int, single: int) -> float:
         return (per_ex or 0.0) * (n_val + n_test + 1 + single)
 
-    cap = getattr(rung, "eval_cap", None)
-    if budget_s is None:
-        caps = {p: (cap if cap and sizes[p] > cap else None) for p in sizes}
-        n = {p: caps[p] or sizes[p] for p in sizes}
-        reason = f"capped at {cap} per split (slow rung)" if any(caps.values()) else "full splits"
-        return GenEvalPlan(caps, per_ex, probe_n, t_probe, cost(n["validation"], n["test"], N_SINGLE), None,
-                           N_SINGLE, reason)
     allowance = max(budget_s - spent_s, EVAL_FLOOR_SHARE * budget_s)
     full = cost(sizes["validation"], sizes["test"], N_SINGLE)
     if full <= allowance or not per_ex:
@@ -399,9 +397,10 @@ def run_gen_rung(name: str, task: GenTask, cfg: Any, store: RunStore, *, metric:
         with progress.step(f"{name}: timing probe"):
             plan = plan_evaluation(rung, task, cfg.seed, budget_s=budget_s, spent_s=time.perf_counter() - t_start)
         n_eval = {p: plan.caps[p] or len(task.indices(p)) for p in ("validation", "test")}
-        per = f"{plan.seconds_per_example:.2f} s/generation" if plan.seconds_per_example else "no probe"
-        log(f"{name}: fit took {fmt_seconds(fit_seconds)}; evaluation ETA {fmt_seconds(plan.estimate_s)} "
-            f"({n_eval['validation']} validation + {n_eval['test']} test, {per}; {plan.reason})")
+        per = f", {plan.seconds_per_example:.2f} s/generation" if plan.seconds_per_example else ""
+        eta = f"; evaluation ETA {fmt_seconds(plan.estimate_s)}" if plan.estimate_s is not None else ""
+        log(f"{name}: fit took {fmt_seconds(fit_seconds)}{eta} ({n_eval['validation']} validation + "
+            f"{n_eval['test']} test{per}; {plan.reason})")
         evaluation = evaluate_gen_rung(rung, task, plan, metric=metric, seed=cfg.seed, encode=encode, log=log)
         store.save_model(name, rung)  # the complete model first; result.json (written after) marks it finished
     except BudgetExceeded as e:
