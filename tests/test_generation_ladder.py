@@ -327,3 +327,15 @@ def test_real_prompting_rungs_on_a_tiny_lm(tmp_path: Path, tiny_causal_lm_dir: s
     t = by["structured"]["test"]
     assert rung.generate([task.inputs[i] for i in t["indices"]]) == t["outputs"]
     assert res.recommendation["rung"] in by and res.recommendation["metric"] == "field_f1"
+
+
+def test_killed_run_is_assembled_from_its_finished_rungs(tmp_path: Path) -> None:
+    from adaptladder.ladder import ensure_results
+
+    res = gl.run_generation(cfg_for(tmp_path, rungs=["constant", "echo", "costly-echo"], run_all=True), text_task())
+    (res.run_dir / "results.json").unlink()
+    (res.run_dir / "rungs" / "costly-echo" / "result.json").unlink()  # as if killed while it ran
+    doc = ensure_results(res.run_dir)
+    assert doc["partial"] and doc["metric"] == "chrf" and [r["name"] for r in doc["rungs"]] == ["constant", "echo"]
+    assert doc["recommendation"]["rung"] == "echo" and "did not finish" in doc["recommendation"]["reasons"][-1]
+    assert "Recommendation: echo" in (res.run_dir / "summary.md").read_text()

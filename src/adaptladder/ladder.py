@@ -733,7 +733,12 @@ def ensure_results(run_dir: str | Path) -> dict[str, Any]:
     its finished rungs and written first (so ``report`` and ``predict`` can use the evidence so far)."""
     run_dir = Path(run_dir)
     if not (run_dir / "results.json").is_file() and (run_dir / "config.json").is_file():
-        _write_record(run_dir, assemble_partial(run_dir))
+        from adaptladder.generation.ladder import is_generation_run, write_gen_partial
+
+        if is_generation_run(run_dir):
+            write_gen_partial(run_dir)
+        else:
+            _write_record(run_dir, assemble_partial(run_dir))
     return load_results(run_dir)
 
 

@@ -673,12 +673,15 @@ def gen_summary_markdown(doc: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def gen_results_document(task: GenTask, cfg: Any, results: list[dict[str, Any]], rec: dict[str, Any],
-                         audit: dict[str, Any] | None, metric: str, partial: bool = False) -> dict[str, Any]:
+def gen_results_document(task: GenTask | dict[str, Any], cfg: Any, results: list[dict[str, Any]],
+                         rec: dict[str, Any], audit: dict[str, Any] | None, metric: str, partial: bool = False
+                         ) -> dict[str, Any]:
+    """The content of a generation run's ``results.json`` (``task``: the GenTask or its summary)."""
     comparisons: dict[str, Any] = document_comparisons(results, metric, rec.get("rung"), seed=cfg.seed)
     comparisons["decision"] = rec.get("comparisons") or []
     rec = {k: v for k, v in rec.items() if k != "comparisons"}
-    doc = {"schema_version": SCHEMA_VERSION, "task": task.summary(), "config": asdict(cfg), "bar": cfg.bar,
+    summary = task if isinstance(task, dict) else task.summary()
+    doc = {"schema_version": SCHEMA_VERSION, "task": summary, "config": asdict(cfg), "bar": cfg.bar,
            "metric": metric, "rungs": results, "recommendation": rec, "audit": audit, "comparisons": comparisons,
            "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
     if partial:
@@ -852,3 +855,51 @@ def on_rung_line(res: dict[str, Any]) -> str:
     scores = ", ".join(f"{m} {v[m]:.3f}" for m in shown)
     tps = f", {p['tokens_per_s']:.1f} tokens/s" if p.get("tokens_per_s") else ""
     return f"        {res['name']}: validation {scores} (n={v.get('n')}), fit {res.get('fit_seconds', 0):.1f}s{tps}"
+
+
+def is_generation_run(run_dir: str | Path) -> bool:
+    """Does the run directory hold a generation run (its task.json says so)?"""
+    import json
+
+    try:
+        return json.loads((Path(run_dir) / "task.json").read_text(encoding="utf-8")).get("task") == "generation"
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def assemble_gen_partial(run_dir: str | Path) -> dict[str, Any]:
+    """results.json content rebuilt from the per-rung files of an unfinished (killed) generation run."""
+    from dataclasses import fields
+
+    from adaptladder.config import RunConfig
+    from adaptladder.store import read_json
+
+    run_dir = Path(run_dir)
+    record = read_json(run_dir / "config.json")
+    task = read_json(run_dir / "task.json")
+    known = {f.name for f in fields(RunConfig)}
+    cfg = RunConfig(**{k: v for k, v in record.items() if k in known})
+    metric = record.get("metric_resolved") or task.get("default_metric")
+    store = RunStore(run_dir)
+    order = list(record.get("climbing_order") or [])
+    order += sorted(p.parent.name for p in (run_dir / "rungs").glob("*/result.json") if p.parent.name not in order)
+    results = [r for r in (store.load_result(n) for n in order) if r is not None]
+    if not results:
+        raise AdaptError(f"{run_dir} has no finished rung yet; nothing to report (re-run the ladder to resume).")
+    for r in results:
+        r["meets_bar"] = gen_meets_bar(r, cfg, metric)
+    rec = recommend_generation(results, cfg, metric)
+    missing = [n for n in order if n not in {r["name"] for r in results}]
+    rec["reasons"].append("This run did not finish" + (f" ({', '.join(missing)} not run yet)" if missing else "")
+                          + "; re-run the same command to resume it.")
+    rec["stopped_at"] = None
+    audit = read_json(run_dir / "audit.json") if (run_dir / "audit.json").is_file() else None
+    return gen_results_document(task, cfg, results, rec, audit, metric, partial=True)
+
+
+def write_gen_partial(run_dir: str | Path) -> None:
+    """results.json + summary.md of a killed generation run, from its finished rungs."""
+    run_dir = Path(run_dir)
+    doc = assemble_gen_partial(run_dir)
+    atomic_write_json(run_dir / "results.json", doc)
+    atomic_write_text(run_dir / "summary.md", gen_summary_markdown(doc))
