@@ -51,7 +51,7 @@ N_SINGLE = 3
 #: Exact prompts kept in the record (for the report).
 N_PROMPTS = 3
 #: Inputs per generate() call while evaluating (progress is reported between chunks).
-CHUNK = 32
+CHUNK = 16
 #: A rung whose fit used up its budget still gets this share of it for its evaluation.
 EVAL_FLOOR_SHARE = 0.25
 #: Run-wide values a rung gets when it declares the setting (see :func:`gen_rung_params`).
