@@ -272,3 +272,15 @@ def test_openai_structured_sends_json_schema_and_retries(fake: _FakeServer) -> N
     assert rf["type"] == "json_schema" and rf["json_schema"]["schema"] == SCHEMA and rf["json_schema"]["strict"]
     assert r.backend.retries == 1
     assert r.extra_info()["decoding"]["constrained"] == "response_format json_schema"
+
+
+def test_unconstrained_check_stays_within_a_quarter_of_the_budget(fake: _FakeServer) -> None:
+    r = make_gen_rung("structured", backend="openai", lm="gpt-4o-mini", base_url="http://fake/v1",
+                      api_key_env="FAKE_KEY", batch_size=2, budget_minutes=1e-9)
+    r.fit(TRAIN_X, JSON_Y, spec=JSON_SPEC, val_inputs=TEST_X + VAL_X, val_targets=JSON_Y[:5])
+    u = r.extra_info()["unconstrained"]
+    assert u["n"] == 2 and u["stopped_by_budget"] and len(u["validation_rows"]) == 2  # the first batch only
+    r = make_gen_rung("structured", backend="openai", lm="gpt-4o-mini", base_url="http://fake/v1",
+                      api_key_env="FAKE_KEY", batch_size=2)
+    r.fit(TRAIN_X, JSON_Y, spec=JSON_SPEC, val_inputs=TEST_X + VAL_X, val_targets=JSON_Y[:5])
+    assert r.extra_info()["unconstrained"]["n"] == 5 and not r.extra_info()["unconstrained"]["stopped_by_budget"]

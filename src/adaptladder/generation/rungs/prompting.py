@@ -64,7 +64,8 @@ DEFAULTS: dict[str, Any] = {
     "max_context": None,        # cap of the context window in tokens (the model's own limit applies)
     "encoder": "minilm",        # knn-few-shot's sentence encoder
     "pool_max": 5000,           # knn-few-shot: training pairs kept in the retrieval pool (seeded sample)
-    "unconstrained_check": 32,  # structured: validation inputs also decoded without the constraint (0: off)
+    "unconstrained_check": 32,  # structured: validation inputs also decoded without the constraint (0: off;
+                                #   at most a quarter of the budget)
     "seed": None,               # None: the spec's seed
     "threads": "auto",
     "device": "auto",
@@ -551,20 +552,31 @@ class StructuredGen(FewShotGen):
         from adaptladder.generation.metrics import parse_json, schema_validator
 
         rows = sorted(np.random.default_rng(int(self.p("seed"))).choice(len(val_inputs), n, replace=False).tolist())
+        # at most a quarter of the rung's budget (its own budget_minutes, else the run's), batch by batch
+        minutes = self.p("budget_minutes") or (self.spec_.extra or {}).get("budget_minutes")
+        limit = float(minutes) * 60 * 0.25 if minutes else None
         saved = self._fitting
         self._fitting = {"queries": 0, "shots_dropped": 0, "queries_truncated": 0}  # not the rung's own calls
+        texts: list[str] = []
+        tokens, seconds, t0 = 0, 0.0, time.perf_counter()
+        step = int(self.p("batch_size"))
         try:
-            texts = self._generate([val_inputs[i] for i in rows], None)
+            for s in range(0, len(rows), step):
+                if limit is not None and s and time.perf_counter() - t0 > limit:
+                    break
+                texts += self._generate([val_inputs[i] for i in rows[s:s + step]], None)
+                tokens += self.last_usage["new_tokens"]
+                seconds += self.last_usage["seconds"]
         finally:
             self._fitting = saved
-        usage = dict(self.last_usage)
+        rows = rows[:len(texts)]
         validator = schema_validator(self.spec_.schema)
         parsed = [parse_json(t) for t in texts]
         self.unconstrained_ = {
-            "n": n, "validation_rows": rows,
+            "n": len(texts), "validation_rows": rows, "stopped_by_budget": len(texts) < n,
             "json_parse": float(np.mean([ok for ok, _ in parsed])),
             "schema_valid": float(np.mean([ok and validator.is_valid(v) for ok, v in parsed])),
-            "tokens_per_s": round(usage["new_tokens"] / usage["seconds"], 2) if usage["seconds"] > 0 else None,
+            "tokens_per_s": round(tokens / seconds, 2) if seconds > 0 else None,
             "outputs": texts[:3],
         }
         self.last_usage = {}
