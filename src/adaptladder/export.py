@@ -208,6 +208,97 @@ def export_jsonl(
     return ExportResult(fmt, system, system_source, files, held, notes)
 
 
+def export_gen_jsonl(
+    task: Any,
+    *,
+    system: str | None,
+    out: str | Path,
+    val_out: str | Path | None = None,
+    test_out: str | Path | None = None,
+    fmt: str = "openai-chat",
+    overwrite: bool = False,
+    seed: int = 13,
+    system_source: str = "the task's instruction",
+) -> ExportResult:
+    """A generation task (:class:`adaptladder.generation.task.GenTask`) as chat fine-tuning JSONL: the
+    instruction as the system message, the input as the user turn, the target as the assistant turn.
+
+    The same rules as :func:`export_jsonl`: test held out unless ``test_out``, exact duplicate pairs
+    written once, lines shuffled with ``seed``, no file overwritten without ``overwrite``.
+    """
+    if fmt not in SUPPORTED_FORMATS:
+        raise AdaptError(f"unknown export format {fmt!r}: choose from {', '.join(SUPPORTED_FORMATS)}.")
+    system = system or None
+    targets = _check_outputs(out, val_out, test_out, overwrite)
+    files: list[ExportedFile] = []
+    for split, path in targets:
+        inputs, outputs = task.part(split)
+        if not inputs:
+            raise AdaptError(f"the {split} split of {task.name} is empty; nothing to write to {path}.")
+        rows, dropped, conflicts = _dedupe(list(zip(inputs, outputs, strict=True)))
+        random.Random(seed).shuffle(rows)
+        _write_lines(path, (json.dumps(chat_example(system, x, y), ensure_ascii=False) for x, y in rows))
+        files.append(ExportedFile(split, str(path), len(rows), dropped, conflicts, {}))
+    exported = {f.split for f in files}
+    held = {s: len(task.indices(s)) for s in ("validation", "test") if s not in exported and len(task.indices(s))}
+    notes = _held_notes(held, system)
+    for f in files:
+        if f.examples < MIN_EXAMPLES and f.split == "train":
+            notes.append(f"{f.path} has {f.examples} examples; OpenAI needs at least {MIN_EXAMPLES}.")
+        if f.conflicting_texts:
+            notes.append(f"{f.path}: {f.conflicting_texts} input(s) appear with different targets (kept: a "
+                         "generation task may have several good outputs).")
+    return ExportResult(fmt, system, system_source, files, held, notes)
+
+
+def _check_outputs(out: str | Path, val_out: str | Path | None, test_out: str | Path | None, overwrite: bool
+                   ) -> list[tuple[str, Path]]:
+    targets = [("train", Path(out))]
+    if val_out is not None:
+        targets.append(("validation", Path(val_out)))
+    if test_out is not None:
+        targets.append(("test", Path(test_out)))
+    paths = [p.resolve() for _, p in targets]
+    if len(set(paths)) != len(paths):
+        raise AdaptError("the output files must differ: give --output, --val-output and --test-output different paths.")
+    for _, p in targets:
+        if p.exists() and not overwrite:
+            raise AdaptError(f"{p} already exists; pass --overwrite to replace it or choose another path.")
+        if p.exists() and p.is_dir():
+            raise AdaptError(f"{p} is a directory; pass a file path such as {p / 'train.jsonl'}.")
+        if not p.parent.exists():
+            raise AdaptError(f"the folder {p.parent} does not exist; create it or choose another path.")
+    return targets
+
+
+def _held_notes(held: dict[str, int], system: str | None) -> list[str]:
+    notes = []
+    if "test" in held:
+        notes.append(f"the test split ({held['test']:,} examples) is held out and not exported, so the fine-tuned "
+                     "model can still be evaluated on data it never saw; pass --test-output to export it anyway.")
+    if "validation" in held:
+        notes.append(f"the validation split ({held['validation']:,} examples) was not written; pass --val-output to "
+                     "give the service a validation file.")
+    if not system:
+        notes.append("no system message written (empty system prompt).")
+    return notes
+
+
+def instruction_from_run(run_dir: str | Path) -> str:
+    """The instruction a generation run's prompting rungs used (its task.json / results.json task)."""
+    run = Path(run_dir)
+    for name in ("task.json", "results.json"):
+        try:
+            doc = json.loads((run / name).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        task = doc.get("task") if name == "results.json" else doc
+        if isinstance(task, dict) and task.get("task") == "generation":
+            return str(task.get("instruction") or "")
+    raise AdaptError(f"{run} is not a generation run directory (no task.json or results.json of a generation task); "
+                     "pass the folder `adaptladder run` wrote, or --system.")
+
+
 def _dedupe(rows: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int, int]:
     seen: set[tuple[str, str]] = set()
     labels_of: dict[str, set[str]] = {}

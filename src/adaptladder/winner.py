@@ -96,17 +96,27 @@ def load_model(run_dir: str | Path, rung: str | None = None) -> Any:
     run_dir = Path(run_dir)
     doc = _results(run_dir)
     res = _rung_result(doc, rung, run_dir)
+    if _is_generation(doc):
+        return load_gen_model(run_dir, res)
     return load_saved_rung(run_dir / "rungs" / res["name"] / "model")
+
+
+def _is_generation(doc: dict[str, Any]) -> bool:
+    return (doc.get("task") or {}).get("task") == "generation"
 
 
 def predict(run_dir: str | Path, texts: Sequence[str], rung: str | None = None) -> pd.DataFrame:
     """Labels and per-class probabilities for ``texts`` from a run's recommended (or named) rung.
 
-    Returns a DataFrame with ``label`` and one ``proba_<label name>`` column per class.
+    Returns a DataFrame with ``label`` and one ``proba_<label name>`` column per class; for a
+    generation run, one ``generation`` column (one output per text, in order).
     """
     from adaptladder.rungs.base import check_inputs
 
     texts, _ = check_inputs(texts)
+    doc = _results(run_dir)
+    if _is_generation(doc):
+        return predict_gen_texts(Path(run_dir), _rung_result(doc, rung, Path(run_dir)), texts)
     model = load_model(run_dir, rung)
     return _prediction_frame(model, texts)
 
@@ -185,6 +195,10 @@ def predict_file(run_dir: str | Path, input_path: str | Path, output_path: str |
     out = Path(output_path)
     if out.exists() and not overwrite:  # fail before the (possibly slow) predictions
         raise AdaptError(f"{out} already exists; pass --overwrite to replace it or choose another --output.")
+    doc = _results(run_dir)
+    if _is_generation(doc):  # one generation per row, in order, beside the input's columns
+        return predict_gen_file(run_dir, _rung_result(doc, rung, run_dir), input_path, out, text_col=text_col,
+                                overwrite=overwrite)
     model = load_model(run_dir, rung)
     df, texts, col = read_texts(input_path, text_col, run_dir)
     t0 = time.perf_counter()
@@ -267,12 +281,15 @@ def _independent_diff_ci(y_new: np.ndarray, p_new: np.ndarray, y_old: np.ndarray
 
 def evaluate(run_dir: str | Path, data: str | Path, *, rung: str | None = None, all_rungs: bool = False,
              tolerance: float = DEFAULT_TOLERANCE, text_col: str | None = None, label_col: str | None = None,
-             metric: str | None = None, save: bool = True) -> list[Evaluation]:
+             metric: str | None = None, save: bool = True, target_col: str | None = None) -> list[Evaluation]:
     """Score saved rungs on new labelled data and compare with the run's own test scores.
 
     Verdict per rung: "degraded" when the 95% CI of (new - run test) lies below zero,
     "improved" when above, else "no significant change"; ``beyond_tolerance`` when degraded
     and the drop exceeds ``tolerance``. Written to ``run_dir/evaluations/``.
+
+    A generation run scores new (input, target) pairs (``text_col`` / ``target_col``, or
+    ``label_col`` as the target) with its generation metrics; ``metric`` defaults to the run's.
     """
     from adaptladder.compare import part_labels
     from adaptladder.measure import score
@@ -282,19 +299,18 @@ def evaluate(run_dir: str | Path, data: str | Path, *, rung: str | None = None, 
     if tolerance < 0:
         raise AdaptError(f"--tolerance {tolerance} is negative; give a score drop such as 0.02.")
     doc = _results(run_dir)
+    generation = _is_generation(doc)
+    if generation:
+        chosen = _chosen(doc, rung, all_rungs, run_dir)
+        return evaluate_gen(run_dir, doc, chosen, data, tolerance=tolerance, text_col=text_col,
+                            target_col=target_col if target_col is not None else label_col, metric=metric, save=save)
+    if target_col is not None:
+        raise AdaptError("--target-col is for generation runs; this run classifies: pass --label-col.")
     metric = metric or doc["metric"]
     if metric not in ("macro_f1", "accuracy"):
         raise AdaptError(f"unknown metric {metric!r}: use macro_f1 or accuracy.")
     names = doc["task"]["label_names"]
-    if all_rungs:
-        if rung is not None:
-            raise AdaptError("pass either --rung NAME or --all-rungs, not both.")
-        chosen = [r for r in doc["rungs"] if r.get("status") == "done"
-                  and (run_dir / "rungs" / r["name"] / "model" / "rung.json").is_file()]
-        if not chosen:
-            raise AdaptError(f"{run_dir} has no finished rung with a saved model; re-run the ladder.")
-    else:
-        chosen = [_rung_result(doc, rung, run_dir)]
+    chosen = _chosen(doc, rung, all_rungs, run_dir)
     texts, y = read_labelled(data, run_dir, names, text_col, label_col)
     seed = (doc.get("config") or {}).get("seed", 0)
     split_labels = None
@@ -338,8 +354,239 @@ def evaluate(run_dir: str | Path, data: str | Path, *, rung: str | None = None, 
     return out
 
 
+def _chosen(doc: dict[str, Any], rung: str | None, all_rungs: bool, run_dir: Path) -> list[dict[str, Any]]:
+    """The rung records to evaluate: every finished one with a saved model, or the named / recommended one."""
+    if all_rungs:
+        if rung is not None:
+            raise AdaptError("pass either --rung NAME or --all-rungs, not both.")
+        chosen = [r for r in doc["rungs"] if r.get("status") == "done"
+                  and (run_dir / "rungs" / r["name"] / "model" / "rung.json").is_file()]
+        if not chosen:
+            raise AdaptError(f"{run_dir} has no finished rung with a saved model; re-run the ladder.")
+        return chosen
+    return [_rung_result(doc, rung, run_dir)]
+
+
 def gate_failed(evals: Sequence[Evaluation], deployed: str | None) -> bool:
     """Exit-code rule: the deployed rung (or, if it was not evaluated, any rung) degraded beyond tolerance."""
     names = {e.rung for e in evals}
     pool = [e for e in evals if e.rung == deployed] if deployed in names else list(evals)
     return any(e.beyond_tolerance for e in pool)
+
+
+# ------------------------------------------------------------------ generation runs (issue #17)
+# A generation run (results.json ``task.task == "generation"``): ``predict`` writes one generation per
+# input row (row order kept, the input's columns beside it); ``evaluate`` generates for new (input,
+# target) pairs, scores them with the run's generation metrics (mean + 95% bootstrap CI each) and
+# compares the primary metric with the run's own test score (independent bootstrap of the difference),
+# with the same verdicts and exit rule as for classification.
+#: inputs per generate() call (bounded memory; the rung batches inside)
+GEN_CHUNK = 64
+
+
+def load_gen_model(run_dir: Path, res: dict[str, Any]) -> Any:
+    """The saved generation rung of a finished rung record; a damaged save is one line naming it."""
+    from adaptladder.generation.rungs import load_gen_rung
+
+    model_dir = run_dir / "rungs" / res["name"] / "model"
+    try:
+        return load_gen_rung(model_dir)
+    except AdaptError:
+        raise
+    except FileNotFoundError as e:
+        raise AdaptError(f"{e.filename or 'a file'} is missing; the saved model in {model_dir} is incomplete: re-run "
+                         "the ladder for this rung.") from e
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        raise AdaptError(f"the saved model in {model_dir} could not be loaded ({type(e).__name__}: {first}); re-run "
+                         "the ladder for this rung.") from e
+
+
+def generate_all(model: Any, inputs: Sequence[str]) -> list[str]:
+    """One output per input, in order (chunked)."""
+    out: list[str] = []
+    for s in range(0, len(inputs), GEN_CHUNK):
+        batch = list(inputs[s:s + GEN_CHUNK])
+        got = model.generate(batch)
+        if len(got) != len(batch):
+            raise AdaptError(f"the {model.name} rung returned {len(got)} outputs for {len(batch)} inputs; its saved "
+                             "model is broken: re-run the ladder for it.")
+        out.extend("" if g is None else str(g) for g in got)
+    return out
+
+
+def _render_chat(raw: Sequence[Any], path: Path, col: str) -> list[str]:
+    """Inputs from a ``messages`` column for predict: the turns as the run's loader renders them
+    (a lone user turn as it is, several as ``Role: text`` lines); a final assistant turn, if any,
+    is dropped (it is what the model is asked to write)."""
+    from adaptladder.generation.loaders import _content
+
+    out = []
+    for i, msgs in enumerate(raw):
+        if isinstance(msgs, np.ndarray):
+            msgs = msgs.tolist()
+        if isinstance(msgs, str):
+            try:
+                msgs = json.loads(msgs)
+            except json.JSONDecodeError:
+                msgs = None
+        if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and "role" in m for m in msgs):
+            raise AdaptError(f"{path}: record {i + 1}: {col!r} is not a list of {{\"role\": ..., \"content\": ...}} "
+                             "turns.")
+        turns = [m for m in msgs if str(m["role"]).lower() != "system"]
+        if turns and str(turns[-1]["role"]).lower() == "assistant":
+            turns = turns[:-1]
+        if not turns:
+            raise AdaptError(f"{path}: record {i + 1} has no user turn in {col!r}; nothing to reply to.")
+        if len(turns) == 1 and str(turns[0]["role"]).lower() == "user":
+            out.append(_content(turns[0].get("content")))
+        else:
+            out.append("\n".join(f"{str(m['role']).capitalize()}: {_content(m.get('content'))}" for m in turns))
+    return out
+
+
+def read_inputs(path: str | Path, text_col: str | None, run_dir: Path) -> tuple[pd.DataFrame, list[str], str]:
+    """The table and its input texts: ``--text-col``, else the run's input column, else the usual names
+    (a chat file's ``messages``)."""
+    from adaptladder.generation.loaders import GEN_INPUT_CANDIDATES, _has_messages
+    from adaptladder.task import clean_texts, read_table
+
+    path = Path(path)
+    df = read_table(path)
+    mcol = _has_messages(df)
+    if text_col is None and mcol and (_source_col(run_dir, "text_col") not in df.columns):
+        return df, _render_chat(df[mcol].tolist(), path, mcol), mcol
+    col = _column(df, text_col, _source_col(run_dir, "text_col"), GEN_INPUT_CANDIDATES, "input text", path,
+                  "--text-col")
+    return df, clean_texts(df[col], path, col), col
+
+
+def read_pairs(path: str | Path, text_col: str | None, target_col: str | None, run_dir: Path
+               ) -> tuple[list[str], list[str], str, str]:
+    """New (input, target) pairs: the columns named, else the run's, else the usual names; a chat file
+    gives its last assistant turns as targets. Bad values are one line each (empty target, ...)."""
+    from adaptladder.generation.loaders import _read_pairs
+    from adaptladder.task import read_table
+
+    path = Path(path)
+    df = read_table(path)
+    if text_col is None and _source_col(run_dir, "text_col") in df.columns:
+        text_col = _source_col(run_dir, "text_col")
+    if target_col is None and _source_col(run_dir, "target_col") in df.columns:
+        target_col = _source_col(run_dir, "target_col")
+    _, inputs, targets, meta = _read_pairs(path, text_col, target_col)
+    return inputs, targets, meta.get("text_col") or meta.get("messages_col", "messages"), \
+        meta.get("target_col") or "last assistant turn"
+
+
+def predict_gen_texts(run_dir: Path, res: dict[str, Any], texts: Sequence[str]) -> pd.DataFrame:
+    model = load_gen_model(run_dir, res)
+    return pd.DataFrame({"generation": generate_all(model, list(texts))})
+
+
+def predict_gen_file(run_dir: Path, res: dict[str, Any], input_path: str | Path, out: Path, *,
+                     text_col: str | None, overwrite: bool) -> dict[str, Any]:
+    model = load_gen_model(run_dir, res)
+    df, texts, col = read_inputs(input_path, text_col, run_dir)
+    t0 = time.perf_counter()
+    outputs = generate_all(model, texts)
+    seconds = time.perf_counter() - t0
+    name = "generation" if "generation" not in df.columns else "predicted_generation"
+    frame = df.reset_index(drop=True).copy()
+    frame[name] = outputs
+    write_table(frame, out, overwrite=overwrite)
+    return {"task": "generation", "rung": model.name, "n": len(texts), "text_col": col, "output": str(out),
+            "column": name, "seconds": seconds, "empty": sum(1 for o in outputs if not o.strip())}
+
+
+def _gen_diff_ci(new: np.ndarray, old: np.ndarray, seed: int, n_boot: int = 1000) -> list[float]:
+    """95% CI of mean(new) - mean(old) for two independent samples (each resampled on its own)."""
+    from adaptladder.generation.metrics import bootstrap_means
+
+    boots = bootstrap_means(new, n_boot, seed) - bootstrap_means(old, n_boot, seed + 1)
+    lo, hi = np.percentile(boots, [2.5, 97.5])
+    return [float(lo), float(hi)]
+
+
+def evaluate_gen(run_dir: Path, doc: dict[str, Any], chosen: list[dict[str, Any]], data: str | Path, *,
+                 tolerance: float, text_col: str | None, target_col: str | None, metric: str | None,
+                 save: bool) -> list[Any]:
+    """Score saved generation rungs on new (input, target) pairs against the run's test scores."""
+    from adaptladder.generation.metrics import per_example_scores, summarise
+    from adaptladder.generation.task import GENERATION_METRICS
+    from adaptladder.store import atomic_write_json
+
+    task = doc.get("task") or {}
+    output = task.get("output") or "text"
+    metric = metric or doc["metric"]
+    if metric not in GENERATION_METRICS:
+        raise AdaptError(f"unknown metric {metric!r} for a generation run: use one of "
+                         f"{', '.join(GENERATION_METRICS)} (default: the run's, {doc['metric']}).")
+    inputs, targets, tcol, ycol = read_pairs(data, text_col, target_col, run_dir)
+    if not inputs:
+        raise AdaptError(f"{data} has no rows; give at least one (input, target) pair.")
+    schema = task.get("schema")
+    if output == "json":
+        from adaptladder.generation.metrics import parse_json
+
+        refs: list[Any] = []
+        for i, t in enumerate(targets):
+            ok, v = parse_json(t)
+            if not ok:
+                raise AdaptError(f"{data}: the target of row {i + 1} in column {ycol!r} is not JSON; this run extracts "
+                                 "JSON, so every target must be a JSON value.")
+            refs.append(v)
+    else:
+        refs = list(targets)
+    seed = (doc.get("config") or {}).get("seed", 0) or 0
+    encoder = None
+    out = []
+    for res in chosen:
+        model = load_gen_model(run_dir, res)
+        outputs = generate_all(model, inputs)
+        test = res.get("test") or {}
+        want_sim = output == "text" and ("embedding_sim" in test or metric == "embedding_sim")
+        per, _ = per_example_scores(outputs, refs, kind=output, schema=schema)
+        if want_sim:
+            if encoder is None:
+                from adaptladder.encode import get_encoder
+
+                encoder = get_encoder((doc.get("config") or {}).get("encoder") or "minilm")
+            sim, _ = per_example_scores(outputs, refs, kind="text", metrics=["embedding_sim"], encode=encoder.encode)
+            per.update(sim)
+        if metric not in per:
+            raise AdaptError(f"metric {metric!r} does not apply to this run's {output} output; use one of "
+                             f"{', '.join(per)}.")
+        new: dict[str, Any] = {}
+        for m, v in per.items():
+            s = summarise(v, seed=seed)
+            new[m], new[m + "_ci"] = s["mean"], s["ci"]
+        old = (test.get("per_example") or {}).get(metric)
+        if old is None or metric not in test:
+            raise AdaptError(f"the run's test record of {res['name']} has no per-example {metric}; re-run the ladder "
+                             "for it or pick another --metric.")
+        diff = new[metric] - float(test[metric])
+        ci = _gen_diff_ci(np.asarray(per[metric]), np.asarray(old, dtype=float), seed)
+        verdict = "degraded" if ci[1] < 0 else "improved" if ci[0] > 0 else "no significant change"
+        notes = []
+        if test.get("sampled"):
+            notes.append(f"the run's test score of {res['name']} came from a seeded sample of {test.get('n')}.")
+        if verdict == "no significant change" and -diff > tolerance:
+            notes.append(f"the point estimate dropped by {-diff:.3f} (more than the tolerance) but the drop is not "
+                         f"significant with {len(inputs)} new pairs; score more pairs to be sure.")
+        empty = sum(1 for o in outputs if not o.strip())
+        if empty:
+            notes.append(f"{empty} of {len(outputs)} generations were empty.")
+        out.append(Evaluation(
+            rung=res["name"], metric=metric, n_new=len(inputs), new=new,
+            run_test={k: test[k] for k in test if k in per or k.removesuffix("_ci") in per or k in ("n", "sampled")},
+            diff=float(diff), diff_ci=ci, verdict=verdict,
+            beyond_tolerance=bool(verdict == "degraded" and -diff > tolerance), tolerance=tolerance, notes=notes))
+    if save:
+        stamp = time.strftime("%Y%m%dT%H%M%S")
+        atomic_write_json(run_dir / "evaluations" / f"{stamp}-{Path(data).stem[:40]}.json",
+                          {"data": str(Path(data).resolve()), "metric": metric, "tolerance": tolerance,
+                           "task": "generation", "text_col": tcol, "target_col": ycol,
+                           "evaluations": [e.to_dict() for e in out],
+                           "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return out

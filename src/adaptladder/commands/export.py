@@ -46,6 +46,11 @@ def export_jsonl_cmd(
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing output files.")] = False,
     text_col: Annotated[str | None, typer.Option("--text-col", help="Text column of DATA.")] = None,
     label_col: Annotated[str | None, typer.Option("--label-col", help="Label column of DATA.")] = None,
+    target_col: Annotated[str | None, typer.Option(
+        "--target-col", help="Generation data: the target (output text) column of DATA; it becomes the assistant "
+        "turn.")] = None,
+    task_type: Annotated[str | None, typer.Option(
+        "--task", help="classification or generation (default: detected from DATA, as `run` does).")] = None,
     split_col: Annotated[str | None, typer.Option(
         "--split-col", help="Split column of DATA (train/validation/test).")] = None,
     seed: Annotated[int, typer.Option(
@@ -56,7 +61,11 @@ def export_jsonl_cmd(
     old_val_out: Annotated[Path | None, typer.Option("--val-out", hidden=True)] = None,
     old_test_out: Annotated[Path | None, typer.Option("--test-out", hidden=True)] = None,
 ) -> None:
-    """Write a task in chat fine-tuning format (one {"messages": [...]} per line); test is held out."""
+    """Write a task in chat fine-tuning format (one {"messages": [...]} per line); test is held out.
+
+    Generation data (input -> target text): the instruction (--system, the run's, or the task's own)
+    is the system message, the input the user turn and the target the assistant turn.
+    """
     from adaptladder.export import export_jsonl, system_prompt_from_run, user_template_from_run
     from adaptladder.task import load_task
 
@@ -66,6 +75,15 @@ def export_jsonl_cmd(
     test_out = renamed(test_output, old_test_out, "--test-output", "--test-out")
     if out is None:
         raise AdaptError("pass the training file to write with -o/--output FILE.jsonl.")
+    if _is_generation_data(data, text_col, label_col, target_col, task_type):
+        _export_generation(data, from_run, out, val_out, test_out, system=system, rung=rung,
+                           template_from_run=template_from_run, fmt=fmt, overwrite=overwrite, text_col=text_col,
+                           target_col=target_col if target_col is not None else label_col, split_col=split_col,
+                           seed=seed, as_json=as_json)
+        return
+    if target_col is not None:
+        raise AdaptError("--target-col is for generation data; for labels use --label-col (or pass --task "
+                         "generation).")
     if (system is None) == (from_run is None):
         raise AdaptError("pass exactly one of --system \"...\" and a RUN_DIR argument (--system \"\" for no system "
                          "message).")
@@ -93,6 +111,56 @@ def export_jsonl_cmd(
         if len(f.labels) > 8:
             labels += f", ... ({len(f.labels)} labels)"
         table.add_row(f.split, escape(str(f.path)), f"{f.examples:,}", str(f.dropped_duplicates), escape(labels))
+    console.print(table)
+    shown = (res.system_prompt or "")[:200] + ("…" if res.system_prompt and len(res.system_prompt) > 200 else "")
+    console.print(f"system prompt (from {res.system_source}): {shown!r}", highlight=False, markup=False)
+    for note in res.notes:
+        console.print(f"note: {note}", highlight=False, markup=False)
+    console.print(f"check it with: adaptladder validate-jsonl {res.files[0].path}", highlight=False, markup=False)
+
+
+def _is_generation_data(data: str, text_col: str | None, label_col: str | None, target_col: str | None,
+                        task_type: str | None) -> bool:
+    from types import SimpleNamespace
+
+    from adaptladder.generation.loaders import TASK_TYPES, detect_task
+
+    if task_type is not None and task_type not in TASK_TYPES:
+        raise AdaptError(f"--task {task_type!r}: use classification or generation.")
+    cfg = SimpleNamespace(task=task_type, data=data, schema=None, text_col=text_col, label_col=label_col,
+                          target_col=target_col, train=None)
+    return detect_task(cfg) == "generation"
+
+
+def _export_generation(data: str, from_run: Path | None, out: Path, val_out: Path | None, test_out: Path | None, *,
+                       system: str | None, rung: str | None, template_from_run: bool, fmt: str, overwrite: bool,
+                       text_col: str | None, target_col: str | None, split_col: str | None, seed: int,
+                       as_json: bool) -> None:
+    from adaptladder.export import export_gen_jsonl, instruction_from_run
+    from adaptladder.generation.loaders import load_generation_data
+
+    if system is not None and from_run is not None:
+        raise AdaptError("pass at most one of --system \"...\" and a RUN_DIR argument.")
+    if rung is not None or template_from_run:
+        raise AdaptError("--rung and --template-from-run are for classification runs; a generation export uses "
+                         "the run's instruction as the system message.")
+    task = load_generation_data(data, text_col=text_col, target_col=target_col, split_col=split_col, seed=seed)
+    if from_run is not None:
+        system, source = instruction_from_run(from_run), f"the instruction of the run in {from_run}"
+    elif system is not None:
+        source = "--system"
+    else:
+        system, source = task.instruction, "the task's instruction"
+    res = export_gen_jsonl(task, system=system, out=out, val_out=val_out, test_out=test_out, fmt=fmt,
+                           overwrite=overwrite, seed=seed, system_source=source)
+    if as_json:
+        print_json(res.to_dict())
+        return
+    table = Table(title=escape(f"{task.name} ({task.kind}) -> {res.format} JSONL"))
+    for col in ("split", "file", "examples", "duplicates dropped"):
+        table.add_column(col)
+    for f in res.files:
+        table.add_row(f.split, escape(str(f.path)), f"{f.examples:,}", str(f.dropped_duplicates))
     console.print(table)
     shown = (res.system_prompt or "")[:200] + ("…" if res.system_prompt and len(res.system_prompt) > 200 else "")
     console.print(f"system prompt (from {res.system_source}): {shown!r}", highlight=False, markup=False)

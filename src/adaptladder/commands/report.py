@@ -58,7 +58,8 @@ def register(app: typer.Typer) -> None:
         ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (HOST:PORT) for --executor "
                                                         "ray; default: start a local Ray instance.")] = None,
     ) -> None:
-        """Label new texts with the run's recommended (or named) rung; adds label and per-class probabilities."""
+        """Label new texts with the run's recommended (or named) rung; adds label and per-class probabilities
+        (a generation run: one generated text per row, column ``generation``, row order kept)."""
         from adaptladder.errors import AdaptError
         from adaptladder.winner import predict_file
 
@@ -76,6 +77,12 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print_json(info)
             return
+        if info.get("task") == "generation":
+            empty = f"; {info['empty']:,} empty" if info.get("empty") else ""
+            console.print(f"{info['rung']}: generated for {info['n']:,} rows of column {info['text_col']!r} in "
+                          f"{info['seconds']:.2f}s (column {info['column']!r}{empty}) -> {info['output']}",
+                          highlight=False, markup=False)
+            return
         counts = ", ".join(f"{k} {v:,}" for k, v in list(info["counts"].items())[:10])
         console.print(f"{info['rung']}: labelled {info['n']:,} rows of column {info['text_col']!r} in "
                       f"{info['seconds']:.2f}s ({counts}) -> {info['output']}", highlight=False, markup=False)
@@ -83,14 +90,18 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
         run_dir: RunDirArg,
-        data: Annotated[Path, typer.Option("--data", help="New labelled data (same label names as the run).")],
+        data: Annotated[Path, typer.Option("--data", help="New labelled data (same label names as the run; for a "
+                                           "generation run, (input, target) pairs).")],
         rung: Annotated[str | None, typer.Option(help="Evaluate this rung (default: the recommended one).")] = None,
         all_rungs: Annotated[bool, typer.Option("--all-rungs", help="Evaluate every saved rung.")] = False,
         tolerance: Annotated[float, typer.Option(help="Exit 1 when the score drops significantly by more than "
                                                  "this.")] = 0.02,
         text_col: Annotated[str | None, typer.Option(help="Text column (default: the run's / auto).")] = None,
         label_col: Annotated[str | None, typer.Option(help="Label column (default: the run's / auto).")] = None,
-        metric: Annotated[str | None, typer.Option(help="macro_f1 or accuracy (default: the run's).")] = None,
+        target_col: Annotated[str | None, typer.Option(
+            help="Generation runs: the reference output column (default: the run's / auto).")] = None,
+        metric: Annotated[str | None, typer.Option(help="macro_f1 or accuracy; for a generation run one of its "
+                                                   "metrics (default: the run's).")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the evaluation as JSON.")] = False,
     ) -> None:
         """Score saved rungs on new labelled data against the run's test score (drift / before-after check).
@@ -102,7 +113,7 @@ def register(app: typer.Typer) -> None:
         from adaptladder.winner import evaluate, gate_failed
 
         evals = evaluate(run_dir, data, rung=rung, all_rungs=all_rungs, tolerance=tolerance, text_col=text_col,
-                         label_col=label_col, metric=metric)
+                         label_col=label_col, metric=metric, target_col=target_col)
         deployed = rung or (load_results(run_dir).get("recommendation") or {}).get("rung")
         failed = gate_failed(evals, deployed)
         if as_json:
