@@ -202,3 +202,31 @@ def test_lora_sft_on_the_packaged_lm_saves_and_reloads(tmp_path):
     assert tr["steps"] == 2 and tr["stopped"] == "max_steps" and tr["metric"] == "field_f1"
     rung.save(tmp_path / "m")
     assert load_gen_rung(tmp_path / "m").generate(x) == out
+
+
+def test_lora_sft_and_the_qlora_skip_in_the_generation_ladder(lm_dir, tmp_path):
+    """The rungs under ``generation.ladder.run_generation``: lora-sft trains, is evaluated, saved and
+    reloads to the recorded outputs; qlora-sft (no CUDA) is a skip carrying the estimate."""
+    from adaptladder.config import RunConfig
+    from adaptladder.generation import ladder as gl
+    from adaptladder.generation.task import GenTask
+
+    n = 40
+    split = np.array(["train"] * 24 + ["validation"] * 8 + ["test"] * 8, dtype=object)
+    task = GenTask("yes", _inputs(n, 0), ["yes"] * n, split, kind="rewrite", instruction="Reply.")
+    own = {k: v for k, v in FAST.items() if k != "budget_minutes"}
+    cfg = RunConfig(out=str(tmp_path / "run"), no_audit=True, lm=lm_dir, rungs=["lora-sft", "qlora-sft"],
+                    run_all=True, budget_minutes=5, rung_params={"lora-sft": own})
+    res = gl.run_generation(cfg, task)
+    by = {r["name"]: r for r in res.results}
+    lora = by["lora-sft"]
+    assert lora["status"] == "done", lora.get("reason")
+    assert lora["params"]["lm"] == lm_dir and lora["params"]["budget_minutes"] == 5
+    assert lora["test"]["outputs"] == ["yes"] * 8 and lora["extra"]["training"]["best_step"] > 0
+    assert lora["decoding"]["decoding"] == "greedy"
+    again = load_gen_rung(res.run_dir / "rungs" / "lora-sft" / "model")
+    assert again.generate([task.inputs[i] for i in lora["test"]["indices"]]) == lora["test"]["outputs"]
+    if not cuda_available():
+        q = by["qlora-sft"]
+        assert q["status"] == "skipped" and q["reason"].startswith("needs CUDA")
+        assert q["skip_details"]["estimate"]["gpu_memory_gb"] > 0
