@@ -3,8 +3,8 @@
 Each example is the chat-formatted prompt (:meth:`Generator.build_prompt`, the same prompt
 the prompting rungs use) followed by the target and the stop token; the loss covers the
 target and stop tokens only (prompt positions are labelled -100). PEFT LoRA adapters are
-trained with AdamW within a time budget; every ``eval_every`` steps (and at the end of each
-epoch) the adapters generate greedily for the validation inputs and are scored with the
+trained with AdamW within a time budget; every ``eval_every`` steps (or every epoch when an
+epoch is shorter) the adapters generate greedily for the validation inputs and are scored with the
 given metric; training stops after ``patience`` evaluations without improvement and the best
 adapters are restored. Adapters are saved with PEFT as ``adapter_model.safetensors``.
 
@@ -179,6 +179,9 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
     evaluate()  # step 0: the base model (so "no improvement" keeps the base behaviour)
     trained.train()
     done = False
+    # evaluate every ``eval_every`` steps, or every epoch when an epoch is shorter (small data
+    # sets): never both, so ``patience`` counts evaluations at a steady pace
+    every = max(1, min(cfg.eval_every, math.ceil(len(examples) / cfg.batch_size)))
     for _epoch in range(cfg.max_epochs):
         order = torch.randperm(len(examples), generator=rng).tolist()
         for s in range(0, len(order), cfg.batch_size):
@@ -201,17 +204,12 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
                 stopped, done = "max_steps", True
             elif over_budget():
                 stopped, done = "budget", True
-            if not done and step % cfg.eval_every == 0 and evaluate():
+            if not done and step % every == 0 and evaluate():
                 stopped, done = "early_stopping", True
             if done:
                 break
-        if done:
-            break
-        if step % cfg.eval_every and evaluate():
-            stopped = "early_stopping"
-            break
-        if over_budget():
-            stopped = "budget"
+        if done or over_budget():
+            stopped = stopped if done else "budget"
             break
     if history and history[-1].get("step") == step and "val_score" not in history[-1]:
         evaluate()  # the last steps since an evaluation (also when the budget ended training)
