@@ -339,3 +339,36 @@ def test_killed_run_is_assembled_from_its_finished_rungs(tmp_path: Path) -> None
     assert doc["partial"] and doc["metric"] == "chrf" and [r["name"] for r in doc["rungs"]] == ["constant", "echo"]
     assert doc["recommendation"]["rung"] == "echo" and "did not finish" in doc["recommendation"]["reasons"][-1]
     assert "Recommendation: echo" in (res.run_dir / "summary.md").read_text()
+
+
+def test_llm_judge_is_off_by_default_and_scores_test_outputs_when_on(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    from adaptladder.generation import judge
+
+    res = gl.run_generation(cfg_for(tmp_path, rungs=["echo"]), text_task())
+    assert "llm_judge" not in res.results[0]["test"]
+
+    class FakeJudge:
+        model = "fake-judge"
+
+        def chat_generate(self, convs: list[list[dict[str, str]]], *, max_tokens: int) -> list[dict[str, Any]]:
+            assert "Grade the OUTPUT from 1 to 5" in convs[0][0]["content"]
+            out = []
+            for c in convs:
+                user = c[1]["content"]
+                ref = user.split("REFERENCE:\n")[1].split("\n\nOUTPUT:")[0]
+                got = user.split("OUTPUT:\n")[1].split("\n\nGrade")[0]
+                out.append({"text": "5" if got == ref else "Grade: 1"})
+            out[0] = {"text": "I cannot tell"}
+            return out
+
+    monkeypatch.setenv("ADAPTLADDER_JUDGE_MODEL", "fake-judge")
+    monkeypatch.setattr(judge, "make_backend", lambda settings: FakeJudge())
+    res = gl.run_generation(cfg_for(tmp_path / "j", rungs=["constant", "echo"], run_all=True), text_task())
+    const, echo = res.results
+    t = echo["test"]
+    assert t["judge"]["unparsed"] == 1 and t["judge"]["model"] == "fake-judge"
+    assert t["llm_judge"] == pytest.approx((t["n"] - 1) / t["n"]) and const["test"]["llm_judge"] == 0.0
+    assert "llm_judge" not in echo["validation"]  # test only: the judge never decides
+    assert res.recommendation["metric"] == "chrf"
+    assert "llm_judge" in (res.run_dir / "summary.md").read_text()

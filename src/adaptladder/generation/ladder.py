@@ -171,7 +171,7 @@ def plan_evaluation(rung: GenRung, task: GenTask, seed: int, *, budget_s: float 
     cap = getattr(rung, "eval_cap", None)
     if budget_s is None:  # nothing to size: no probe (a generation costs seconds); the progress line has the rate
         caps = {p: (cap if cap and sizes[p] > cap else None) for p in sizes}
-        reason = f"capped at {cap} per split (slow rung)" if any(caps.values()) else "full splits (no budget)"
+        reason = f"capped at {cap} per split (slow rung)" if any(caps.values()) else "full splits, no budget"
         return GenEvalPlan(caps, None, 0, 0.0, None, None, N_SINGLE, reason)
     test_idx = task.indices("test")
     probe_n = min(probe_n, len(test_idx))
@@ -240,8 +240,20 @@ def make_encode(cfg: Any, log: Log) -> Callable[[list[str]], Any] | None:
     return encode
 
 
+def make_judge(log: Log) -> Any:
+    """The LLM-as-judge backend when ``ADAPTLADDER_JUDGE_MODEL`` is set (see :mod:`.judge`), else None."""
+    from adaptladder.generation.judge import judge_settings, make_backend
+
+    settings = judge_settings()
+    if settings is None:
+        return None
+    log(f"LLM-as-judge on: {settings['model']} at {settings['base_url']} grades each rung's test outputs "
+        "(llm_judge; never the primary metric)")
+    return make_backend(settings)
+
+
 def score_part(task: GenTask, idx: np.ndarray, outputs: list[str], *, encode: Callable[[list[str]], Any] | None,
-               metric: str, seed: int, log: Log, sampled: bool) -> dict[str, Any]:
+               metric: str, seed: int, log: Log, sampled: bool, judge: Any = None) -> dict[str, Any]:
     """One split's record: n, sampled, indices, outputs, every metric's mean + CI, per-example scores."""
     refs = task.refs([task.targets[int(i)] for i in idx])
     kind = task.output
@@ -265,6 +277,19 @@ def score_part(task: GenTask, idx: np.ndarray, outputs: list[str], *, encode: Ca
         s = summarise(v, seed=seed)
         out[m] = s["mean"]
         out[m + "_ci"] = s["ci"]
+    if judge is not None:  # the optional LLM-as-judge (generation.judge): test split only, never decides
+        from adaptladder.generation.judge import judge_scores
+
+        try:
+            per["llm_judge"], out["judge"] = judge_scores([task.inputs[int(i)] for i in idx], outputs,
+                                                          [task.targets[int(i)] for i in idx],
+                                                          instruction=task.instruction, backend=judge)
+            s = summarise(per["llm_judge"], seed=seed)
+            out["llm_judge"], out["llm_judge_ci"] = s["mean"], s["ci"]
+        except Exception as e:  # an extra opinion: its failure costs only itself
+            if os.environ.get("ADAPTLADDER_DEBUG") == "1":
+                raise
+            log(f"llm_judge not computed ({type(e).__name__}: {e}); the other metrics stand")
     out["per_example"] = {m: [float(x) for x in v] for m, v in per.items()}
     if kind == "json":
         out["per_field_exact_match"] = {f: {"mean": (s := summarise(v, seed=seed))["mean"], "ci": s["ci"]}
@@ -311,7 +336,7 @@ def measure_latency(rung: GenRung, inputs: list[str], n_single: int, seed: int) 
 
 
 def evaluate_gen_rung(rung: GenRung, task: GenTask, plan: GenEvalPlan, *, metric: str, seed: int,
-                      encode: Callable[[list[str]], Any] | None, log: Log) -> dict[str, Any]:
+                      encode: Callable[[list[str]], Any] | None, log: Log, judge: Any = None) -> dict[str, Any]:
     """Generate on validation and test (sized by ``plan``), score, and time it."""
     picked = {p: eval_indices(task, p, plan.caps.get(p), seed) for p in ("validation", "test")}
     total = sum(len(i) for i, _ in picked.values())
@@ -334,7 +359,7 @@ def evaluate_gen_rung(rung: GenRung, task: GenTask, plan: GenEvalPlan, *, metric
             n_all += len(idx)
             with progress.step(f"{rung.name}: score {part}"):
                 out[part] = score_part(task, idx, outputs, encode=encode, metric=metric, seed=seed, log=log,
-                                       sampled=sampled)
+                                       sampled=sampled, judge=judge if part == "test" else None)
         progress.update(detail="latency")
         test_inputs = [task.inputs[int(i)] for i in out["test"]["indices"]]
         lat = measure_latency(rung, test_inputs, plan.n_single, seed)
@@ -367,7 +392,7 @@ def _skip(cls: type[GenRung], base: dict[str, Any], params: dict[str, Any], reas
 
 
 def run_gen_rung(name: str, task: GenTask, cfg: Any, store: RunStore, *, metric: str,
-                 encode: Callable[[list[str]], Any] | None, log: Log = print) -> dict[str, Any]:
+                 encode: Callable[[list[str]], Any] | None, log: Log = print, judge: Any = None) -> dict[str, Any]:
     """Fit, evaluate, save and record one generation rung (or record why it was skipped / failed)."""
     from adaptladder.pricing import local_cost_per_1k
     from adaptladder.progress import fmt_seconds
@@ -401,7 +426,8 @@ def run_gen_rung(name: str, task: GenTask, cfg: Any, store: RunStore, *, metric:
         eta = f"; evaluation ETA {fmt_seconds(plan.estimate_s)}" if plan.estimate_s is not None else ""
         log(f"{name}: fit took {fmt_seconds(fit_seconds)}{eta} ({n_eval['validation']} validation + "
             f"{n_eval['test']} test{per}; {plan.reason})")
-        evaluation = evaluate_gen_rung(rung, task, plan, metric=metric, seed=cfg.seed, encode=encode, log=log)
+        evaluation = evaluate_gen_rung(rung, task, plan, metric=metric, seed=cfg.seed, encode=encode, log=log,
+                                       judge=judge)
         store.save_model(name, rung)  # the complete model first; result.json (written after) marks it finished
     except BudgetExceeded as e:
         log(f"[yellow]rung {name} skipped[/yellow]: {e}")
@@ -663,6 +689,8 @@ def gen_summary_markdown(doc: dict[str, Any]) -> str:
              *markdown_table(headers, rows), ""]
     mets = TABLE_METRICS.get(task.get("output", "text"), TABLE_METRICS["text"])
     done = [r for r in doc["rungs"] if r.get("status") == "done"]
+    if any("llm_judge" in (r.get("test") or {}) for r in done):
+        mets = (*mets, "llm_judge")
     if done:
         lines += ["Test scores, every metric (95% CI):", ""]
         mh = ["rung", *mets]
@@ -780,6 +808,7 @@ def run_generation(cfg: Any, task: GenTask, log: Log | None = None,
         tmp.replace(run_dir / "split.csv")
     audit = run_gen_audit(task, cfg, run_dir, log)
     encode = make_encode(cfg, log) if task.output == "text" else None
+    judge = make_judge(log)
     log(f"generation task {task.name} ({task.kind}, {task.output} output): primary metric {metric}; "
         f"rungs {', '.join(order)}")
 
@@ -801,7 +830,7 @@ def run_generation(cfg: Any, task: GenTask, log: Log | None = None,
                 if prev is not None:
                     store.discard_result(name)
                 log(f"{name}: running")
-                res = run_gen_rung(name, task, cfg, store, metric=metric, encode=encode, log=log)
+                res = run_gen_rung(name, task, cfg, store, metric=metric, encode=encode, log=log, judge=judge)
                 res["meets_bar"] = gen_meets_bar(res, cfg, metric)
                 store.save_result(name, res)
             results.append(res)
