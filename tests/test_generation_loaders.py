@@ -364,3 +364,32 @@ def test_fuzzed_generation_files_load_or_fail_in_one_line(tmp_path: Path) -> Non
         outcomes["task"] += 1
     print(f"fuzz: {outcomes}")
     assert outcomes["task"] and outcomes["error"], outcomes
+
+
+def test_inputs_longer_than_the_lm_context_stop_the_run(tmp_path: Path, tiny_encoder_dir: str,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """The run's LM (a local folder here: 128-token context) bounds the inputs, before any compute."""
+    from adaptladder.generation.loaders import check_run_context, lm_checkpoint
+
+    assert lm_checkpoint(tiny_encoder_dir)[1] == 128
+    assert lm_checkpoint("gpt-4o-mini") is None and lm_checkpoint(str(tmp_path)) is None
+    rows = _pairs(20)
+    path = _write(pd.DataFrame(rows), tmp_path / "d.csv")
+    short = load_generation_data(path)
+    assert check_run_context(short, RunConfig(lm=tiny_encoder_dir))["exact"] is True
+    # every input is shorter in bytes than the room: no tokenizer needed (this folder has none)
+    (tmp_path / "big").mkdir()
+    (tmp_path / "big" / "config.json").write_text('{"max_position_embeddings": 100000}')
+    assert check_run_context(short, RunConfig(lm=str(tmp_path / "big")))["exact"] is False
+    rows[11]["input"] = "many words " * 80
+    _write(pd.DataFrame(rows), path)
+    err = _cli_error(["run", str(path), "--lm", tiny_encoder_dir, "--out", str(tmp_path / "run"), "--no-audit"],
+                     capsys)
+    assert "d.csv: row 13: the input has 160 tokens" in err and "128-token context" in err
+    assert not (tmp_path / "run").exists()
+    long = load_generation_data(path)
+    with pytest.raises(AdaptError, match="row 13"):
+        check_run_context(long, RunConfig(lm=tiny_encoder_dir))
+    # an API backend's context is not known here: not checked
+    assert check_run_context(long, RunConfig(lm=tiny_encoder_dir,
+                                             rung_params={"zero-shot": {"backend": "openai"}})) is None

@@ -400,6 +400,7 @@ def prepare_task(cfg: RunConfig, log: Callable[[str], None] | None = None) -> Ta
     :mod:`adaptladder.generation.loaders`), else a classification :class:`Task`."""
     from adaptladder.generation.loaders import (
         check_gen_split_sanity,
+        check_run_context,
         detect_task,
         load_generation,
         resolve_generation_metric,
@@ -411,6 +412,7 @@ def prepare_task(cfg: RunConfig, log: Callable[[str], None] | None = None) -> Ta
         if cfg.sample:
             gen = gen.sample(cfg.sample, seed=cfg.seed)
         check_gen_split_sanity(gen)
+        check_run_context(gen, cfg, log)  # inputs too long for the LM's context: one line, before any compute
         return gen
     for flag, value in (("--schema", cfg.schema), ("--instruction", cfg.instruction)):
         if value is not None:

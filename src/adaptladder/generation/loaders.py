@@ -492,17 +492,106 @@ def resolve_generation_metric(cfg: Any, task: GenTask) -> str:
     return m
 
 
-def check_context(task: GenTask, count_tokens: Callable[[str], int], max_ctx: int, reserve: int) -> dict[str, Any]:
+def lm_checkpoint(lm: str | None) -> tuple[Path, int] | None:
+    """``(folder, max_ctx)`` of a local LM checkpoint that is at hand without loading or converting weights:
+    a local folder, or the packaged alias once converted into the cache. ``None`` otherwise (an HF id, an
+    API model name, the packaged LM before its first conversion), so nothing slow happens for a check."""
+    from adaptladder import models
+
+    name = lm or models.DEFAULT_LM
+    if name in models.LM_ALIASES:
+        gguf_name = models.LM_ALIASES[name][2]
+        folder = (models.cache_dir() / "lm"
+                  / f"{gguf_name.removesuffix('.gguf')}-fp32-v{models._LM_CHECKPOINT_VERSION}")
+        if not (folder / "DONE").is_file():
+            return None
+    else:
+        folder = Path(name)
+    try:
+        conf = json.loads((folder / "config.json").read_text())
+        max_ctx = int(conf.get("max_position_embeddings") or conf.get("n_positions") or 0)
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+    return (folder, max_ctx) if max_ctx > 0 else None
+
+
+def lm_token_counter(folder: str | Path) -> tuple[Callable[[str], int], Callable[[list[str]], list[int]]] | None:
+    """``(count_tokens, count_batch)`` with the checkpoint's tokenizer (``None`` if it does not load)."""
+    try:
+        from transformers import AutoTokenizer
+
+        tok = AutoTokenizer.from_pretrained(str(folder))
+    except Exception:  # an unreadable folder is the rungs' to report, with their own message
+        return None
+
+    def count_batch(texts: list[str]) -> list[int]:
+        return [len(ids) for ids in tok(list(texts), add_special_tokens=False)["input_ids"]]
+
+    return (lambda t: count_batch([t])[0]), count_batch
+
+
+#: tokens the chat template and role markers add around the instruction and the input
+TEMPLATE_TOKENS = 32
+
+
+def _utf8_len(text: str) -> int:
+    return len(text.encode("utf-8", "surrogatepass"))
+
+
+def check_run_context(task: GenTask, cfg: Any, log: Log | None = None) -> dict[str, Any] | None:
+    """:func:`check_context` against the run's local LM (``cfg.lm``) when its checkpoint is at hand
+    (:func:`lm_checkpoint`); the prompt reserve is the instruction + the chat template + the answer
+    budget (``max_new_tokens_for`` the training targets). Skipped (``None``) for API backends.
+
+    A token covers at least one byte, so a text's UTF-8 length bounds its token count: when even
+    that bound fits, no tokenizer is loaded at all."""
+    if any(str((p or {}).get("backend", "")).lower() == "openai" for p in (cfg.rung_params or {}).values()):
+        return None
+    ckpt = lm_checkpoint(cfg.lm)
+    if ckpt is None:
+        return None
+    from adaptladder.generation.decode import max_new_tokens_for
+
+    folder, max_ctx = ckpt
+    train_targets = task.part("train")[1][:2000]
+    bound = max_new_tokens_for(train_targets, _utf8_len) + _utf8_len(task.instruction) + TEMPLATE_TOKENS
+    longest = max((_utf8_len(t) for t in task.inputs), default=0)
+    if longest + bound <= max_ctx:
+        return {"max_bytes": longest, "room": max_ctx - bound, "exact": False}
+    counter = lm_token_counter(folder)
+    if counter is None:
+        return None
+    count, batch = counter
+    answer = max_new_tokens_for(train_targets, count)
+    reserve = count(task.instruction) + TEMPLATE_TOKENS + answer
+    out = check_context(task, count, max_ctx, reserve, count_batch=batch)
+    if log:
+        log(f"context: every input fits the LM's {max_ctx:,} tokens after the prompt and a {answer}-token answer "
+            f"(longest input {out['max']:,} tokens)")
+    return out
+
+
+def check_context(task: GenTask, count_tokens: Callable[[str], int], max_ctx: int, reserve: int,
+                  count_batch: Callable[[list[str]], list[int]] | None = None) -> dict[str, Any]:
     """Refuse inputs that do not fit the model's context once the prompt (instruction, template, shots)
     and the answer take ``reserve`` tokens: one line naming the first such row and how many there are.
 
-    Returns the input-token counts' summary (max, p95) when everything fits.
+    Only inputs longer than the room in UTF-8 bytes are counted (a token covers at least one byte);
+    returns the longest counted input's tokens (``max``, 0 when none needed counting) and ``room``.
     """
     room = max_ctx - reserve
     if room <= 0:
         raise AdaptError(f"the prompt and answer take {reserve} tokens, more than the model's {max_ctx}-token "
                          "context; shorten the instruction or choose a model with a longer context.")
-    counts = np.array([count_tokens(t) for t in task.inputs], dtype=np.int64)
+    # a token covers at least one byte: only inputs longer than the room in UTF-8 bytes can be too long
+    maybe = [i for i, t in enumerate(task.inputs) if _utf8_len(t) > room]
+    texts = [task.inputs[i] for i in maybe]
+    if count_batch is not None:
+        got = [c for s in range(0, len(texts), 4096) for c in count_batch(texts[s:s + 4096])]
+    else:
+        got = [count_tokens(t) for t in texts]
+    counts = np.zeros(len(task.inputs), dtype=np.int64)
+    counts[maybe] = got
     over = np.flatnonzero(counts > room)
     if len(over):
         i = int(over[0])
@@ -510,5 +599,4 @@ def check_context(task: GenTask, count_tokens: Callable[[str], int], max_ctx: in
         raise AdaptError(f"{row_label(task, i)}: the input has {int(counts[i]):,} tokens, more than the "
                          f"{room:,} the model's {max_ctx:,}-token context leaves after the prompt and answer "
                          f"({reserve:,}){more}; shorten or drop such inputs, or use a model with a longer context.")
-    return {"max": int(counts.max()) if len(counts) else 0,
-            "p95": float(np.percentile(counts, 95)) if len(counts) else 0.0, "room": room}
+    return {"max": int(counts.max()) if len(counts) else 0, "counted": len(maybe), "room": room, "exact": True}
