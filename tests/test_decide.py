@@ -153,6 +153,38 @@ def test_cross_validate_pools_out_of_fold_predictions() -> None:
     assert part["pinned"] == {"C": fitted.C_}
 
 
+def test_cross_validation_groups_duplicates_and_trains_folds_at_the_deployed_size() -> None:
+    """Folds never train on more rows than the deployed model (train's size), and a text repeated
+    (after normalisation) is never trained on and predicted in the same fold."""
+    from adaptladder.crossval import cross_validate
+    from adaptladder.rungs.classical import TfidfRung
+
+    rng = np.random.default_rng(1)
+    words = [["win", "cash", "prize", "free"], ["lunch", "park", "kids", "home"]]
+    y = np.arange(60) % 2
+    texts = [" ".join(rng.choice(words[c], 4)) + f" n{i}" for i, c in enumerate(y)]
+    texts[41], texts[43] = texts[1].upper(), texts[3] + " !"  # normalised duplicates of rows 1 and 3
+    y[41], y[43] = y[1], y[3]
+    seen: list[tuple[set[str], set[str]]] = []
+
+    class Spy(TfidfRung):
+        def fit(self, tr_texts, tr_y, **kw):  # type: ignore[override]
+            seen.append((set(tr_texts), set()))
+            return super().fit(tr_texts, tr_y, **kw)
+
+        def predict_proba(self, te_texts):  # type: ignore[override]
+            seen[-1][1].update(te_texts)
+            return super().predict_proba(te_texts)
+
+    fitted = TfidfRung(seed=0, C=1.0).fit(texts[:20], y[:20], label_names=["a", "b"])
+    part = cross_validate(Spy, {"seed": 0, "C": 1.0}, fitted, texts, y, np.arange(60), ["a", "b"], folds=4,
+                          seed=0, max_train=20)
+    assert part["fold_train_rows"] == [20] * 4 and part["n"] == 60 and part["grouped_duplicates"] == 2
+    norm = {t: " ".join(t.lower().replace("!", "").split()) for t in texts}
+    for trained, predicted in seen:
+        assert not {norm[t] for t in trained} & {norm[t] for t in predicted}
+
+
 def test_end_to_end_run_records_the_decision(tmp_path) -> None:
     import json
 

@@ -8,6 +8,15 @@ train + validation is predicted once by a model that did not see it (out-of-fold
 predictions are scored like any split, so comparisons with other rungs stay paired per example
 (a validation-only rung is compared on the validation examples both have).
 
+Two things keep the folds from being kinder than the deployed model's situation:
+
+* each fold's model trains on no more rows than the deployed model did (``max_train``: the
+  training split's size; a fold's training part is a stratified, seeded subsample of that size
+  when it is larger, as it is under ``--sample``, which caps validation at the size of train), so
+  the estimate is for a model of the deployed model's training size, not a 1.6x larger one;
+* texts equal after normalisation (``task.normalize_text``) fall in the same fold
+  (stratified group k-fold), so a duplicate cannot be trained on and predicted in one fold.
+
 Hyperparameters the rung chose on the validation split (tfidf's C, features' head and encoder
 precision) are pinned for the fold refits; the folds do not search again. (Choosing among a
 handful of settings on validation leaves a small optimism on the validation examples, smaller than
@@ -55,13 +64,17 @@ def pinned_params(rung: Any) -> dict[str, Any]:
 
 
 def cross_validate(cls: type, params: dict[str, Any], fitted: Any, texts: list[str], labels: np.ndarray,
-                   indices: np.ndarray, label_names: list[str], *, folds: int = 5, seed: int = 0) -> dict[str, Any]:
+                   indices: np.ndarray, label_names: list[str], *, folds: int = 5, seed: int = 0,
+                   max_train: int | None = None) -> dict[str, Any]:
     """Out-of-fold predictions of ``cls`` over the rows ``indices`` (train + validation), scored.
 
+    ``max_train``: the most rows a fold's model trains on (the deployed model's training size).
     Returns a part like ``score`` gives for a split, plus ``indices`` / ``predictions`` / ``labels``
-    (for paired comparisons), ``folds``, ``pinned`` and ``seconds``.
+    (for paired comparisons), ``folds``, ``pinned``, ``fold_train_rows`` and ``seconds``.
     """
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from adaptladder.task import duplicate_groups, stratified_subset
 
     indices = np.asarray(indices, dtype=np.int64)
     y = np.asarray(labels, dtype=np.int64)[indices]
@@ -72,15 +85,23 @@ def cross_validate(cls: type, params: dict[str, Any], fitted: Any, texts: list[s
     fold_params = dict(params, **pinned)
     proba = np.zeros((len(indices), k_classes))
     t0 = time.perf_counter()
-    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    groups = duplicate_groups([texts[i] for i in indices])
+    folds = int(min(folds, len(np.unique(groups))))
+    splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
     with warnings.catch_warnings():  # "the least populated class has fewer members than n_splits"
         warnings.simplefilter("ignore", UserWarning)
-        splits = list(splitter.split(np.zeros(len(y)), y))
-    for tr, te in splits:
+        splits = list(splitter.split(np.zeros(len(y)), y, groups))
+    fold_rows = []
+    for fold, (tr_all, te) in enumerate(splits):
+        tr = tr_all
+        if max_train is not None and len(tr_all) > max_train:
+            tr = tr_all[stratified_subset(y[tr_all], max_train, seed + fold)]
+        fold_rows.append(len(tr))
         rung = cls(**fold_params)
         rung.fit([texts[i] for i in indices[tr]], y[tr], label_names=label_names)
         proba[te] = np.asarray(rung.predict_proba([texts[i] for i in indices[te]]))
     part = score(y, proba, label_names, seed=seed)
     part.update(predictions=[int(p) for p in proba.argmax(axis=1)], indices=[int(i) for i in indices],
-                labels=[int(v) for v in y], folds=folds, pinned=pinned, seconds=time.perf_counter() - t0)
+                labels=[int(v) for v in y], folds=folds, pinned=pinned, fold_train_rows=fold_rows,
+                grouped_duplicates=int(len(y) - len(np.unique(groups))), seconds=time.perf_counter() - t0)
     return part

@@ -288,7 +288,7 @@ def cv_estimate(cls: type[Rung], params: dict[str, Any], rung: Rung, task: Task,
     idx = np.concatenate([task.indices("train"), task.indices("validation")])
     try:
         return cross_validate(cls, params, rung, task.texts, task.labels, idx, list(task.label_names),
-                              folds=cfg.cv_folds, seed=cfg.seed)
+                              folds=cfg.cv_folds, seed=cfg.seed, max_train=len(task.indices("train")))
     except AdaptError:
         raise
     except Exception as e:
