@@ -334,3 +334,28 @@ def test_export_jsonl_generation_target_is_the_assistant_turn(tmp_path: Path,
     for inp, tgt in pairs.items():
         assert tgt == f"Rewritten sentence number {inp.split()[1]}."
     assert len(lines) < 30  # validation and test held out
+
+
+def test_ladder_run_records_test_texts_and_report_shows_them(tmp_path: Path, echo_registered: None,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """The real loop: the test record carries inputs/references for the side-by-side sample; predict
+    and evaluate then work on the run directory it wrote."""
+    from adaptladder.config import RunConfig
+    from adaptladder.generation.ladder import run_generation
+
+    task = text_task(40)
+    cfg = RunConfig(out=str(tmp_path / "run"), no_audit=True, rungs=["zero-shot"], run_all=True)
+    res = run_generation(cfg, task)
+    rec = res.results[0]
+    assert rec["status"] == "done", rec.get("reason")
+    t = rec["test"]
+    assert t["inputs"] == [task.inputs[i] for i in t["indices"]]
+    assert t["references"] == [task.targets[i] for i in t["indices"]]
+    html = (tmp_path / "run" / "report.html").read_text()
+    assert "(generation)" in html and "(not in the record)" not in html and "hostile reference" in html
+    assert HOSTILE not in html
+    pd.DataFrame({"input": ["abc"]}).to_csv(tmp_path / "x.csv", index=False)
+    code, _, err = cli(["predict", str(tmp_path / "run"), "-i", str(tmp_path / "x.csv"), "-o",
+                        str(tmp_path / "x.out.csv")], capsys)
+    assert code == 0, err
+    assert pd.read_csv(tmp_path / "x.out.csv")["generation"].tolist() == ["ABC"]

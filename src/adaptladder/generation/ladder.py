@@ -252,9 +252,20 @@ def make_judge(log: Log) -> Any:
     return make_backend(settings)
 
 
+#: characters of an input / reference kept in the test record (the report shows up to 600)
+TEXT_CHARS = 600
+
+
+def _cut(text: str) -> str:
+    return text if len(text) <= TEXT_CHARS else text[:TEXT_CHARS] + f" … ({len(text):,} characters)"
+
+
 def score_part(task: GenTask, idx: np.ndarray, outputs: list[str], *, encode: Callable[[list[str]], Any] | None,
-               metric: str, seed: int, log: Log, sampled: bool, judge: Any = None) -> dict[str, Any]:
-    """One split's record: n, sampled, indices, outputs, every metric's mean + CI, per-example scores."""
+               metric: str, seed: int, log: Log, sampled: bool, judge: Any = None, texts: bool = False
+               ) -> dict[str, Any]:
+    """One split's record: n, sampled, indices, outputs, every metric's mean + CI, per-example scores;
+    with ``texts`` also the inputs and references (cut at :data:`TEXT_CHARS`) for the report's side-by-side
+    sample (the run directory holds no copy of the data)."""
     refs = task.refs([task.targets[int(i)] for i in idx])
     kind = task.output
     if kind == "json":
@@ -273,6 +284,9 @@ def score_part(task: GenTask, idx: np.ndarray, outputs: list[str], *, encode: Ca
                 log(f"embedding_sim not computed ({type(e).__name__}: {e}); the other metrics stand")
     out: dict[str, Any] = {"n": len(idx), "sampled": bool(sampled), "indices": [int(i) for i in idx],
                            "outputs": list(outputs)}
+    if texts:
+        out["inputs"] = [_cut(task.inputs[int(i)]) for i in idx]
+        out["references"] = [_cut(task.targets[int(i)]) for i in idx]
     for m, v in per.items():
         s = summarise(v, seed=seed)
         out[m] = s["mean"]
@@ -359,7 +373,8 @@ def evaluate_gen_rung(rung: GenRung, task: GenTask, plan: GenEvalPlan, *, metric
             n_all += len(idx)
             with progress.step(f"{rung.name}: score {part}"):
                 out[part] = score_part(task, idx, outputs, encode=encode, metric=metric, seed=seed, log=log,
-                                       sampled=sampled, judge=judge if part == "test" else None)
+                                       sampled=sampled, judge=judge if part == "test" else None,
+                                       texts=part == "test")
         progress.update(detail="latency")
         test_inputs = [task.inputs[int(i)] for i in out["test"]["indices"]]
         lat = measure_latency(rung, test_inputs, plan.n_single, seed)

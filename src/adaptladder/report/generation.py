@@ -37,8 +37,8 @@ from adaptladder.report.view import (
 N_SIDE_BY_SIDE = 8
 #: characters of an input / reference / output shown in the side-by-side table
 SIDE_CHARS = 600
-TEXT_METRICS = ("exact_match", "token_f1", "rouge_l", "chrf", "embedding_sim")
-JSON_METRICS = ("json_parse", "schema_valid", "field_f1", "json_exact_match")
+TEXT_METRICS = ("exact_match", "token_f1", "rouge_l", "chrf", "embedding_sim", "llm_judge")
+JSON_METRICS = ("json_parse", "schema_valid", "field_f1", "json_exact_match", "llm_judge")
 METRIC_WORDS = {
     "exact_match": "exact match (after lower-casing, dropping punctuation and articles)",
     "token_f1": "token F1 (overlap of the words, order-free)",
@@ -49,6 +49,7 @@ METRIC_WORDS = {
     "schema_valid": "schema-valid rate (parses and validates against the task's JSON Schema)",
     "field_f1": "field F1 (F1 over the (field, value) leaves of the output and the reference JSON)",
     "json_exact_match": "JSON exact match (every field equal)",
+    "llm_judge": "LLM-as-judge score (an API model grading each output with a written rubric; test only)",
 }
 #: why each task kind's default primary metric is its default
 DEFAULT_WHY = {
@@ -170,7 +171,7 @@ def _first(rungs: list[dict[str, Any]], key: str) -> Any:
 
 def _short(text: Any, n: int = SIDE_CHARS) -> str:
     s = "" if text is None else str(text)
-    return s if len(s) <= n else s[:n] + f" … ({len(s):,} characters)"
+    return s if len(s) <= n + 30 else s[:n] + f" … ({len(s):,} characters)"  # +30: already cut in the record
 
 
 def _task_texts(doc: dict[str, Any], run_dir: Path | None, wanted: list[int]) -> tuple[dict[int, str], dict[int, str],
