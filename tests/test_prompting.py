@@ -691,3 +691,40 @@ def test_prompts_shortened_to_fit_the_budget_and_kept_on_reload(tiny_lm: str, tm
     back = load_rung(tmp_path / "m")
     assert back._context_window() == w
     np.testing.assert_allclose(back.predict_proba(long_texts[:3]), r.predict_proba(long_texts[:3]), atol=1e-6)
+
+
+def test_shots_k_and_tokens_per_shot_chosen_on_validation_and_saved(tiny_lm: str, tmp_path: Path) -> None:
+    from sklearn.metrics import f1_score
+
+    from adaptladder.rungs.base import load_rung
+    from adaptladder.rungs.prompting import FewShotRung
+
+    texts, y, names, _ = _toy_task()
+    r = FewShotRung(model=tiny_lm, calibrate=False, prompt_format="plain", threads=1, seed=0)
+    r.fit(texts, y, label_names=names, val_texts=texts, val_y=y)
+    cands = r.shot_choice_["candidates"]
+    assert [(c["k"], c["shot_max_tokens"]) for c in cands] == [(4, 128), (4, 64), (2, 128), (2, 64)]
+    chosen = [c for c in cands if c["chosen"]]
+    assert len(chosen) == 1 and r.shot_choice_["n_validation"] == len(texts)
+    best = max(c["macro_f1"] for c in cands)
+    ties = [c for c in cands if c["macro_f1"] == best]
+    assert chosen[0] == min(ties, key=lambda c: c["k"] * c["shot_max_tokens"])  # ties: the shorter prompt
+    info = r.extra_info()
+    assert info["k"] == chosen[0]["k"] and info["shot_max_tokens"] == chosen[0]["shot_max_tokens"]
+    assert "(chosen)" in info["shot_choice"] and "tokens/shot" in info["shot_choice"]
+    assert info["shots_selected"] == chosen[0]["k"] * len(names)
+    # the record's F1 of the chosen shape is what the fitted rung scores on those examples
+    pred = r.predict_proba(texts).argmax(1)
+    assert f1_score(y, pred, average="macro") == pytest.approx(chosen[0]["macro_f1"], abs=1e-4)
+    r.save(tmp_path / "m")
+    back = load_rung(tmp_path / "m")
+    assert back._p("k") == r._p("k") and back._p("shot_max_tokens") == r._p("shot_max_tokens")
+    np.testing.assert_allclose(back.predict_proba(texts), r.predict_proba(texts), atol=1e-5)
+    # a k set explicitly stays fixed: only the tokens per shot are compared
+    fixed = FewShotRung(model=tiny_lm, k=2, calibrate=False, prompt_format="plain", threads=1)
+    fixed.fit(texts, y, label_names=names, val_texts=texts, val_y=y)
+    assert [(c["k"], c["shot_max_tokens"]) for c in fixed.shot_choice_["candidates"]] == [(2, 128), (2, 64)]
+    # no validation data: the configured shape, no choice
+    plain = FewShotRung(model=tiny_lm, calibrate=False, prompt_format="plain", threads=1).fit(texts, y,
+                                                                                             label_names=names)
+    assert plain.shot_choice_ is None and plain._p("k") == 4

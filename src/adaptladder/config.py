@@ -63,10 +63,13 @@ class RunConfig:
     margin: float = DEFAULT_MARGIN  # non-inferiority margin of the bar (see adaptladder.decide)
     cv_folds: int = 5  # k-fold CV estimates for cheap rungs (0: the validation split decides for every rung)
     cv_max_fit_seconds: float = 20.0  # any other rung whose fit took less than this is cross-validated too
-    sample: int | None = None  # cap rows per split (stratified) for quick runs
+    # cap rows per split (stratified) for quick runs: N for every split, or {split: N} (the CLI's
+    # --sample train=2000,validation=1000,test=1000); a split not named keeps all its rows
+    sample: int | dict[str, int] | None = None
     encoder: str = "minilm"
     lm: str | None = None
     budget_minutes: float | None = None
+    audit_budget_minutes: float | None = None  # None: the run's budget_minutes (see audit.gate)
     out: str | None = None
     name: str | None = None
     no_audit: bool = False
@@ -148,13 +151,17 @@ class RunConfig:
             raise AdaptError(f"--margin {self.margin} is outside [0, 0.5); give a score difference such as 0.005.")
         if self.cv_folds < 0 or self.cv_folds == 1 or self.cv_folds > 50:
             raise AdaptError(f"cv_folds {self.cv_folds} must be 0 (off) or 2-50.")
-        if self.sample is not None and self.sample < 10:
+        sizes = self.sample.values() if isinstance(self.sample, dict) else [self.sample]
+        if self.sample is not None and any(v < 10 for v in sizes):
             raise AdaptError(f"--sample {self.sample} is too small; use at least 10 rows per split.")
         if self.executor not in EXECUTORS:
             raise AdaptError(f"--executor {self.executor!r} is unknown: use {' or '.join(EXECUTORS)}.")
         if self.executor != "ray" and (self.ray_address or self.storage):
             opt = "--ray-address" if self.ray_address else "--storage"
             raise AdaptError(f"{opt} is for the Ray executor: add --executor ray (or drop {opt}).")
+        if self.audit_budget_minutes is not None and self.audit_budget_minutes <= 0:
+            raise AdaptError(f"--audit-budget-minutes {self.audit_budget_minutes} is invalid: use a positive "
+                             "number of minutes.")
         if self.budget_minutes is not None and self.budget_minutes <= 0:
             raise AdaptError(f"--budget-minutes {self.budget_minutes} is invalid: use a positive number of minutes.")
 
@@ -182,11 +189,18 @@ def check_types(values: dict[str, Any], *, where: str) -> None:
             raise bad(key, "a string")
         if key in _BOOL_KEYS and not isinstance(v, bool):
             raise bad(key, "true or false")
+        if key == "sample" and isinstance(v, dict):
+            from adaptladder.task import SPLITS
+
+            if not v or not all(k in SPLITS and _is_int(n) for k, n in v.items()):
+                raise bad(key, "an integer or a mapping of train/validation/test to integers")
+            continue
         if key in ("seed", "sample", "cv_folds") and not _is_int(v):
             raise bad(key, "an integer")
         if key == "seed" and v < 0:
             raise bad(key, "an integer >= 0")
-        if key in ("bar", "budget_minutes", "margin", "cv_max_fit_seconds") and not _is_number(v):
+        if key in ("bar", "budget_minutes", "audit_budget_minutes", "margin", "cv_max_fit_seconds") \
+                and not _is_number(v):
             raise bad(key, "a number")
         if key in ("rungs", "order") and not (isinstance(v, str) or (
                 isinstance(v, list) and all(isinstance(x, str) for x in v))):

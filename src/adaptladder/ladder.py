@@ -116,6 +116,8 @@ MIN_EVAL_N = 30
 #: A rung whose fit used up its budget (fine-tuning trains to it) still gets this share of the
 #: budget for its evaluation, so a rung's wall time stays under 1.25 x its budget.
 EVAL_FLOOR_SHARE = 0.25
+#: Likewise the cross-validated estimate of a cheap rung gets at least this share of the budget.
+CV_FLOOR_SHARE = 0.25
 
 
 @dataclass
@@ -277,18 +279,52 @@ def _skip_result(cls: type[Rung], params: dict[str, Any], reason: str) -> dict[s
             "reason": reason, "params": params, "skip_details": details}
 
 
+def cv_folds_within(folds: int, per_fold_s: float, left_s: float | None) -> int:
+    """The most folds (``folds`` down to 2) whose refits fit ``left_s`` seconds; 0 when even 2 do not."""
+    if left_s is None:
+        return folds
+    for f in range(folds, 1, -1):
+        # a fold refit trains on (f-1)/f of train+validation: scale the measured refit time by that
+        if f * per_fold_s * (f - 1) / f <= left_s:
+            return f
+    return 0
+
+
 def cv_estimate(cls: type[Rung], params: dict[str, Any], rung: Rung, task: Task, cfg: RunConfig,
-                fit_seconds: float, log: Callable[[str], None]) -> dict[str, Any] | None:
+                fit_seconds: float, log: Callable[[str], None], left_s: float | None = None) -> dict[str, Any] | None:
     """The k-fold cross-validated estimate over train + validation for a cheap rung, or None
-    (see :mod:`adaptladder.crossval`); a failure here only costs the estimate, never the rung."""
+    (see :mod:`adaptladder.crossval`); a failure here only costs the estimate, never the rung.
+
+    With ``left_s`` (what is left of the rung's budget) the folds are cut (to 2 at least) so the
+    refits fit, from the rung's measured refit time (``refit_seconds_`` when it sets one, else
+    its fit time) scaled to train + validation; when even 2 folds cannot fit, no estimate.
+    """
     from adaptladder.crossval import cross_validate, cv_eligible
 
     if not cv_eligible(cls, fit_seconds, cfg.cv_folds, cfg.cv_max_fit_seconds):
         return None
     idx = np.concatenate([task.indices("train"), task.indices("validation")])
+    folds = cfg.cv_folds
+    budget_note = None
+    if left_s is not None:
+        refit = float(getattr(rung, "refit_seconds_", None) or fit_seconds)
+        # a fold trains on (f-1)/f of train + validation (at most the training split's size: an overestimate)
+        per_fold = refit * len(idx) / max(len(task.indices("train")), 1)
+        folds = cv_folds_within(cfg.cv_folds, per_fold, left_s)
+        budget_note = {"folds_asked": cfg.cv_folds, "folds": folds, "refit_seconds_estimate": round(per_fold, 2),
+                       "seconds_left": round(left_s, 1)}
+        if folds == 0:
+            log(f"{cls.name}: no cross-validated estimate: {cfg.cv_folds} folds need ~{per_fold * 2:.0f}+ s, more "
+                f"than the {max(left_s, 0):.0f} s left of its budget; the validation split decides")
+            return None
+        if folds < cfg.cv_folds:
+            log(f"{cls.name}: cross-validation with {folds} folds instead of {cfg.cv_folds} to fit its budget")
     try:
-        return cross_validate(cls, params, rung, task.texts, task.labels, idx, list(task.label_names),
-                              folds=cfg.cv_folds, seed=cfg.seed, max_train=len(task.indices("train")))
+        out = cross_validate(cls, params, rung, task.texts, task.labels, idx, list(task.label_names),
+                             folds=folds, seed=cfg.seed, max_train=len(task.indices("train")))
+        if budget_note:
+            out["budget"] = budget_note
+        return out
     except AdaptError:
         raise
     except Exception as e:
@@ -319,6 +355,8 @@ def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
     if reason:
         return dict(_skip_result(cls, params, reason), **base, status="skipped", reason=reason)
     rung = cls(**params)
+    # rungs that can trim their own fit to a budget read it (tfidf's C grid, features' training encoding)
+    rung.time_budget_s = budget_s
     tr_texts, tr_y = task.part("train")
     va_texts, va_y = task.part("validation")
     rss_before = rss_mb()
@@ -362,7 +400,8 @@ def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
                     traceback=traceback.format_exc(limit=8))
     eval_seconds = time.perf_counter() - t_start - fit_seconds
     with progress.step(f"{name}: cross-validation"):
-        cv = cv_estimate(cls, params, rung, task, cfg, fit_seconds, log)
+        left = None if budget_s is None else max(budget_s - (time.perf_counter() - t_start), CV_FLOOR_SHARE * budget_s)
+        cv = cv_estimate(cls, params, rung, task, cfg, fit_seconds, log, left_s=left)
     extra = rung.extra_info()
     predict = evaluation.pop("predict")
     cost = extra.get("cost_per_1k_usd")

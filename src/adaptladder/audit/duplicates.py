@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Sequence
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -58,13 +57,19 @@ def _check_exact(ctx: _Ctx, findings: list[Finding], stats: dict[str, Any]) -> N
 
 
 # ---------------------------------------------------------------------------- 3b. near duplicates
-def _embed_groups(ctx: _Ctx, encoder: str | SupportsEncode, progress: bool) -> np.ndarray:
+def _embed_groups(ctx: _Ctx, encoder: str | SupportsEncode, progress: bool, seconds: float | None = None,
+                  clock: Any = time.perf_counter, min_groups: int = 200) -> np.ndarray:
     """Embeddings of one representative text per normalised group (L2-normalised float32).
 
     The encoder reads each text after :func:`strip_boilerplate` (so e-mail headers do not fill
     its window; texts without boilerplate are embedded as they are and share the rungs' cache),
     in chunks reported to :mod:`adaptladder.progress` (a bar with ETA on a terminal, a heartbeat
     line with done/total, elapsed and ETA at least every 20 s elsewhere).
+
+    With ``seconds`` (the audit's time budget for this stage) the groups are embedded in a
+    seeded label-stratified order and embedding stops before a chunk that would not fit (at
+    least ``min_groups`` are embedded): the groups left out get zero vectors (no similarity to
+    anything), ``ctx.embedded`` marks the ones embedded and ``ctx.embed_budget`` says what was done.
     """
     if isinstance(encoder, str):
         from adaptladder.encode import get_encoder
@@ -81,21 +86,35 @@ def _embed_groups(ctx: _Ctx, encoder: str | SupportsEncode, progress: bool) -> n
     ctx.embed_tokenizer = encoder if isinstance(encoder, str) else str(getattr(enc, "model", "minilm"))
     before = dict(getattr(enc, "stats", {}) or {})
     n = len(reps)
-    chunk = 512
-    parts: list[np.ndarray] = []
     from adaptladder import progress as prog
+    from adaptladder.budget import run_within, stratified_order
+
+    if seconds is None:
+        order = np.arange(n, dtype=np.int64)
+        chunk = 512
+    else:  # every prefix of this order is a label-stratified sample of the groups
+        order = stratified_order(ctx.y[ctx.first_row], ctx.seed)
+        chunk = 256
+
+    def encode(pos: np.ndarray) -> np.ndarray:
+        return np.asarray(enc.encode([reps[int(i)] for i in pos], progress=False, desc="audit: embedding"),
+                          dtype=np.float32)
 
     # chunks through the cache: a bar with ETA on a terminal, a heartbeat line at least every 20 s elsewhere
     # a small first chunk (it also pays the encoder's load and calibration) so a rate and an ETA show early
-    bounds = [0, *range(min(64, n), n, chunk), n] if n else [0]
     with prog.step("audit: embedding", total=n):
-        for lo, hi in pairwise(bounds):
-            parts.append(np.asarray(enc.encode(reps[lo:hi], progress=False, desc="audit: embedding"),
-                                    dtype=np.float32))
-            prog.update(done=hi)
-    emb = np.concatenate(parts) if parts else np.zeros((0, 1), dtype=np.float32)
+        done = run_within(encode, order, seconds=seconds, chunk=chunk, first_chunk=64, min_n=min(min_groups, n),
+                          clock=clock, on_chunk=lambda k: prog.update(done=k))
+    parts = [p for p in done.outputs if len(p)]
+    dim = parts[0].shape[1] if parts else 1
+    emb = np.zeros((n, dim), dtype=np.float32)
+    if parts:
+        emb[done.done] = np.concatenate(parts)
+    ctx.embedded = np.zeros(n, dtype=bool)
+    ctx.embedded[done.done] = True
+    ctx.embed_budget = dict(done.record(), budget_seconds=None if seconds is None else round(seconds, 1))
     after = dict(getattr(enc, "stats", {}) or {})
-    ctx.embed_stats = {"texts": n, "boilerplate_stripped": ctx.n_stripped,
+    ctx.embed_stats = {"texts": n, "embedded": len(done.done), "boilerplate_stripped": ctx.n_stripped,
                        **{k: int(after.get(k, 0) - before.get(k, 0)) for k in ("hits", "misses") if k in after}}
     norms = np.linalg.norm(emb, axis=1, keepdims=True)
     return emb / np.maximum(norms, 1e-12)
@@ -124,8 +143,10 @@ def text_similarity(a: Sequence[str], b: Sequence[str]) -> float:
 
 
 def confirm_pairs(ctx: _Ctx, pairs: np.ndarray, sims: np.ndarray, min_text_sim: float,
-                  max_checked: int = 200_000) -> np.ndarray:
-    """Whole-text similarity of candidate pairs (groups), NaN for pairs beyond ``max_checked``.
+                  max_checked: int = 200_000, seconds: float | None = None,
+                  clock: Any = time.perf_counter) -> np.ndarray:
+    """Whole-text similarity of candidate pairs (groups), NaN for pairs beyond ``max_checked``
+    or not reached within ``seconds`` (the audit's budget for this stage; None: no limit).
 
     The most similar candidates (by cosine) are checked first.
     """
@@ -144,8 +165,12 @@ def confirm_pairs(ctx: _Ctx, pairs: np.ndarray, sims: np.ndarray, min_text_sim: 
 
     from adaptladder import progress as prog
 
+    t0 = clock()
     with prog.step("audit: comparing whole texts of candidate pairs", total=len(order)):
         for k, o in enumerate(order.tolist()):
+            if seconds is not None and k % 200 == 0 and k and clock() - t0 > seconds:
+                ctx.confirm_stopped = k  # the rest stay NaN: not checked, so not confirmed
+                break
             _confirm_one(pairs, o, tok, min_text_sim, out, Indel)
             if k % 1000 == 999:
                 prog.update(done=k + 1)
@@ -192,7 +217,7 @@ def near_duplicate_pairs(emb: np.ndarray, threshold: float, block: int = 1024,
 
 
 def _check_near(ctx: _Ctx, emb: np.ndarray, thr: float, findings: list[Finding],
-                stats: dict[str, Any]) -> np.ndarray:
+                stats: dict[str, Any], seconds: float | None = None, clock: Any = time.perf_counter) -> np.ndarray:
     """Near-duplicates: cosine similarity proposes candidate pairs, a whole-text comparison confirms them.
 
     Only confirmed pairs count (near-duplicates, label disagreement, leakage, --dedupe). When many
@@ -202,7 +227,8 @@ def _check_near(ctx: _Ctx, emb: np.ndarray, thr: float, findings: list[Finding],
     cand, cand_sims, total = near_duplicate_pairs(emb, thr, max_pairs=int(ctx.cfg.get("max_pairs", 2_000_000)))
     min_text = float(ctx.cfg.get("near_dup_min_text_similarity", 0.8))
     t = time.perf_counter()
-    text_sims = confirm_pairs(ctx, cand, cand_sims, min_text, int(ctx.cfg.get("max_confirm_pairs", 200_000)))
+    text_sims = confirm_pairs(ctx, cand, cand_sims, min_text, int(ctx.cfg.get("max_confirm_pairs", 200_000)),
+                              seconds=seconds, clock=clock)
     confirm_s = time.perf_counter() - t
     # the encoder read both texts whole (short texts, e.g. questions): its similarity is itself a whole-text
     # comparison, and paraphrases ("Who owns CNN ?" / "CNN is owned by whom ?") count as before; a text

@@ -58,6 +58,8 @@ def run_audit(
     pre_findings: Sequence[Finding] = (),
     log: Callable[[str], None] | None = None,
     stop_on_errors: bool = False,
+    budget_minutes: float | None = None,
+    clock: Callable[[], float] = time.perf_counter,
 ) -> AuditReport:
     """Audit a loaded task; see the module docstring for the checks.
 
@@ -72,6 +74,13 @@ def run_audit(
     conflicts, hygiene) run first; ``log`` gets a line per check with its time and what it
     found, and progress lines while embedding. With ``stop_on_errors`` (``run`` without
     ``--force``) an error found by those checks ends the audit before any embedding.
+
+    ``budget_minutes`` bounds the audit's wall time (None: no bound). The cheap checks always
+    run on every row; the costly stages get shares of what is left (:data:`STAGE_SHARES`): the
+    embedding stops at a stratified sample of the texts that fits (near-duplicates and leakage
+    are then searched within it), the whole-text confirmation of candidate pairs stops at its
+    share, and the label-error search is timed on a probe and run on a stratified sample sized
+    to fit. What was sampled is stated in an ``audit_sampled`` finding and ``stats["budget"]``.
     """
     if not 0.5 <= near_dup_threshold <= 1.0:
         raise AdaptError(f"--near-dup-threshold {near_dup_threshold} is outside 0.5-1.0; "
@@ -91,8 +100,20 @@ def run_audit(
     if resolved_type not in reqs["task_types"]:
         raise AdaptError(f"task type {resolved_type!r} is not in the requirements table; add it under task_types.")
 
+    if budget_minutes is not None and not budget_minutes > 0:
+        raise AdaptError(f"the audit's budget must be a positive number of minutes, got {budget_minutes}.")
+    budget_s = None if budget_minutes is None else float(budget_minutes) * 60
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
+    b0 = clock()
+
+    def share(stage_name: str) -> float | None:
+        """This stage's seconds: its share of what is left of the budget (at least its floor)."""
+        if budget_s is None:
+            return None
+        frac, floor = STAGE_SHARES[stage_name]
+        return max(frac * (budget_s - (clock() - b0)), floor * budget_s)
+
     ctx = _Ctx(task, cfg, seed)
     findings: list[Finding] = list(pre_findings)
     stats: dict[str, Any] = {}
@@ -129,16 +150,20 @@ def run_audit(
                                 "near-duplicate and label-error searches were not run", 0))
         say("audit: errors found before embedding; near-duplicate and label-error searches skipped")
     elif encoder is not None:
-        emb = stage("embed", _embed_groups, ctx, encoder, progress)
-        pairs = stage("near_duplicates", _check_near, ctx, emb, near_dup_threshold, findings, stats)
+        emb = stage("embed", _embed_groups, ctx, encoder, progress, share("embed"), clock)
+        pairs = stage("near_duplicates", _check_near, ctx, emb, near_dup_threshold, findings, stats,
+                      share("near_duplicates"), clock)
         # leakage again, now with the confirmed near-copies (replaces the exact-only findings)
         findings[:] = [f for f in findings if not f.code.startswith("leakage")]
         stage("leakage", _check_leakage, ctx, pairs, findings, stats)
     else:
         findings.append(Finding("info", "near_duplicates_skipped", "near-duplicate search skipped (no encoder)", 0))
     if label_errors and not stopped:
-        stage("label_errors", _check_label_errors, ctx, label_error_model, emb, findings, stats)
+        stage("label_errors", _check_label_errors, ctx, label_error_model, emb, findings, stats,
+              share("label_errors"), clock)
     timings["total"] = time.perf_counter() - t0
+    if budget_s is not None:
+        _note_budget(ctx, budget_s, findings, stats)
 
     rank = {s: i for i, s in enumerate(SEVERITIES)}
     findings.sort(key=lambda f: rank[f.severity])  # stable: checks keep their order within a severity
@@ -147,7 +172,8 @@ def run_audit(
     settings = {"encoder": encoder if isinstance(encoder, str) or encoder is None else type(encoder).__name__,
                 "near_dup_threshold": near_dup_threshold, "label_errors": label_errors,
                 "label_error_model": label_error_model, "seed": seed, "requirements": reqs,
-                "rules_version": RULES_VERSION, "stopped_early": bool(stopped)}
+                "rules_version": RULES_VERSION, "stopped_early": bool(stopped),
+                "budget_minutes": budget_minutes}
     if ctx.embed_stats:
         stats["embedding"] = ctx.embed_stats  # this audit's cache hits / misses (unique texts encoded)
     if encoder is not None and hasattr(encoder, "info"):
@@ -158,6 +184,36 @@ def run_audit(
     plan = _Plan(task.fingerprint(), ctx.group, ctx.conflict_groups, ctx.cross_pairs, near_dup_threshold
                  if encoder is not None else None)
     return AuditReport(summary, resolved_type, type_reason, findings, stats, family_support, settings, timings, plan)
+
+
+#: Share of what is left of the audit's budget each costly stage may use, and its floor (share of the
+#: whole budget it gets even when the earlier stages used everything up).
+STAGE_SHARES = {"embed": (0.6, 0.1), "near_duplicates": (0.5, 0.05), "label_errors": (1.0, 0.15)}
+
+
+def _note_budget(ctx: _Ctx, budget_s: float, findings: list[Finding], stats: dict[str, Any]) -> None:
+    """What the audit's budget cut, in ``stats["budget"]`` and one finding the reports show."""
+    emb = getattr(ctx, "embed_budget", None)
+    lab = stats.get("label_errors") or {}
+    confirm_stop = getattr(ctx, "confirm_stopped", None)
+    cut: list[str] = []
+    if emb and emb.get("sampled"):
+        cut.append(f"near-duplicates and leakage were searched among a stratified sample of {emb['done']:,} of "
+                   f"{emb['total']:,} distinct texts (the embedding of all would not fit)")
+    if confirm_stop is not None:
+        cand = (stats.get("near_duplicates") or {}).get("candidates_kept", 0)
+        cut.append(f"the whole-text check confirmed {confirm_stop:,} of {cand:,} candidate pairs (most similar first)")
+    if lab.get("sampled"):
+        cut.append(f"label errors were searched in a stratified sample of {lab['rows_checked']:,} of "
+                   f"{(lab.get('budget') or {}).get('rows_eligible', lab['rows_checked']):,} rows")
+    stats["budget"] = {"budget_minutes": round(budget_s / 60, 2), "embedding": emb,
+                       "confirm_stopped_at": confirm_stop, "label_errors_sampled": bool(lab.get("sampled")),
+                       "sampled": bool(cut)}
+    if cut:
+        findings.append(Finding("info", "audit_sampled", f"within the audit's {budget_s / 60:.1f}-minute budget: "
+                                + "; ".join(cut), 0,
+                                advice="raise --audit-budget-minutes (or run `adaptladder audit` without a budget) "
+                                       "to check every row."))
 
 
 def _clip(s: str, n: int = 160) -> str:

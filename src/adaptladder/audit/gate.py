@@ -31,6 +31,13 @@ def enforce_audit(report: AuditReport, force: bool = False) -> None:
 
 
 
+def audit_budget_minutes(cfg: Any) -> float | None:
+    """The audit's time budget in a run: ``audit_budget_minutes`` when given, else the run's
+    ``--budget-minutes`` (a run that budgets its rungs budgets its audit alike), else none."""
+    own = getattr(cfg, "audit_budget_minutes", None)
+    return own if own is not None else getattr(cfg, "budget_minutes", None)
+
+
 def is_current(doc: dict[str, Any], task: Task, *, encoder: Any, seed: int) -> bool:
     """True when an audit report (``AuditReport.to_dict()``) was made of this data with these
     settings and today's rules and default requirements, so it can be reused instead of re-run.
@@ -59,8 +66,11 @@ def audit_for_run(task: Task, cfg: Any, run_dir: str | Path, log: Any = None) ->
     from rich.markup import escape
 
     force = bool(getattr(cfg, "force", False))
+    budget = audit_budget_minutes(cfg)
+    if budget is not None:
+        log(f"data audit budget: {budget:g} min (costly stages sample to fit; --audit-budget-minutes changes it)")
     report = run_audit(task, encoder=getattr(cfg, "encoder", "minilm"), seed=getattr(cfg, "seed", 13),
-                       log=lambda msg: log(escape(msg)), stop_on_errors=not force)
+                       log=lambda msg: log(escape(msg)), stop_on_errors=not force, budget_minutes=budget)
     report.write_json(Path(run_dir) / "audit.json")
     for f in report.errors + report.warnings:
         colour = "red" if f.severity == "error" else "yellow"

@@ -76,9 +76,20 @@ def out_of_fold_probs(texts: Sequence[str], y: np.ndarray, *, model: str = "tfid
     return probs / probs.sum(axis=1, keepdims=True)
 
 
+#: Rows of the timing probe that sizes a budgeted label-error search.
+PROBE_ROWS = 400
+
+
 def _check_label_errors(ctx: _Ctx, model: str, emb: np.ndarray | None, findings: list[Finding],
-                        stats: dict[str, Any]) -> None:
+                        stats: dict[str, Any], seconds: float | None = None, clock: Any = None) -> None:
+    """cleanlab on out-of-fold probabilities. With ``seconds`` (the audit's budget for this stage) the
+    out-of-fold models are first timed on a stratified probe of :data:`PROBE_ROWS` rows; when all rows
+    would not fit, a stratified sample sized to fit is checked (``stats["label_errors"]["sampled"]``)."""
+    import time
+
     from cleanlab.filter import find_label_issues
+
+    clock = clock or time.perf_counter
 
     folds = 5 if len(ctx.y) <= 10_000 else 3  # 3 folds halve the training work on large sets
     counts = np.bincount(ctx.y, minlength=len(ctx.names))
@@ -88,31 +99,67 @@ def _check_label_errors(ctx: _Ctx, model: str, emb: np.ndarray | None, findings:
         findings.append(Finding("info", "label_errors_skipped", "label-error search skipped: it needs at least two "
                                 f"classes with {folds}+ examples and 20 rows", 0))
         return
+    embedded = getattr(ctx, "embedded", None)
+    n_eligible = len(rows)
+    if emb is not None and embedded is not None and not embedded.all():
+        # the embedding stopped at a sample (the audit's budget): the features model would see only
+        # those rows, so the label-error search uses the tfidf model, on rows sized by its own budget
+        emb = None
+        model = "tfidf"
     remap = np.full(len(ctx.names), -1)
     remap[ok_classes] = np.arange(len(ok_classes))
-    y = remap[ctx.y[rows]]
-    texts = [ctx.task.texts[i] for i in rows]
-    row_emb = emb[ctx.group[rows]] if emb is not None else None
-    if model == "features" and row_emb is None:
+    if model == "features" and emb is None:
         model = "tfidf"
     candidates = ["tfidf", "features"] if model == "auto" else [model]
-    if row_emb is None:
+    if emb is None:
         candidates = [c for c in candidates if c != "features"] or ["tfidf"]
-    tried: dict[str, float] = {}
-    best: tuple[float, str, np.ndarray] | None = None
-    for m in candidates:
-        p = out_of_fold_probs(texts, y, model=m, emb=row_emb, folds=folds, seed=ctx.seed)
-        a = float((p.argmax(1) == y).mean())
-        tried[m] = a
-        if best is None or a > best[0]:
-            best = (a, m, p)
-    assert best is not None
+
+    def fit_all(rs: np.ndarray) -> tuple[dict[str, float], tuple[float, str, np.ndarray]]:
+        y_ = remap[ctx.y[rs]]
+        texts_ = [ctx.task.texts[i] for i in rs]
+        row_emb = emb[ctx.group[rs]] if emb is not None else None
+        tried_: dict[str, float] = {}
+        best_: tuple[float, str, np.ndarray] | None = None
+        for m in candidates:
+            p = out_of_fold_probs(texts_, y_, model=m, emb=row_emb, folds=folds, seed=ctx.seed)
+            a = float((p.argmax(1) == y_).mean())
+            tried_[m] = a
+            if best_ is None or a > best_[0]:
+                best_ = (a, m, p)
+        assert best_ is not None
+        return tried_, best_
+
+    budget_note: dict[str, Any] | None = None
+    result = None
+    if seconds is not None and len(rows) > PROBE_ROWS:
+        from adaptladder.budget import stratified_order
+
+        order = stratified_order(ctx.y[rows], ctx.seed)
+        probe = np.sort(rows[order[:PROBE_ROWS]])
+        t = clock()
+        result = fit_all(probe)
+        per_row = (clock() - t) / len(probe)
+        left = seconds - (clock() - t)
+        afford = int(left / per_row) if per_row > 0 else len(rows)
+        budget_note = {"budget_seconds": round(seconds, 1), "probe_rows": len(probe),
+                       "seconds_per_row": round(per_row, 5), "rows_eligible": n_eligible}
+        if afford >= len(rows):
+            result = None  # all rows fit: the probe only measured
+        elif afford > len(probe):
+            rows = np.sort(rows[order[:afford]])
+            result = None
+        else:
+            rows = probe  # the probe's own result is the sample that fits
+    y = remap[ctx.y[rows]]
+    tried, best = result or fit_all(rows)
     acc, model, probs = best
     issues = find_label_issues(y, probs, return_indices_ranked_by="self_confidence", n_jobs=1)
     n_issue = len(issues)
     share = n_issue / len(rows)
     by_class = np.bincount(y[issues], minlength=len(ok_classes))
-    stats["label_errors"] = {"model": model, "folds": folds, "rows_checked": len(rows),
+    sampled = len(rows) < n_eligible
+    stats["label_errors"] = {"model": model, "folds": folds, "rows_checked": len(rows), "sampled": sampled,
+                             **({"budget": budget_note} if budget_note else {}),
                              "out_of_fold_accuracy": acc, "models_tried": tried, "issues": n_issue, "share": share,
                              "by_given_label": {ctx.names[int(ok_classes[c])]: int(by_class[c])
                                                 for c in range(len(ok_classes)) if by_class[c]}}
@@ -141,4 +188,6 @@ def _check_label_errors(ctx: _Ctx, model: str, emb: np.ndarray | None, findings:
         msg = f"{n_issue:,} of {len(rows):,} rows ({share:.1%}) look mislabelled to cleanlab ({chosen})"
         advice = ("review the top-ranked rows (given vs suggested label); on a hard task some flags are just "
                   "difficult texts, not mistakes.")
+    if sampled:
+        msg += f" - a stratified sample of {len(rows):,} of {n_eligible:,} rows, sized to the audit's time budget"
     findings.append(Finding(sev, "likely_label_errors", msg, n_issue, examples, advice=advice))

@@ -39,6 +39,34 @@ def parse_set(values: list[str] | None) -> dict[str, dict[str, Any]]:
     return out
 
 
+def parse_sample(value: str | None) -> int | dict[str, int] | None:
+    """``--sample 500`` -> 500 (every split); ``--sample train=2000,test=1000`` -> per-split caps."""
+    if value is None:
+        return None
+    text = value.strip()
+    if "=" not in text:
+        try:
+            return int(text)
+        except ValueError:
+            raise AdaptError(f"--sample {value!r} is not a number of rows; give N (per split) or "
+                             "train=N,validation=N,test=N.") from None
+    from adaptladder.task import SPLIT_ALIASES
+
+    out: dict[str, int] = {}
+    for part in text.split(","):
+        key, _, num = part.partition("=")
+        split = SPLIT_ALIASES.get(key.strip().lower())
+        try:
+            n = int(num)
+        except ValueError:
+            n = None
+        if split is None or n is None:
+            raise AdaptError(f"--sample {value!r}: {part.strip()!r} is not SPLIT=N (splits: train, validation, "
+                             "test); e.g. --sample train=2000,validation=1000,test=1000.")
+        out[split] = n
+    return out
+
+
 def split_list(value: str | None) -> list[str] | None:
     if value is None:
         return None
@@ -117,13 +145,18 @@ def register(app: typer.Typer) -> None:
         lower_bound: Annotated[bool, typer.Option("--lower-bound", help="Require the lower 95% confidence bound "
                                                   "to clear the bar.")] = False,
         seed: Annotated[int | None, typer.Option(help="Seed for splits, sampling and training [default: 13].")] = None,
-        sample: Annotated[int | None, typer.Option(help="Use at most N rows per split (stratified).")] = None,
+        sample: Annotated[str | None, typer.Option(help="Use at most N rows per split (stratified); per split: "
+                                                       "train=2000,validation=1000,test=1000 (a split not named "
+                                                       "keeps all its rows).")] = None,
         encoder: Annotated[str | None, typer.Option(help="Sentence encoder: alias, HF id or path [default: minilm].")
                            ] = None,
         lm: Annotated[str | None, typer.Option(help="Language model for prompting rungs.")] = None,
         budget_minutes: Annotated[float | None, typer.Option(help="Time budget per rung in minutes: "
                                                                    "fine-tuning trains to it; every rung's "
                                                                    "evaluation is sized to fit it.")] = None,
+        audit_budget_minutes: Annotated[float | None, typer.Option(
+            help="Time budget of the data audit in minutes (default: --budget-minutes); its costly stages "
+                 "check a stratified sample that fits, stated in the audit report.")] = None,
         set_: Annotated[list[str] | None, typer.Option("--set", help="Rung setting RUNG.PARAM=VALUE "
                                                        "(repeatable).")] = None,
         sweep: Annotated[list[str] | None, typer.Option("--sweep", help="Search a rung setting on validation: "
@@ -160,7 +193,8 @@ def register(app: typer.Typer) -> None:
             validation=validation, test=test, rungs=split_list(rungs), order=split_list(order), bar=bar,
             metric=metric, margin=margin, run_all=run_all or None, require_lower_bound=lower_bound or None,
             seed=seed,
-            sample=sample, encoder=encoder, lm=lm, budget_minutes=budget_minutes, out=out,
+            sample=parse_sample(sample), encoder=encoder, lm=lm, budget_minutes=budget_minutes,
+            audit_budget_minutes=audit_budget_minutes, out=out,
             no_audit=no_audit or None, force=force or None, fresh=fresh or None,
             executor=executor, ray_address=ray_address, storage=storage,
         )

@@ -116,26 +116,67 @@ class TfidfRung(Rung):
             LogisticRegression(C=C, max_iter=2000, class_weight=p.class_weight, random_state=p.seed),
         )
 
+    #: The C grid, in the order it is tried: the middle first, so a budget cut keeps the usual choice.
+    C_GRID = (4.0, 1.0, 16.0)
+    #: Share of the rung's time budget (``time_budget_s``, set by the ladder) the C grid may use.
+    FIT_BUDGET_SHARE = 0.4
+
     def fit(self, texts: Sequence[str], y: np.ndarray, *, label_names: Sequence[str],
             val_texts: Sequence[str] | None = None, val_y: np.ndarray | None = None) -> TfidfRung:
+        """Vectorise once, fit the logistic regression for each C of the grid, keep the best on
+        validation macro-F1. With a time budget the first C's fit is the timing probe: further grid
+        points are tried only while their estimate fits :attr:`FIT_BUDGET_SHARE` of the budget
+        (``selection_budget_`` records what was cut)."""
+        import time
+
+        from sklearn.base import clone
+        from sklearn.pipeline import Pipeline
+
+        clock = getattr(self, "clock", None) or time.perf_counter
         texts, y = check_inputs(texts, y)
         self.label_names_ = list(label_names)
         k = len(label_names)
-        grid = [self.settings.C] if self.settings.C is not None else [1.0, 4.0, 16.0]
+        grid = [self.settings.C] if self.settings.C is not None else list(self.C_GRID)
         self.selection_: dict[str, float] = {}
+        self.selection_budget_: dict[str, Any] | None = None
         self.analyzer_ = "word" if _has_word_tokens(texts) else "char"
+        t0 = clock()
+        template = self._pipeline(grid[0], self.analyzer_)
+        vec = template.steps[0][1].fit(texts)
+        X = vec.transform(texts)
+        Xv = vec.transform(list(val_texts)) if (len(grid) > 1 and val_texts is not None and val_y is not None) else None
+        vec_seconds = clock() - t0
+        budget = getattr(self, "time_budget_s", None)
+        allowed = None if budget is None else self.FIT_BUDGET_SHARE * budget
         best = None
-        for C in grid:
-            pipe = self._pipeline(C, self.analyzer_).fit(texts, y)
-            if len(grid) == 1 or val_texts is None or val_y is None:
+        lr_seconds: list[float] = []
+        for i, C in enumerate(grid):
+            if i and allowed is not None:
+                spent = clock() - t0
+                est = max(lr_seconds)
+                if spent + est > allowed:
+                    self.selection_budget_ = {
+                        "budget_seconds": round(budget, 1), "grid_share": self.FIT_BUDGET_SHARE,
+                        "tried": [f"C={c:g}" for c in grid[:i]], "not_tried": [f"C={c:g}" for c in grid[i:]],
+                        "seconds_per_C": round(est, 2), "vectorise_seconds": round(vec_seconds, 2),
+                        "why": f"each C takes ~{est:.0f} s; {len(grid) - i} more would pass {allowed:.0f} s "
+                               f"({self.FIT_BUDGET_SHARE:.0%} of the {budget:.0f} s budget)"}
+                    break
+            t1 = clock()
+            lr = clone(template.steps[1][1]).set_params(C=C).fit(X, y)
+            lr_seconds.append(clock() - t1)
+            pipe = Pipeline([template.steps[0], (template.steps[1][0], lr)])
+            if Xv is None:
                 best = (0.0, C, pipe)
                 break
-            f1 = fast_macro_f1(np.asarray(val_y), pipe.predict(list(val_texts)), k)
+            f1 = fast_macro_f1(np.asarray(val_y), lr.predict(Xv), k)
             self.selection_[f"C={C:g}"] = f1
-            if best is None or f1 > best[0]:
+            if best is None or f1 > best[0] or (f1 == best[0] and best[1] > C):  # ties: the smaller C
                 best = (f1, C, pipe)
         assert best is not None
         _, self.C_, self.pipeline_ = best
+        # what a refit with C pinned costs (cross-validation's folds): vectorise + one logistic regression
+        self.refit_seconds_ = vec_seconds + (max(lr_seconds) if lr_seconds else 0.0)
         return self
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
@@ -147,7 +188,9 @@ class TfidfRung(Rung):
     def _save(self, path: Path) -> None:
         # skops, not pickle: loading it back trusts only scikit-learn's own types
         dump_sklearn(self.pipeline_, path / MODEL_FILE)
-        (path / STATE_FILE).write_text(json.dumps({"C": self.C_, "selection": self.selection_}, indent=2))
+        (path / STATE_FILE).write_text(json.dumps({"C": self.C_, "selection": self.selection_,
+                                                   "selection_budget": getattr(self, "selection_budget_", None)},
+                                                  indent=2))
 
     @classmethod
     def _load(cls, path: Path, meta: dict[str, Any]) -> TfidfRung:
@@ -155,6 +198,7 @@ class TfidfRung(Rung):
         state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
         rung.pipeline_ = load_sklearn(path / MODEL_FILE)
         rung.C_, rung.selection_ = state["C"], state["selection"]
+        rung.selection_budget_ = state.get("selection_budget")
         rung.label_names_ = meta["label_names"]
         return rung
 
@@ -162,6 +206,8 @@ class TfidfRung(Rung):
         vec = self.pipeline_.steps[0][1]
         vocab = len(vec.vocabulary_)
         info = {"C": self.C_, "validation_macro_f1_by_C": self.selection_, "vocabulary_size": vocab}
+        if getattr(self, "selection_budget_", None):
+            info["C_grid_cut_by_budget"] = self.selection_budget_
         if vec.analyzer == "char":
             info["analyzer"] = "char 1-3-grams (the training texts have no word tokens, e.g. only emoji or symbols)"
         return info

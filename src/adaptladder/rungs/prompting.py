@@ -191,6 +191,9 @@ class _PromptingRung(Rung):
 
     # ------------------------------------------------------------------ params
     def _p(self, key: str) -> Any:
+        shape = getattr(self, "shot_shape_", None)  # (k, tokens per shot) chosen on validation (see fit)
+        if shape and key in shape:
+            return shape[key]
         v = getattr(self.settings, key)
         if key == "k" and v is None:
             return self.default_k
@@ -371,9 +374,97 @@ class _PromptingRung(Rung):
         verbs = self._verbalizer_candidates()
         self._use_verbalizer(verbs[0][1], verbs[0][0])  # the default until validation chooses
         self._memo = {}
+        self.shot_shape_ = None
+        self.shot_choice_: dict[str, Any] | None = None
         self._select(texts, y)
         self._choose_prompt(val_texts, val_y, verbs)
+        self._choose_shot_shape(texts, y, val_texts, val_y)
         return self
+
+    # ------------------------------------------------------------------ (k, tokens per shot)
+    #: Validation examples the (k, tokens per shot) candidates are compared on (at most).
+    SHAPE_CHOICE_N: ClassVar[int] = 60
+
+    def _shape_candidates(self) -> list[dict[str, int]]:
+        """(k, tokens per shot) pairs to compare on validation, the configured one first: k and
+        half of it (at least 1), times ``shot_max_tokens`` and half of it (at least 32); a value
+        the user set explicitly (``--set RUNG.k=...`` / ``shot_max_tokens``) is kept fixed."""
+        if not self.uses_shots or self.default_k == 0:
+            return []
+        k0, t0 = int(self._p("k")), int(self._p("shot_max_tokens"))
+        if k0 == 0:
+            return []
+        ks = [k0] if "k" in self.params else list(dict.fromkeys([k0, max(1, k0 // 2)]))
+        ts = [t0] if "shot_max_tokens" in self.params else list(dict.fromkeys([t0, max(32, t0 // 2)]))
+        return [{"k": k, "shot_max_tokens": t} for k in ks for t in ts]
+
+    def _choose_shot_shape(self, texts: list[str], y: np.ndarray, val_texts: Sequence[str] | None,
+                           val_y: np.ndarray | None) -> None:
+        """Choose (k, tokens per shot) on validation macro-F1, with the prompt already chosen.
+
+        Every candidate is scored on the same stratified validation subset (at most
+        :data:`SHAPE_CHOICE_N`; with a time budget, as many candidates as the fit's share of it
+        affords, from the per-text cost the prompt choice measured); ties go to the shorter prompt
+        (fewer shot tokens: faster predictions). The record is ``shot_choice_`` (the report shows it)."""
+        cands = self._shape_candidates()
+        no_room = str(self.calibration_scores_.get("reason", "")).startswith("defaults: the time budget")
+        if len(cands) < 2 or val_texts is None or val_y is None or not len(val_texts) or no_room:
+            return
+        from sklearn.metrics import f1_score
+
+        from adaptladder.task import stratified_subset
+
+        vt, vy = check_inputs(val_texts, val_y)
+        assert vy is not None
+        seed = int(self._p("seed"))
+        pos = stratified_subset(vy, min(self.SHAPE_CHOICE_N, len(vt)), seed)
+        sub = [vt[i] for i in pos]
+        labels = list(range(len(self.label_names_)))
+        budget = self._p("budget_minutes")
+        chosen_state = (self.p_cf_, self._memo)
+        if budget is not None:
+            per_text = (self.calibration_scores_.get("budget") or {}).get("seconds_per_text")
+            spent = self._clock() - getattr(self, "_fit_t0", self._clock())
+            left = self.FIT_BUDGET_SHARE * float(budget) * 60 - spent
+            if per_text:
+                n_more = int(left // max(per_text * (len(sub) + len(CONTENT_FREE)), 1e-9))
+                if n_more < 1:
+                    self.shot_choice_ = {"candidates": [dict(cands[0], chosen=True)], "n_validation": 0,
+                                         "reason": "the configured shape: the time budget leaves no room to "
+                                                   "compare (k, tokens per shot) on validation"}
+                    return
+                cands = cands[: n_more + 1]
+
+        def score(cand: dict[str, int] | None) -> tuple[float, Any]:
+            self.shot_shape_ = cand
+            if cand is not None:
+                self._memo = {}
+                self._reselect(texts, y)
+                self.p_cf_ = self._content_free_probs()
+            probs = _softmax(self._raw_scores(sub, count=False))
+            pred = (self._calibrate(probs) if self.calibrate_ else probs).argmax(1)
+            f1 = float(f1_score(vy[pos], pred, average="macro", labels=labels, zero_division=0))
+            return f1, (self.p_cf_, self._memo)
+
+        results = []
+        for i, cand in enumerate(cands):
+            f1, state = score(None if i == 0 else cand)  # the first is the configured shape: memoised scores
+            results.append((f1, cand, state))
+        # best F1; ties: fewer shot tokens (k x tokens per shot), then the configured order
+        best_i = max(range(len(results)), key=lambda i: (round(results[i][0], 6),
+                                                          -results[i][1]["k"] * results[i][1]["shot_max_tokens"], -i))
+        f1, cand, state = results[best_i]
+        self.shot_shape_ = None if best_i == 0 else dict(cand)
+        self._reselect(texts, y)
+        self.p_cf_, self._memo = state if best_i else chosen_state
+        self.shot_choice_ = {
+            "n_validation": len(pos), "reason": "best validation macro-F1 (ties: the shorter prompt)",
+            "candidates": [dict(c, macro_f1=round(f, 4), chosen=i == best_i) for i, (f, c, _) in enumerate(results)]}
+
+    def _reselect(self, texts: list[str], y: np.ndarray) -> None:
+        """Re-pick the demonstrations for the current (k, tokens per shot)."""
+        if hasattr(self, "shots_"):
+            self._select(texts, y)
 
     def _select(self, texts: list[str], y: np.ndarray) -> None:
         """Choose the demonstration examples (none for zero-shot)."""
@@ -727,6 +818,14 @@ class _PromptingRung(Rung):
             "usage": self.backend.usage.summary(),
         }
         info.update(self._shot_info())
+        if getattr(self, "shot_choice_", None):
+            info["shot_max_tokens"] = int(self._p("shot_max_tokens"))
+            c = self.shot_choice_
+            tried = "; ".join(f"k={x['k']}, {x['shot_max_tokens']} tokens/shot: "
+                              + (f"{x['macro_f1']:.3f}" if "macro_f1" in x else "-")
+                              + (" (chosen)" if x.get("chosen") else "") for x in c["candidates"])
+            info["shot_choice"] = f"{tried} - validation macro-F1 on {c['n_validation']} examples; {c['reason']}"
+            info["shot_choice_candidates"] = c["candidates"]
         cost = self._api_cost_per_1k()
         if cost is not None:
             info["cost_per_1k_usd"] = cost
@@ -754,7 +853,8 @@ class _PromptingRung(Rung):
                 "calibration_scores": self.calibration_scores_, "label_descriptions": self.label_descriptions_,
                 "descriptions_source": self.descriptions_source_, "verbalizer": self.verbalizer_,
                 "verbalizer_source": self.verbalizer_source_, "prompt_choices": self.prompt_choices_,
-                "prompt_window": getattr(self, "prompt_window_", None)}
+                "prompt_window": getattr(self, "prompt_window_", None),
+                "shot_shape": getattr(self, "shot_shape_", None), "shot_choice": getattr(self, "shot_choice_", None)}
 
     def _save(self, path: Path) -> None:
         self._check_fitted()
@@ -781,6 +881,8 @@ class _PromptingRung(Rung):
         rung.prompt_choices_ = state.get("prompt_choices", [])  # older runs: not recorded
         if state.get("prompt_window"):
             rung.prompt_window_ = int(state["prompt_window"])
+        rung.shot_shape_ = state.get("shot_shape")  # older runs: the configured (k, tokens per shot)
+        rung.shot_choice_ = state.get("shot_choice")
         rung._set_format(state["prompt_format"])
         rung._load_shots(path, state)
         return rung
@@ -930,6 +1032,9 @@ class KnnFewShotRung(_PromptingRung):
 
     def _shot_info(self) -> dict[str, Any]:
         return {"pool_size": len(self.pool_texts_), "encoder": self._encoder().info()}
+
+    def _reselect(self, texts: list[str], y: np.ndarray) -> None:
+        """Nothing to re-pick: the neighbours read k and the shots are cut to tokens per shot at query time."""
 
     def _save(self, path: Path) -> None:
         super()._save(path)
