@@ -456,7 +456,10 @@ class _PromptingRung(Rung):
         f1, cand, state = results[best_i]
         self.shot_shape_ = None if best_i == 0 else dict(cand)
         self._reselect(texts, y)
-        self.p_cf_, self._memo = state if best_i else chosen_state
+        self.p_cf_ = (state if best_i else chosen_state)[0]
+        # scores are recomputed from here on, in the batches a saved-and-loaded rung would use too
+        # (a memo from the comparison's batches can differ in the last bits: save -> load identity)
+        self._memo = {}
         self.shot_choice_ = {
             "n_validation": len(pos), "reason": "best validation macro-F1 (ties: the shorter prompt)",
             "candidates": [dict(c, macro_f1=round(f, 4), chosen=i == best_i) for i, (f, c, _) in enumerate(results)]}
