@@ -56,8 +56,8 @@ def test_predict_ray_equals_local_and_keeps_row_order(tmp_path: Path, tiny_ray: 
 def test_predict_ray_bad_address_and_options_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     run = toy_run(tmp_path)
     args = ["predict", str(run), "-i", str(tmp_path / "toy.csv"), "-o", str(tmp_path / "out.csv")]
-    for extra, match in ((["--executor", "ray", "--ray-address", "127.0.0.1:1"], "could not reach the Ray cluster"),
-                         (["--executor", "ray", "--ray-address", "nonsense"], "not of the form HOST:PORT"),
+    for extra, match in ((["--executor", "ray", "--ray-address", "127.0.0.1:1"], "no Ray cluster answers there"),
+                         (["--executor", "ray", "--ray-address", "nonsense"], "is not HOST:PORT"),
                          (["--ray-address", "127.0.0.1:1"], "--ray-address is for --executor ray"),
                          (["--executor", "spark"], "--executor 'spark' is unknown")):
         assert _main(args + extra) == 2

@@ -13,6 +13,7 @@ import adaptladder
 from adaptladder import cli
 from adaptladder.errors import AdaptError
 from adaptladder.sweep import grid, parse_sweep
+from test_finetune import tiny_bert  # noqa: F401  (the tiny BERT fixture)
 
 
 def _data(tmp: Path, n: int = 240) -> Path:
@@ -109,3 +110,52 @@ def test_bad_sweep_is_one_line_error_before_any_work(tmp_path: Path, capsys: pyt
     lines = [ln for ln in err.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and re.search(match, lines[0]), err
     assert not out.exists()  # nothing was read, fitted or written
+
+
+@pytest.fixture(scope="module")
+def tiny_ray():  # type: ignore[no-untyped-def]
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()
+
+
+def test_ray_tune_sweep_chooses_like_the_local_grid(tmp_path: Path, tiny_ray: None) -> None:
+    data = _data(tmp_path, n=150)
+    spec = {"tfidf": {"max_features": [1, 5000], "C": [1, 4]}}
+    kw = dict(no_audit=True, data=str(data), rungs=["tfidf"], cv_folds=0, sweep=spec)
+    local = adaptladder.run(out=str(tmp_path / "local"), **kw).result("tfidf")
+    on_ray = adaptladder.run(out=str(tmp_path / "ray"), executor="ray", **kw).result("tfidf")
+    sw = on_ray["sweep"]
+    assert sw["executor"] == "ray" and sw["scheduler"] is None  # tfidf reports no intermediate values: plain grid
+    assert [t["status"] for t in sw["trials"]] == ["done"] * 4
+    assert [t["validation"] for t in sw["trials"]] == pytest.approx([t["validation"] for t in local["sweep"]["trials"]])
+    assert sw["chosen"] == local["sweep"]["chosen"] and on_ray["params"] == local["params"]
+    # the chosen trial's model came home from its Tune checkpoint and is the rung that was measured
+    assert on_ray["validation"]["predictions"] == local["validation"]["predictions"]
+    assert (tmp_path / "ray" / "rungs" / "tfidf" / "model" / "rung.json").is_file()
+
+
+@pytest.mark.slow
+def test_finetune_sweep_on_tune_reports_each_evaluation(tmp_path: Path, tiny_ray: None,
+                                                        tiny_bert: str) -> None:  # noqa: F811
+    from test_finetune import FAST
+    from test_finetune import _data as ft_data
+
+    tx, y = ft_data(120, 0)
+    pd.DataFrame({"text": tx, "label": ["pos" if v else "neg" for v in y]}).to_csv(tmp_path / "ft.csv", index=False)
+    res = adaptladder.run(no_audit=True, data=str(tmp_path / "ft.csv"), rungs=["full-ft"], cv_folds=0,
+                          out=str(tmp_path / "run"), executor="ray",
+                          rung_params={"full-ft": {**FAST, "model": tiny_bert, "eval_every": 4}},
+                          sweep={"full-ft": {"lr": [1e-12, 3e-3, 1e-2]}}).result("full-ft")
+    sw = res["sweep"]
+    assert sw["scheduler"] == "ASHA" and sw["executor"] == "ray"
+    assert {t["status"] for t in sw["trials"]} <= {"done", "stopped"}
+    done = [t for t in sw["trials"] if t["status"] == "done"]
+    assert done and all(t["reports"] > 1 for t in done)  # per-evaluation reports reached Tune, then the final one
+    chosen = next(t for t in sw["trials"] if t["chosen"])
+    assert chosen["status"] == "done" and chosen["validation"] == max(t["validation"] for t in done)
+    assert res["status"] == "done" and res["params"]["lr"] == chosen["settings"]["lr"]

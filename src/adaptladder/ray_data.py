@@ -1,4 +1,4 @@
-"""Ray Data jobs: batch prediction over a large file, and sentence encoding that fills the embedding cache.
+"""Ray Data jobs: batch prediction over a large file (``predict --executor ray``).
 
 ``predict --executor ray`` reads the table on the driver (the same reader and checks as the local
 path), sends the texts through ``map_batches`` to a pool of actors that each load the saved rung
@@ -11,7 +11,6 @@ Ray is imported only inside these functions (``adaptladder --help`` stays fast).
 
 from __future__ import annotations
 
-import socket
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,39 +22,6 @@ from adaptladder.errors import AdaptError
 
 #: Rows per ``map_batches`` call (the rung predicts this many texts at once).
 BATCH_SIZE = 4096
-
-
-def _check_reachable(address: str) -> None:
-    """A host:port that does not answer is a one-line error at once (Ray itself retries for minutes)."""
-    target = address.split("://", 1)[-1]
-    host, _, port = target.rpartition(":")
-    if not host or not port.isdigit():
-        raise AdaptError(f"--ray-address {address!r} is not of the form HOST:PORT (e.g. 10.0.0.5:6379, or "
-                         "ray://HOST:10001); start a cluster with `ray start --head` and pass its address.")
-    try:
-        with socket.create_connection((host, int(port)), timeout=5):
-            pass
-    except OSError as e:
-        raise AdaptError(f"could not reach the Ray cluster at {address!r} ({e.strerror or e}); start one with "
-                         "`ray start --head` and pass its address, or drop --ray-address to start a local "
-                         "Ray instance.") from None
-
-
-def ray_init(address: str | None = None) -> None:
-    """Connect to the cluster at ``address`` (``auto``: the one on this machine), or start a local Ray
-    instance sized to the machine; a bad address is a one-line error."""
-    import ray
-
-    if address and address not in ("auto", "local"):
-        _check_reachable(address)
-    if ray.is_initialized():
-        return
-    try:
-        ray.init(address=address or None, include_dashboard=False, log_to_driver=False)
-    except Exception as e:  # ConnectionError, ValueError, ...: where and what to do, in one line
-        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise AdaptError(f"could not connect to the Ray cluster at {address!r} ({first[:160]}); start one with "
-                         "`ray start --head` and pass its address, or drop --ray-address.") from None
 
 
 def _quiet_data() -> None:
@@ -151,9 +117,11 @@ def predict_file_ray(run_dir: str | Path, input_path: str | Path, output_path: s
 
     names = list(json.loads((model_dir / "rung.json").read_text(encoding="utf-8")).get("label_names") or [])
     df, texts, col = read_texts(input_path, text_col, run_dir)
-    ray_init(address)
-    t0 = time.perf_counter()
-    proba = predict_proba_ray(model_dir, texts, batch_size=batch_size, concurrency=concurrency)
+    from adaptladder.executors.ray_cluster import ray_init
+
+    with ray_init(address):  # shut down afterwards only if this call started a local instance
+        t0 = time.perf_counter()
+        proba = predict_proba_ray(model_dir, texts, batch_size=batch_size, concurrency=concurrency)
     if not len(texts):
         proba = np.zeros((0, len(names)))
     preds = frame_from_proba(names, proba, len(texts))

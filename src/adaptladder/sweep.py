@@ -254,10 +254,10 @@ def _run_ray(name: str, cls: type, combos: list[dict[str, Any]], trial_params: l
     from ray import tune
     from ray.tune.schedulers import ASHAScheduler
 
-    from adaptladder.ray_data import ray_init
+    from adaptladder.executors.ray_cluster import ray_init
     from adaptladder.rungs.base import load_rung
 
-    ray_init(address)
+    ctx = ray_init(address)  # the executor's session when it runs; else a local one, shut down after
     intermediate = bool(getattr(cls, "validation_hook", False))
     label_names = list(task.label_names)
 
@@ -306,13 +306,15 @@ def _run_ray(name: str, cls: type, combos: list[dict[str, Any]], trial_params: l
             if not 0 <= i < len(combos):
                 continue
             m = res.metrics or {}
+            reports = int(m.get("training_iteration") or 0)  # validation reports (intermediate + final)
             if res.error is not None:
                 rows[i] = _row(combos[i], status="failed", reason=f"{type(res.error).__name__}: {res.error}"[:300])
             elif not m.get("final"):
-                rows[i] = _row(combos[i], status="stopped", validation=m.get("score"),
+                rows[i] = _row(combos[i], status="stopped", validation=m.get("score"), reports=reports,
                                reason="stopped early by ASHA (validation macro-F1 behind the other trials)")
             else:
-                rows[i] = _row(combos[i], validation=float(m["score"]), fit_seconds=round(float(m["fit_seconds"]), 3))
+                rows[i] = _row(combos[i], validation=float(m["score"]), fit_seconds=round(float(m["fit_seconds"]), 3),
+                               reports=reports)
                 if best is None or (m["score"], -i) > (best[0], -best[1]):
                     best = (float(m["score"]), i, res.checkpoint)
         rung = None
@@ -330,3 +332,4 @@ def _run_ray(name: str, cls: type, combos: list[dict[str, Any]], trial_params: l
         import shutil
 
         shutil.rmtree(storage, ignore_errors=True)
+        ctx.shutdown()
