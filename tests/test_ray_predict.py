@@ -64,3 +64,29 @@ def test_predict_ray_bad_address_and_options_are_one_line(tmp_path: Path, capsys
         err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
         assert len(err) == 1 and match in err[0], err
         assert not (tmp_path / "out.csv").exists()
+
+
+def test_encoder_on_ray_fills_the_same_cache(tiny_ray: None, tiny_encoder_dir: str,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from adaptladder import encode
+    from adaptladder.ray_encode import encoding_on_ray
+
+    monkeypatch.setattr(encode, "REMOTE_MIN_TEXTS", 10)
+    texts = [f"message {i} about {w} and more" for i, w in enumerate(["tea", "rain", "code", "cats"] * 15)]
+    local = encode.Encoder(tiny_encoder_dir, precision="fp32", cache=False).encode(texts)
+    calls: list[int] = []
+    enc = encode.Encoder(tiny_encoder_dir, precision="fp32", max_length=128)
+    with encoding_on_ray(concurrency=2):
+        remote = encode.REMOTE_ENCODE
+        monkeypatch.setattr(encode, "REMOTE_ENCODE", lambda e, t, p: calls.append(len(t)) or remote(e, t, p))
+        got = enc.encode(texts)
+        with encode.cache_disabled():  # timing the model: always in this process
+            enc.encode(texts[:20])
+    assert calls == [len(texts)]
+    np.testing.assert_allclose(got, local, atol=1e-5)
+    # the driver wrote them into the cache: a local encoder finds every one
+    again = encode.Encoder(tiny_encoder_dir, precision="fp32", max_length=128)
+    np.testing.assert_array_equal(again.encode(texts), got)
+    assert again.stats == {"hits": len(texts), "misses": 0}

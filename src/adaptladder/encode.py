@@ -45,6 +45,11 @@ F1_TOLERANCE = 0.01
 CALIBRATION_SAMPLE = 256
 CALIBRATION_TRAIN_SAMPLE = 512
 _CACHE_OFF = threading.local()
+#: Set inside :func:`adaptladder.ray_encode.encoding_on_ray`: encodes a call's uncached texts as a Ray Data
+#: job, ``(encoder, texts, precision) -> embeddings``; None: in this process.
+REMOTE_ENCODE: Any = None
+#: The fewest uncached texts worth a Ray Data job (smaller calls stay local).
+REMOTE_MIN_TEXTS = 1024
 
 
 class cache_disabled:
@@ -314,8 +319,10 @@ class Encoder:
     # ---------------------------------------------------------------- encode
     def _encode_uncached(self, texts: list[str], progress: bool, precision: str | None = None,
                          desc: str = "encoding") -> np.ndarray:
-        eng = self.engine()
         precision = precision or self.precision_used_
+        if REMOTE_ENCODE is not None and len(texts) >= REMOTE_MIN_TEXTS and not caching_disabled():
+            return REMOTE_ENCODE(self, texts, precision)  # a Ray Data job; the caller caches here, on the driver
+        eng = self.engine()
         if not progress or len(texts) <= self.batch_size:
             return eng.encode(texts, precision)
         from adaptladder import progress as prog

@@ -676,6 +676,11 @@ def run_audit_step(task: Task, cfg: RunConfig, run_dir: Path, log: Callable[[str
             return report.to_dict()
         log(f"data audit: {existing.name} was made with other rules or settings; auditing again")
     with progress.step("data audit"):  # heartbeat lines while it works (its stages may add detail)
+        if getattr(cfg, "executor", "local") == "ray":  # its near-duplicate encoding as a Ray Data job
+            from adaptladder.ray_encode import encoding_on_ray
+
+            with encoding_on_ray(cfg.ray_address):
+                return audit_for_run(task, cfg, run_dir, log)
         return audit_for_run(task, cfg, run_dir, log)
 
 
