@@ -74,11 +74,12 @@ def metric_sentence(metric: str, task: dict[str, Any], cfg: dict[str, Any]) -> s
     output = task.get("output") or "text"
     default = task.get("default_metric")
     what = METRIC_WORDS.get(metric, metric)
+    a = "an" if kind[:1] in "aeiou" else "a"
     if default and metric != default:
-        return (f"Primary metric: {metric}, {what}; chosen with --metric (the default for a {kind} task with "
+        return (f"Primary metric: {metric}, {what}; chosen with --metric (the default for {a} {kind} task with "
                 f"{output} output is {default}).")
     why = DEFAULT_WHY["json"] if output == "json" else DEFAULT_WHY.get(kind, "")
-    return (f"Primary metric: {metric}, {what}; the default for a {kind} task with {output} output"
+    return (f"Primary metric: {metric}, {what}; the default for {a} {kind} task with {output} output"
             + (f": {why}." if why else "."))
 
 
