@@ -666,6 +666,12 @@ def _ci_cell(part: dict[str, Any] | None, m: str) -> str:
     return f"{part[m]:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else f"{part[m]:.3f}"
 
 
+def _money(v: Any) -> str:
+    if not isinstance(v, (int, float)):
+        return "-"
+    return f"{v:.4f}" if v >= 0.01 or v == 0 else f"{v:.2e}"
+
+
 def gen_ladder_table(results: Sequence[dict[str, Any]], metric: str, recommended: str | None = None
                      ) -> tuple[list[str], list[list[str]]]:
     """Columns and cells of the generation ladder table (terminal and summary.md)."""
@@ -685,7 +691,7 @@ def gen_ladder_table(results: Sequence[dict[str, Any]], metric: str, recommended
                      f"{v.get('n', '-')}/{t.get('n', '-')}",
                      f"{p['latency_ms_p50']:,.0f}" if p.get("latency_ms_p50") is not None else "-",
                      f"{p['tokens_per_s']:.1f}" if p.get("tokens_per_s") else "-",
-                     f"{r['cost_per_1k_usd']:.4f}" if r.get("cost_per_1k_usd") is not None else "-",
+                     _money(r.get("cost_per_1k_usd")),
                      f"{r.get('fit_seconds', 0):.1f}"])
     return headers, rows
 
