@@ -302,6 +302,13 @@ def per_field_table(rungs: list[dict[str, Any]]) -> dict[str, Any]:
     return {"rungs": [r["name"] for r in done], "rows": rows}
 
 
+def _p(p: Any) -> str:
+    """A bootstrap p-value (resolution 1/1000: 0 is shown as < 0.001)."""
+    if not isinstance(p, (int, float)):
+        return "-"
+    return "< 0.001" if p < 0.001 else f"{p:.3g}"
+
+
 def gen_comparison_rows(cmps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for c in cmps or []:
@@ -316,8 +323,7 @@ def gen_comparison_rows(cmps: list[dict[str, Any]]) -> list[dict[str, Any]]:
                      "a_score": fmt(c.get("a_score")), "b_score": fmt(c.get("b_score")),
                      "diff": f"{c['diff']:+.3f}" if isinstance(c.get("diff"), (int, float)) else "-",
                      "ci": f"[{ci[0]:+.3f}, {ci[1]:+.3f}]",
-                     "p": f"{p:.3g}" if isinstance(p, (int, float)) else "-",
-                     "p_holm": f"{ph:.3g}" if isinstance(ph, (int, float)) else "-",
+                     "p": _p(p), "p_holm": _p(ph),
                      "excludes_zero": "yes" if c.get("excludes_zero") else "no",
                      "significant": sig, "verdict": verdict})
     return rows
@@ -459,9 +465,9 @@ def build_gen_view(doc: dict[str, Any], run_dir: Path | None = None, *, plots: b
                            "not_run": list(rec.get("not_run") or []),
                            "test": " ".join(_cell(winner.get("test"), metric)) if winner else "-",
                            "cost": fmt_money(winner.get("cost_per_1k_usd")) if winner else "-"},
-        "rule": ("Rule: the cheapest rung whose validation " + metric
-                 + (f" meets the bar {doc['bar']:.2f}" if doc.get("bar") is not None else " (no bar)")
-                 + " and that no costlier rung which ran beats significantly (paired bootstrap on the same "
+        "rule": ("Rule: the cheapest rung " + (f"whose validation {metric} meets the bar {doc['bar']:.2f} and "
+                                                 if doc.get("bar") is not None else "(no bar) ")
+                 + "that no costlier rung which ran beats significantly (paired bootstrap on the same "
                    "validation examples, Holm-corrected); the test split never chooses."),
         "rows": rows, "every": every, "not_done": not_done, "figures": figures,
         "json_validity": json_validity(rungs) if output == "json" else [],
