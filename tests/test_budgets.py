@@ -201,6 +201,10 @@ def test_tfidf_grid_is_cut_to_the_budget() -> None:
     assert sorted(roomy.selection_) == ["C=1", "C=16", "C=4"] and "C_grid_cut_by_budget" not in roomy.extra_info()
     free = make_rung("tfidf").fit(texts, y, label_names=["a", "b", "c"], val_texts=vt, val_y=vy)
     assert len(free.selection_) == 3 and free.refit_seconds_ >= 0
+    # the pruned n-grams are not kept (saving them took 45+ min on news20)
+    capped = make_rung("tfidf", max_features=10).fit(texts, y, label_names=["a", "b", "c"])
+    assert not hasattr(capped.pipeline_.steps[0][1], "stop_words_")
+    assert len(capped.pipeline_.steps[0][1].vocabulary_) == 10
 
 
 def test_cross_validation_folds_fit_what_is_left() -> None:

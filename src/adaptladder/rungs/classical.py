@@ -143,6 +143,10 @@ class TfidfRung(Rung):
         t0 = clock()
         template = self._pipeline(grid[0], self.analyzer_)
         vec = template.steps[0][1].fit(texts)
+        # the n-grams max_features pruned (millions on long texts with bigrams): introspection only, and
+        # serialising them made saving news20's model take 45+ minutes (scikit-learn: safe to delete)
+        if hasattr(vec, "stop_words_"):
+            del vec.stop_words_
         X = vec.transform(texts)
         Xv = vec.transform(list(val_texts)) if (len(grid) > 1 and val_texts is not None and val_y is not None) else None
         vec_seconds = clock() - t0
