@@ -372,3 +372,39 @@ def test_llm_judge_is_off_by_default_and_scores_test_outputs_when_on(tmp_path: P
     assert "llm_judge" not in echo["validation"]  # test only: the judge never decides
     assert res.recommendation["metric"] == "chrf"
     assert "llm_judge" in (res.run_dir / "summary.md").read_text()
+
+
+def test_the_primary_metric_reaches_the_rungs_spec(tmp_path: Path) -> None:
+    """--metric is what fine-tuning rungs early-stop on: it travels in spec.extra["metric"]."""
+    cfg = cfg_for(tmp_path, rungs=["echo"], metric="token_f1")
+    gl.run_generation(cfg, text_task())
+    from adaptladder.generation.rungs import load_gen_rung
+
+    saved = load_gen_rung(tmp_path / "run" / "rungs" / "echo" / "model")
+    assert saved.spec_ is not None and saved.spec_.extra["metric"] == "token_f1"
+
+
+def test_sweep_on_a_generation_task_is_refused(tmp_path: Path) -> None:
+    from adaptladder.errors import AdaptError
+    from adaptladder.ladder import run
+
+    data = tmp_path / "pairs.csv"
+    rows = [f'"{w} {i} went to the {WORDS[(i + 3) % 10]}","the {w} number {i} is here now"'
+            for i, w in enumerate(WORDS * 3)]
+    data.write_text("input,output\n" + "\n".join(rows) + "\n")
+    cfg = RunConfig(data=str(data), task="generation", target_col="output", text_col="input", no_audit=True,
+                    out=str(tmp_path / "run"), sweep={"tfidf": {"C": [0.1, 1.0]}})
+    with pytest.raises(AdaptError, match="--sweep is not supported for generation"):
+        run(cfg)
+
+
+def test_ray_predict_refuses_a_generation_run(tmp_path: Path) -> None:
+    from adaptladder.errors import AdaptError
+    from adaptladder.ray_data import predict_file_ray
+
+    cfg = cfg_for(tmp_path, rungs=["echo"])
+    gl.run_generation(cfg, text_task())
+    (tmp_path / "in.csv").write_text("text\nhello there\n")
+    with pytest.raises(AdaptError, match="generation run"):
+        predict_file_ray(tmp_path / "run", tmp_path / "in.csv", tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()

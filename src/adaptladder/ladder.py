@@ -511,6 +511,10 @@ def run(cfg: RunConfig | None = None, *, log: Callable[[str], None] | None = Non
             progress.install(previous_reporter)
             raise AdaptError(f"{task.name} is a generation task, and the generation ladder is not installed in "
                              "this build yet (adaptladder.generation.ladder).") from None
+        if cfg.sweep:
+            progress.install(previous_reporter)
+            raise AdaptError(f"--sweep is not supported for generation tasks yet ({task.name} is one): drop --sweep "
+                             "and compare settings with --set in separate run directories.")
         if cfg.executor == "ray":  # not wired for generation rungs yet (docs/scaling.md): say so, never silently
             log("--executor ray: generation rungs are not Ray tasks yet; this generation ladder climbs locally")
         try:

@@ -111,7 +111,11 @@ def predict_file_ray(run_dir: str | Path, input_path: str | Path, output_path: s
     out = Path(output_path)
     if out.exists() and not overwrite:  # fail before the (possibly slow) predictions
         raise AdaptError(f"{out} already exists; pass --overwrite to replace it or choose another --output.")
-    res = _rung_result(_results(run_dir), rung, run_dir)
+    doc = _results(run_dir)
+    if (doc.get("task") or {}).get("task") == "generation":
+        raise AdaptError(f"{run_dir} is a generation run: predict --executor ray covers classification runs only; "
+                         "drop --executor ray to generate locally.")
+    res = _rung_result(doc, rung, run_dir)
     model_dir = run_dir / "rungs" / res["name"] / "model"
     import json
 

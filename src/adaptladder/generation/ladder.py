@@ -131,9 +131,14 @@ def default_run_dir(cfg: Any, task: GenTask) -> Path:
     return Path("runs") / (cfg.name or task.name)
 
 
-def spec_for(task: GenTask, cfg: Any, name: str) -> GenSpec:
+def spec_for(task: GenTask, cfg: Any, name: str, metric: str | None = None) -> GenSpec:
+    """The rung's view of the task; ``metric`` (the run's primary metric) is what fine-tuning rungs
+    early-stop on, so ``--metric`` reaches them."""
     budget = rung_budget_s(name, cfg)
-    return GenSpec.of(task, seed=cfg.seed, **({"budget_minutes": budget / 60} if budget else {}))
+    extra: dict[str, Any] = {"budget_minutes": budget / 60} if budget else {}
+    if metric:
+        extra["metric"] = metric
+    return GenSpec.of(task, seed=cfg.seed, **extra)
 
 
 # ------------------------------------------------------------------ evaluation plan
@@ -415,7 +420,7 @@ def run_gen_rung(name: str, task: GenTask, cfg: Any, store: RunStore, *, metric:
     cls = get_gen_rung_class(name)
     params = gen_rung_params(name, cfg)
     budget_s = rung_budget_s(name, cfg)
-    spec = spec_for(task, cfg, name)
+    spec = spec_for(task, cfg, name, metric)
     base = {"name": name, "task": "generation", "family": cls.family, "cost_rank": cls.cost_rank,
             "description": cls.description, "params": params, "params_hash": config_hash(params),
             "budget_minutes": budget_s and budget_s / 60}
