@@ -48,9 +48,9 @@ DEFAULT_KIND_REQUIREMENTS: dict[str, dict[str, Any]] = {
     "dialogue": {"minimum": 500, "recommended": [3000, 10000], "unit": "conversations",
                  "source": "seeds: Dialogue (chatbot), include diverse scenarios"},
     "rewrite": {"minimum": 1000, "recommended": [5000, 20000], "unit": "pairs",
-                "source": "no figure in the seeds; adaptladder uses the summarisation figures (input-output pairs)"},
+                "source": "no figure in the seeds; the summarisation figures are used (input-output pairs)"},
     "extraction": {"minimum": 500, "recommended": [2000, 5000], "unit": "pairs",
-                   "source": "no figure in the seeds; adaptladder uses the text-classification figures "
+                   "source": "no figure in the seeds; the text-classification figures are used "
                              "(a fixed output format, like labelling)"},
 }
 NEAR_COPY_SIMILARITY = 0.9
