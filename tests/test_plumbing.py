@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from adaptladder.errors import AdaptError
-from adaptladder.measure import _SAMPLER, PeakMemory
+from adaptladder.measure import _SAMPLER, PeakMemory, rss_mb
 from adaptladder.packaged import deep_merge, load_table, packaged_yaml
 
 
@@ -74,7 +74,11 @@ def test_nested_memory_blocks_share_one_sampling_thread() -> None:
             assert _rss_threads() == 1 and _SAMPLER.threads() == 1
             block = bytearray(64 * 2**20)
             block[::4096] = b"x" * len(block[::4096])
+            seen = rss_mb()  # what the OS reports with the block resident
         del block
         assert _rss_threads() == 1
     assert _rss_threads() == 0
-    assert inner.delta_mb > 30 and outer.peak_mb >= inner.peak_mb
+    # the block's peak is at least what the OS showed inside it (64 MB more, unless the allocator reused
+    # pages a previous test freed: the sampler must then not invent growth either)
+    assert inner.peak_mb >= seen and outer.peak_mb >= inner.peak_mb
+    assert inner.delta_mb >= seen - inner.start_mb

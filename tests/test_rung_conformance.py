@@ -118,7 +118,9 @@ def test_conformance(name: str, toy_texts: tuple[list[str], np.ndarray, list[str
     rung.save(tmp_path / "model")
     loaded = load_rung(tmp_path / "model")
     assert type(loaded) is type(rung)
-    assert np.array_equal(loaded.predict_proba(texts), proba), "save -> load must give identical predictions"
+    # identical up to float32 rounding: an earlier test in the same process may leave torch with another
+    # thread count, which reorders the encoder's sums (seen in the full suite: 0.54955477 vs 0.5495547)
+    assert np.allclose(loaded.predict_proba(texts), proba, rtol=0, atol=1e-6), "save -> load must predict the same"
     assert loaded.label_names_ == list(names)
     assert list(loaded.predict(texts)) == list(pred)
     assert isinstance(rung.extra_info(), dict)
