@@ -212,3 +212,19 @@ def check_types(values: dict[str, Any], *, where: str) -> None:
                 isinstance(k, str) and isinstance(p, dict) and all(isinstance(x, list) and x for x in p.values())
                 for k, p in v.items())):
             raise bad(key, "a mapping rung -> {setting: [values to try]}")
+
+
+def rung_budget_s(name: str, cfg: Any) -> float | None:
+    """A rung's time budget in seconds: its own ``budget_minutes`` setting, else ``--budget-minutes``
+    (one rule for the classification and the generation ladder)."""
+    own = (cfg.rung_params or {}).get(name, {}).get("budget_minutes")
+    minutes = own if own is not None else cfg.budget_minutes
+    if minutes is None:
+        return None
+    try:
+        minutes = float(minutes)
+    except (TypeError, ValueError):
+        raise AdaptError(f"budget_minutes for {name} must be a number of minutes, got {minutes!r}.") from None
+    if not minutes > 0:
+        raise AdaptError(f"budget_minutes for {name} must be positive, got {minutes}.")
+    return minutes * 60

@@ -19,7 +19,11 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from adaptladder import progress
-from adaptladder.config import METRICS, RunConfig  # (re-exported: adaptladder.ladder.RunConfig)
+from adaptladder.config import (  # (re-exported: adaptladder.ladder.RunConfig, rung_budget_s)
+    METRICS,
+    RunConfig,
+    rung_budget_s,
+)
 from adaptladder.decide import meets_bar, recommend  # the decision rule (adaptladder.ladder.recommend still works)
 from adaptladder.errors import AdaptError, BudgetExceeded
 from adaptladder.measure import PeakMemory, rss_mb, score, time_predictions
@@ -77,21 +81,6 @@ def params_hash_for(name: str, cfg: RunConfig, params: dict[str, Any]) -> str:
     from adaptladder.sweep import spec_record
 
     return config_hash({"params": params, "sweep": spec_record(spec, cfg.metric)})
-
-
-def rung_budget_s(name: str, cfg: RunConfig) -> float | None:
-    """The rung's time budget in seconds: its own ``budget_minutes`` setting, else ``--budget-minutes``."""
-    own = cfg.rung_params.get(name, {}).get("budget_minutes")
-    minutes = own if own is not None else cfg.budget_minutes
-    if minutes is None:
-        return None
-    try:
-        minutes = float(minutes)
-    except (TypeError, ValueError):
-        raise AdaptError(f"budget_minutes for {name} must be a number of minutes, got {minutes!r}.") from None
-    if not minutes > 0:
-        raise AdaptError(f"budget_minutes for {name} must be positive, got {minutes}.")
-    return minutes * 60
 
 
 def climbing_order(cfg: RunConfig) -> list[str]:

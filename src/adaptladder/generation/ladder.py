@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from adaptladder import progress
+from adaptladder.config import rung_budget_s
 from adaptladder.decide import bar_check, margin_of, speed_cost_phrase
 from adaptladder.errors import AdaptError, BudgetExceeded
 from adaptladder.generation.metrics import per_example_scores, summarise
@@ -99,22 +100,6 @@ def gen_rung_params(name: str, cfg: Any) -> dict[str, Any]:
             out[key] = v
     out.update(own)
     return out
-
-
-def rung_budget_s(name: str, cfg: Any) -> float | None:
-    """The rung's time budget in seconds: its own ``budget_minutes`` setting, else ``--budget-minutes``
-    (as ``adaptladder.ladder.rung_budget_s``)."""
-    own = (cfg.rung_params or {}).get(name, {}).get("budget_minutes")
-    minutes = own if own is not None else cfg.budget_minutes
-    if minutes is None:
-        return None
-    try:
-        minutes = float(minutes)
-    except (TypeError, ValueError):
-        raise AdaptError(f"budget_minutes for {name} must be a number of minutes, got {minutes!r}.") from None
-    if not minutes > 0:
-        raise AdaptError(f"budget_minutes for {name} must be positive, got {minutes}.")
-    return minutes * 60
 
 
 def _esc(obj: Any) -> str:
