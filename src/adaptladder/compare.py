@@ -16,7 +16,7 @@ that n could detect, never as equivalence.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -197,18 +197,21 @@ def holm(cmps: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return cmps
 
 
+def holm_family(rungs: Sequence[dict[str, Any]], compare: Callable[[dict[str, Any], dict[str, Any]], Any],
+                pairs: Iterable[tuple[int, int]] | None = None) -> list[dict[str, Any]]:
+    """``compare(a, b)`` (a paired comparison dict, or None where there is none) over ``pairs`` (positions
+    in ``rungs``, cheaper first; default every pair), Holm-corrected as one family."""
+    if pairs is None:
+        pairs = ((i, j) for i in range(len(rungs)) for j in range(i + 1, len(rungs)))
+    return holm([c for i, j in pairs if (c := compare(rungs[i], rungs[j])) is not None])
+
+
 def pairwise(results: Sequence[dict[str, Any]], part: str, metric: str, *, all_labels: np.ndarray | None = None,
              seed: int = 0) -> list[dict[str, Any]]:
     """Every pair of finished rungs (cheaper first, as listed) compared on ``part``, Holm-corrected
     across the pairs (one family per split)."""
     done = [r for r in results if r.get("status") == "done" and part in r and "predictions" in r[part]]
-    out = []
-    for i, a in enumerate(done):
-        for b in done[i + 1:]:
-            cmp = compare_pair(a, b, part, metric, all_labels=all_labels, seed=seed)
-            if cmp is not None:
-                out.append(cmp)
-    return holm(out)
+    return holm_family(done, lambda a, b: compare_pair(a, b, part, metric, all_labels=all_labels, seed=seed))
 
 
 def no_evidence(cmp: dict[str, Any]) -> str:

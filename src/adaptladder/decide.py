@@ -19,24 +19,31 @@ The rule (the README states it the same way):
    costlier rung is significantly better, the reasons say by how much and at what cost.
 4. Cheaper rungs that missed the bar narrowly ("near-misses") are named with their shortfall,
    whether it is significant, and how much faster and cheaper they are.
+
+:func:`choose_rung` holds the rule once for both ladders: :func:`recommend` (classification) gives it
+this module's paired test, the generation ladder its paired bootstrap of per-example scores and its
+own :class:`Wording` of the reasons.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from adaptladder.compare import compare_pair, describe, holm, no_evidence
+from adaptladder.compare import compare_pair, describe, holm_family, no_evidence
 from adaptladder.config import DEFAULT_MARGIN  # 0.005; README "How the recommendation is made" says why
 
-__all__ = ["DEFAULT_MARGIN", "bar_check", "decision_comparisons", "decision_part", "estimate", "meets_bar",
-           "recommend"]
+__all__ = ["DEFAULT_MARGIN", "Wording", "bar_check", "choose_rung", "decision_comparisons", "decision_part",
+           "estimate", "meets_bar", "recommend"]
 #: A cheaper rung that missed the bar by less than this (or not significantly) is named as a near-miss.
 NEAR_MISS = 0.02
 
 PART_LABEL = {"cv": "cross-validated", "validation": "validation"}
+#: A ladder's paired comparison of two rungs (``b`` the costlier): a comparison dict, or None.
+Compare = Callable[[dict[str, Any], dict[str, Any]], "dict[str, Any] | None"]
 
 
 def margin_of(cfg: Any) -> float:
@@ -56,7 +63,7 @@ def estimate(res: dict[str, Any], metric: str) -> dict[str, Any]:
     p = res[part]
     ci = p.get(metric + "_ci") or [p[metric], p[metric]]
     out = {"part": part, "label": PART_LABEL[part], "value": float(p[metric]), "ci": [float(ci[0]), float(ci[1])],
-           "n": int(p.get("n") or len(p.get("predictions") or []))}
+           "n": int(p.get("n") or len(p.get("predictions") or p.get("indices") or []))}
     if part == "cv":
         out["folds"] = p.get("folds")
     return out
@@ -96,14 +103,13 @@ def decision_comparisons(done: Sequence[dict[str, Any]], metric: str, *, all_lab
                          seed: int = 0) -> list[dict[str, Any]]:
     """Every pair of finished rungs (cheaper first) compared on their decision estimates' examples,
     Holm-corrected as one family."""
-    out = []
-    for i, a in enumerate(done):
-        for b in done[i + 1:]:
-            cmp = compare_pair(a, b, decision_part(a), metric, part_b=decision_part(b), all_labels=all_labels,
-                               seed=seed)
-            if cmp is not None:
-                out.append(cmp)
-    return holm(out)
+    return holm_family(done, _decision_compare(metric, all_labels, seed))
+
+
+def _decision_compare(metric: str, all_labels: np.ndarray | None, seed: int) -> Compare:
+    """The classification ladder's paired test of two rungs on their decision estimates' examples."""
+    return lambda a, b: compare_pair(a, b, decision_part(a), metric, part_b=decision_part(b), all_labels=all_labels,
+                                     seed=seed)
 
 
 def _ratio(x: float) -> str:
@@ -150,6 +156,29 @@ def _better_sentence(cheap: dict[str, Any], costly: dict[str, Any], cmp: dict[st
             f"Holm-adjusted p={cmp['p_holm']:.3g}){at}.")
 
 
+def _versus_sentence(other: dict[str, Any], chosen: dict[str, Any], c: dict[str, Any]) -> str:
+    verdict = f"significantly worse than {chosen['name']}" if c["significant"] else no_evidence(c)
+    return (f"{other['name']} vs {chosen['name']}: {c['diff']:+.3f} {c['metric']}, {verdict} ({c['part']}, "
+            f"n={c['n_common']}; Holm-adjusted p={c['p_holm']:.3g})")
+
+
+@dataclass(frozen=True)
+class Wording:
+    """How a ladder's recommendation words what :func:`choose_rung` found (the rule is the same for all).
+
+    ``beaten(cheap, costly, cmp, why)``: a cheaper rung passed over for a significantly better costlier one;
+    ``versus(other, chosen, cmp)``: a costlier rung against the chosen one (the speed/cost tail is added);
+    ``test``: the paired test's name; ``bar_names_metric``: "no rung met the bar 0.80 on chrf";
+    ``near_misses``: name the cheaper rungs that missed the bar narrowly.
+    """
+
+    beaten: Callable[[dict[str, Any], dict[str, Any], dict[str, Any], str], str] = _better_sentence
+    versus: Callable[[dict[str, Any], dict[str, Any], dict[str, Any]], str] = _versus_sentence
+    test: str = "paired"
+    bar_names_metric: bool = False
+    near_misses: bool = True
+
+
 def recommend(results: Sequence[dict[str, Any]], cfg: Any, *, all_labels: np.ndarray | None = None
               ) -> dict[str, Any]:
     """Choose a rung from the decision estimates only (cross-validated or validation; never test).
@@ -160,13 +189,27 @@ def recommend(results: Sequence[dict[str, Any]], cfg: Any, *, all_labels: np.nda
     """
     results = list(results)
     done = [r for r in results if r.get("status") == "done"]
+    return choose_rung(results, done, cfg,
+                       compare=_decision_compare(cfg.metric, all_labels, getattr(cfg, "seed", 0) or 0))
+
+
+def choose_rung(results: Sequence[dict[str, Any]], done: Sequence[dict[str, Any]], cfg: Any, *, compare: Compare,
+                wording: Wording | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The decision rule (module docstring) over ``done`` (the finished rungs, in cost order) for any ladder.
+
+    ``compare(a, b)`` is the ladder's paired comparison of two rungs (``b`` the costlier; a dict with
+    ``diff`` = b - a and ``p_value``, or None); every pair is compared and Holm-corrected as one family.
+    Each rung's estimate and bar check come from :func:`estimate` / :func:`bar_check` on ``cfg.metric``.
+    ``extra`` keys go into the returned document before ``reasons``.
+    """
+    wording, extra = wording or Wording(), extra or {}
     if not done:
         why = [f"{r['name']}: {r.get('status')} ({r.get('reason')})" for r in results]
-        return {"rung": None, "rule": "none", "reasons": ["no rung finished" + (": " + "; ".join(why) if why else ".")]}
+        return {"rung": None, "rule": "none", **extra,
+                "reasons": ["no rung finished" + (": " + "; ".join(why) if why else ".")]}
     m = cfg.metric
     margin = margin_of(cfg)
-    seed = getattr(cfg, "seed", 0) or 0
-    cmps = decision_comparisons(done, m, all_labels=all_labels, seed=seed)
+    cmps = holm_family(done, compare)
     lookup = {(c["a"], c["b"]): c for c in cmps}
     pos = {r["name"]: i for i, r in enumerate(done)}
     ests = {r["name"]: estimate(r, m) for r in done}
@@ -187,7 +230,8 @@ def recommend(results: Sequence[dict[str, Any]], cfg: Any, *, all_labels: np.nda
     bar_met: bool | None = bool(candidates) if has_bar else None
     if has_bar and not candidates:
         best = max(done, key=lambda r: ests[r["name"]]["value"])
-        reasons.append(f"no rung met the bar {cfg.bar:.2f} (margin {margin:g}); the best was {best['name']} "
+        on = f" on {m}" if wording.bar_names_metric else ""
+        reasons.append(f"no rung met the bar {cfg.bar:.2f}{on} (margin {margin:g}); the best was {best['name']} "
                        f"({est_text(best)}). Consider more data, a stronger rung, or a lower bar; meanwhile:")
         candidates = list(done)
     chosen = None
@@ -198,7 +242,7 @@ def recommend(results: Sequence[dict[str, Any]], cfg: Any, *, all_labels: np.nda
             break
         o, c = max(beaten, key=lambda oc: oc[1]["diff"])
         why = "meets the bar" if has_bar and bar_met else "is cheaper"
-        reasons.append(_better_sentence(r, o, c, why))
+        reasons.append(wording.beaten(r, o, c, why))
     rule = "bar" if bar_met else "tradeoff"
     if chosen is None:  # every candidate has a significantly better costlier rung (mixed estimates)
         chosen = max(done, key=lambda r: ests[r["name"]]["value"])
@@ -206,22 +250,20 @@ def recommend(results: Sequence[dict[str, Any]], cfg: Any, *, all_labels: np.nda
         reasons.append(f"{chosen['name']} has the best {est_text(chosen)}.")
     name = chosen["name"]
     costlier = done[pos[name] + 1:]
-    beats = "; no costlier rung that ran is significantly better (paired, Holm-corrected)" if costlier else ""
+    beats = f"; no costlier rung that ran is significantly better ({wording.test}, Holm-corrected)" if costlier else ""
     if has_bar and bar_met:
         ck = checks[name]
         reasons.insert(0, f"{name} is the cheapest rung that meets the bar {cfg.bar:.2f}: its {est_text(chosen)} "
                           f"{ck['how']}{beats}.")
     else:
-        reasons.append(f"{name} is the cheapest rung that no costlier rung beats significantly (paired, "
+        reasons.append(f"{name} is the cheapest rung that no costlier rung beats significantly ({wording.test}, "
                        f"Holm-corrected): {est_text(chosen)}.")
     for o in costlier:  # what the costlier rungs that ran would change
         c = lookup.get((name, o["name"]))
         if c is not None and not sig_better(o, chosen):
             sc = speed_cost_phrase(chosen, o)
-            verdict = (f"significantly worse than {name}" if c["significant"] else no_evidence(c))
-            reasons.append(f"{o['name']} vs {name}: {c['diff']:+.3f} {m}, {verdict} ({c['part']}, n={c['n_common']}; "
-                           f"Holm-adjusted p={c['p_holm']:.3g})" + (f"; {name} is {sc}." if sc else "."))
-    if has_bar:  # near-misses: cheaper rungs that missed the bar narrowly, said out loud
+            reasons.append(wording.versus(o, chosen, c) + (f"; {name} is {sc}." if sc else "."))
+    if has_bar and wording.near_misses:  # near-misses: cheaper rungs that missed the bar narrowly, said out loud
         for r in done[:pos[name]]:
             ck = checks[r["name"]]
             if ck is None or ck["ok"] or (ck["significant_miss"] and -ck["gap"] >= NEAR_MISS):
@@ -230,7 +272,7 @@ def recommend(results: Sequence[dict[str, Any]], cfg: Any, *, all_labels: np.nda
             sc = speed_cost_phrase(r, chosen)
             reasons.append(f"{r['name']} missed the bar by {-ck['gap']:.4f} ({sig}; {est_text(r)}, margin "
                            f"{margin:g})" + (f", is {sc} than {name}." if sc else "."))
-    return {"rung": name, "rule": rule, "bar_met": bar_met, "reasons": reasons, "margin": margin,
+    return {"rung": name, "rule": rule, "bar_met": bar_met, **extra, "reasons": reasons, "margin": margin,
             "estimates": ests, "bar_checks": {k: v for k, v in checks.items() if v is not None},
             "comparisons": cmps}
 

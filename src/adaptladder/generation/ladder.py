@@ -32,8 +32,9 @@ from typing import Any
 import numpy as np
 
 from adaptladder import progress
+from adaptladder.compare import holm_family
 from adaptladder.config import rung_budget_s
-from adaptladder.decide import bar_check, margin_of, speed_cost_phrase
+from adaptladder.decide import Wording, _num, bar_check, choose_rung, margin_of
 from adaptladder.errors import AdaptError, BudgetExceeded
 from adaptladder.generation.metrics import per_example_scores, summarise
 from adaptladder.generation.rungs import GEN_RUNGS, GenRung, GenSpec, get_gen_rung_class
@@ -515,107 +516,40 @@ def compare_gen(a: dict[str, Any], b: dict[str, Any], part: str, metric: str, se
 def comparison_family(done: Sequence[dict[str, Any]], part: str, metric: str, pairs: Sequence[tuple[int, int]],
                       seed: int = 0) -> list[dict[str, Any]]:
     """The paired comparisons of ``pairs`` (positions in ``done``, cheaper first), Holm-corrected together."""
-    from adaptladder.compare import holm
-
-    out = []
-    for i, j in pairs:
-        c = compare_gen(done[i], done[j], part, metric, seed=seed)
-        if c is not None:
-            out.append(c)
-    return holm(out)
+    return holm_family(done, lambda a, b: compare_gen(a, b, part, metric, seed=seed), pairs)
 
 
-def _all_pairs(n: int) -> list[tuple[int, int]]:
-    return [(i, j) for i in range(n) for j in range(i + 1, n)]
+def _beaten_sentence(cheap: dict[str, Any], costly: dict[str, Any], c: dict[str, Any], why: str) -> str:
+    lo, hi = c["ci"]
+    return (f"{cheap['name']} {why}, but {costly['name']} is significantly better by {c['diff']:+.3f} {c['metric']} "
+            f"(paired 95% CI [{lo:+.3f}, {hi:+.3f}], n={c['n']} validation examples, Holm-adjusted "
+            f"p={c['p_holm']:.3g}){_cost_phrase(cheap, costly)}.")
 
 
-def _est(res: dict[str, Any], metric: str) -> dict[str, Any]:
-    v = res["validation"]
-    ci = v.get(metric + "_ci") or [v[metric], v[metric]]
-    return {"part": "validation", "label": "validation", "value": float(v[metric]),
-            "ci": [float(ci[0]), float(ci[1])], "n": int(v.get("n") or len(v.get("indices") or []))}
+def _versus_sentence(other: dict[str, Any], chosen: dict[str, Any], c: dict[str, Any]) -> str:
+    verdict = f"significantly worse than {chosen['name']}" if c["significant"] else "no evidence of a difference"
+    lo, hi = c["ci"]
+    return (f"{other['name']} vs {chosen['name']}: {c['diff']:+.3f} {c['metric']} (paired 95% CI [{lo:+.3f}, "
+            f"{hi:+.3f}], n={c['n']}), {verdict} (Holm-adjusted p={c['p_holm']:.3g})")
+
+
+#: How the generation recommendation words the shared rule (:func:`adaptladder.decide.choose_rung`).
+GEN_WORDING = Wording(beaten=_beaten_sentence, versus=_versus_sentence, test="paired bootstrap",
+                      bar_names_metric=True, near_misses=False)
 
 
 def recommend_generation(results: Sequence[dict[str, Any]], cfg: Any, metric: str) -> dict[str, Any]:
-    """Choose a rung from the validation scores of the primary metric (never test); see the module doc."""
+    """Choose a rung from the validation scores of the primary metric (never test); see the module doc.
+    The rule is :func:`adaptladder.decide.choose_rung`'s, with the paired bootstrap of per-example scores."""
     results = list(results)
     done = [r for r in results if r.get("status") == "done" and metric in (r.get("validation") or {})]
-    if not done:
-        why = [f"{r['name']}: {r.get('status')} ({r.get('reason')})" for r in results]
-        return {"rung": None, "rule": "none", "metric": metric,
-                "reasons": ["no rung finished" + (": " + "; ".join(why) if why else ".")]}
     dc = decision_cfg(cfg, metric)
-    margin = dc.margin
-    cmps = comparison_family(done, "validation", metric, _all_pairs(len(done)), seed=dc.seed)
-    lookup = {(c["a"], c["b"]): c for c in cmps}
-    pos = {r["name"]: i for i, r in enumerate(done)}
-    ests = {r["name"]: _est(r, metric) for r in done}
-    checks = {r["name"]: bar_check(r, dc) for r in done}
-    has_bar = cfg.bar is not None
-
-    def sig_better(costly: dict[str, Any], cheap: dict[str, Any]) -> dict[str, Any] | None:
-        c = lookup.get((cheap["name"], costly["name"]))
-        return c if c is not None and c["significant"] and c["diff"] > 0 else None
-
-    def est_text(r: dict[str, Any]) -> str:
-        e = ests[r["name"]]
-        return f"validation {metric} {e['value']:.3f} (95% CI {e['ci'][0]:.3f}-{e['ci'][1]:.3f}, n={e['n']})"
-
-    def beaten_text(cheap: dict[str, Any], costly: dict[str, Any], c: dict[str, Any], why: str) -> str:
-        lo, hi = c["ci"]
-        return (f"{cheap['name']} {why}, but {costly['name']} is significantly better by {c['diff']:+.3f} {metric} "
-                f"(paired 95% CI [{lo:+.3f}, {hi:+.3f}], n={c['n']} validation examples, Holm-adjusted "
-                f"p={c['p_holm']:.3g}){_cost_phrase(cheap, costly)}.")
-
-    reasons: list[str] = []
-    candidates = [r for r in done if checks[r["name"]] and checks[r["name"]]["ok"]] if has_bar else list(done)
-    bar_met: bool | None = bool(candidates) if has_bar else None
-    if has_bar and not candidates:
-        best = max(done, key=lambda r: ests[r["name"]]["value"])
-        reasons.append(f"no rung met the bar {cfg.bar:.2f} on {metric} (margin {margin:g}); the best was "
-                       f"{best['name']} ({est_text(best)}). Consider more data, a stronger rung, or a lower bar; "
-                       "meanwhile:")
-        candidates = list(done)
-    chosen = None
-    for r in candidates:
-        beaten = [(o, c) for o in done[pos[r["name"]] + 1:] if (c := sig_better(o, r)) is not None]
-        if not beaten:
-            chosen = r
-            break
-        o, c = max(beaten, key=lambda oc: oc[1]["diff"])
-        reasons.append(beaten_text(r, o, c, "meets the bar" if has_bar and bar_met else "is cheaper"))
-    rule = "bar" if bar_met else "tradeoff"
-    if chosen is None:
-        chosen = max(done, key=lambda r: ests[r["name"]]["value"])
-        rule = "best"
-        reasons.append(f"{chosen['name']} has the best {est_text(chosen)}.")
-    name = chosen["name"]
-    costlier = done[pos[name] + 1:]
-    tail = "; no costlier rung that ran is significantly better (paired bootstrap, Holm-corrected)" if costlier else ""
-    if has_bar and bar_met:
-        reasons.insert(0, f"{name} is the cheapest rung that meets the bar {cfg.bar:.2f}: its {est_text(chosen)} "
-                          f"{checks[name]['how']}{tail}.")
-    else:
-        reasons.append(f"{name} is the cheapest rung that no costlier rung beats significantly (paired bootstrap, "
-                       f"Holm-corrected): {est_text(chosen)}.")
-    for o in costlier:
-        c = lookup.get((name, o["name"]))
-        if c is not None and not sig_better(o, chosen):
-            verdict = f"significantly worse than {name}" if c["significant"] else "no evidence of a difference"
-            lo, hi = c["ci"]
-            reasons.append(f"{o['name']} vs {name}: {c['diff']:+.3f} {metric} (paired 95% CI [{lo:+.3f}, {hi:+.3f}], "
-                           f"n={c['n']}), {verdict} (Holm-adjusted p={c['p_holm']:.3g})"
-                           + (f"; {name} is {sc}." if (sc := speed_cost_phrase(chosen, o)) else "."))
-    skipped = [r for r in results if r.get("status") in ("skipped", "failed")]
-    for r in skipped:
-        reasons.append(f"{r['name']} {r['status']}: {r.get('reason')}.")
-    return {"rung": name, "rule": rule, "bar_met": bar_met, "metric": metric, "reasons": reasons, "margin": margin,
-            "estimates": ests, "bar_checks": {k: v for k, v in checks.items() if v is not None},
-            "comparisons": cmps}
-
-
-def _num(v: Any) -> float | None:
-    return float(v) if isinstance(v, (int, float)) and np.isfinite(v) and v > 0 else None
+    rec = choose_rung(results, done, dc, compare=lambda a, b: compare_gen(a, b, "validation", metric, seed=dc.seed),
+                      wording=GEN_WORDING, extra={"metric": metric})
+    if rec["rung"] is not None:
+        rec["reasons"] += [f"{r['name']} {r['status']}: {r.get('reason')}." for r in results
+                           if r.get("status") in ("skipped", "failed")]
+    return rec
 
 
 def _cost_phrase(cheap: dict[str, Any], costly: dict[str, Any]) -> str:
