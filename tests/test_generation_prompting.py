@@ -150,6 +150,25 @@ def test_prompt_fits_context_by_cutting_shots_then_the_query(tiny_causal_lm_dir:
             TRAIN_X, TRAIN_Y, spec=TEXT_SPEC).prompts_used(["hello there"])
 
 
+def test_prompt_fitting_survives_save_and_load(tiny_causal_lm_dir: str, tmp_path: Path) -> None:
+    """A loaded rung reports the prompt fitting it was saved with (not zeros) and generates the same."""
+    long_x = [x + " " + "the kids loved the park " * 60 for x in TRAIN_X]
+    r = make_gen_rung("few-shot", lm=tiny_causal_lm_dir, threads=1, k=3, shot_tokens=40, max_context=300,
+                      max_new_tokens=20).fit(long_x, TRAIN_Y, spec=TEXT_SPEC)
+    queries = [long_x[0][:60], long_x[1] * 3]
+    out = r.generate(queries)
+    fit = r.extra_info()["prompt_fitting"]
+    assert fit["queries"] == 2 and fit["queries_truncated"] == 1 and fit["shots_dropped"] >= 3
+    r.save(tmp_path / "m")
+    r2 = load_gen_rung(tmp_path / "m")
+    assert r2.extra_info()["prompt_fitting"] == fit
+    assert r2.extra_info()["k"] == 3 and r2.extra_info()["shot_tokens"] == 40 and r2.shots_ == r.shots_
+    assert r2.prompts_used(queries) == r.prompts_used(queries) and r2.generate(queries) == out
+    # generating again counts on from the restored figures, as the fitted rung does
+    assert r.generate(queries) == out
+    assert r2.extra_info()["prompt_fitting"] == r.extra_info()["prompt_fitting"]
+
+
 @pytest.mark.parametrize("seed", [0, 1])
 def test_structured_always_schema_valid_and_reports_unconstrained(tiny_causal_lm_dir: str, tmp_path: Path,
                                                                   seed: int) -> None:

@@ -403,6 +403,9 @@ class _PromptGen(GenRung):
         rung.bounded_schema_ = state.get("bounded_schema")
         rung.shots_ = [(str(x), str(y)) for x, y in state.get("shots", [])]
         rung.shot_rows_ = [int(i) for i in state.get("shot_rows", [])]
+        # the counts of shots dropped / queries cut so far (reported in extra_info), as saved
+        rung._fitting.update({k: int(v) for k, v in (state.get("prompt_fitting") or {}).items()
+                              if k in rung._fitting})
         rung._load_state(path, state)
         return rung
 
