@@ -5,6 +5,7 @@ teacher, and the loss covering the target tokens only."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, ClassVar
@@ -157,6 +158,18 @@ def test_distill_trains_a_student_on_the_teachers_outputs(lm_dir, tmp_path, monk
     rung2 = DistillSFT(lm=lm_dir, teacher="echo-teacher", unlabelled_inputs=_inputs(10, 5), **FAST)
     rung2.fit(_inputs(12, 0), ["no"] * 12, spec=_spec(), val_inputs=val, val_targets=["yes"] * 8)
     assert rung2.extra_info()["training"]["distill"]["source"] == "10 unlabelled_inputs given"
+    # rung.json keeps their count and hash, not the inputs (the metadata must not grow with the data)
+    out2 = rung2.generate(val)
+    rung2.save(tmp_path / "m2")
+    meta_text = (tmp_path / "m2" / "rung.json").read_text()
+    assert not any(x in meta_text for x in _inputs(10, 5))
+    kept = json.loads(meta_text)["params"]["unlabelled_inputs"]
+    assert kept["count"] == 10 and len(kept["sha256"]) == 64
+    assert rung2.params["unlabelled_inputs"] == _inputs(10, 5)  # the fitted rung's own params are untouched
+    again = load_gen_rung(tmp_path / "m2")
+    assert again.generate(val) == out2 and again.params["unlabelled_inputs"] == kept
+    with pytest.raises(AdaptError, match="unlabelled_inputs"):
+        again.fit(_inputs(12, 0), ["no"] * 12, spec=_spec(), val_inputs=val, val_targets=["yes"] * 8)
     with pytest.raises(AdaptError, match="unknown distill teacher"):
         DistillSFT(lm=lm_dir, teacher="gpt-9", **FAST).fit(["a", "b"], ["c", "d"], spec=_spec())
 

@@ -112,12 +112,17 @@ class GenRung(ABC):
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         self._save(path)
-        meta = {"name": self.name, "task": "generation", "params": self.params, "spec": self.spec_.record(),
+        meta = {"name": self.name, "task": "generation", "params": self.params_record(), "spec": self.spec_.record(),
                 "files": file_hashes(path, exclude=(RUNG_FILE, RUNG_FILE + ".tmp"))}
         tmp = path / (RUNG_FILE + ".tmp")
         tmp.write_text(json.dumps(meta, indent=2, default=str))
         tmp.replace(path / RUNG_FILE)
         return path
+
+    def params_record(self) -> dict[str, Any]:
+        """The parameters as written to ``rung.json`` (a rung whose parameters can carry data, e.g.
+        distill's ``unlabelled_inputs``, keeps a summary there instead)."""
+        return self.params
 
     def _check_fitted(self) -> None:
         if self.spec_ is None:

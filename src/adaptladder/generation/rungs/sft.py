@@ -21,7 +21,8 @@ the untouched model, counts, so a run that never improves keeps the base behavio
   *labelled subset* of the training pairs (``labelled`` pairs, default 32) and generates outputs
   for *unlabelled inputs*: the ``unlabelled_inputs`` parameter when given, else the training
   inputs outside the labelled subset (their gold targets are never used), at most
-  ``max_unlabelled`` of them and within ``teacher_budget_share`` of the budget. A LoRA student
+  ``max_unlabelled`` of them and within ``teacher_budget_share`` of the budget (``rung.json`` keeps
+  only the count and SHA-256 of given ``unlabelled_inputs``, not the texts). A LoRA student
   (``student_lm``, default the same LM) is trained on those (input, teacher output) pairs with
   the zero-shot prompt, so it answers without the teacher's shots (shorter prompts, faster).
   Empty teacher outputs (and, for JSON tasks, outputs that do not parse) are dropped. The
@@ -34,6 +35,7 @@ with ``max_new_tokens`` from the training targets' 95th-percentile length unless
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import math
@@ -409,6 +411,16 @@ class DistillSFT(LoraSFT):
     def _student_lm(self, p: dict[str, Any]) -> Any:
         return p["student_lm"] or p["lm"]
 
+    def params_record(self) -> dict[str, Any]:
+        """``unlabelled_inputs`` as their count and SHA-256 in ``rung.json``: the saved metadata does
+        not grow with (or copy) the data; loading and generating need only the student's adapters."""
+        given = self.params.get("unlabelled_inputs")
+        if given is None or isinstance(given, dict):
+            return self.params
+        texts = [str(x) for x in given]
+        digest = hashlib.sha256(json.dumps(texts, ensure_ascii=False).encode("utf-8")).hexdigest()
+        return {**self.params, "unlabelled_inputs": {"count": len(texts), "sha256": digest}}
+
     def _teacher(self, p: dict[str, Any]) -> GenRung:
         from adaptladder.generation.rungs import GEN_RUNGS, make_gen_rung
 
@@ -441,6 +453,9 @@ class DistillSFT(LoraSFT):
         # the teacher's labelled subset; the rest of train are the student's unlabelled inputs
         lab = _subset(len(train), p["labelled"], p["seed"])
         labelled = [train[i] for i in lab]
+        if isinstance(p["unlabelled_inputs"], dict):
+            raise AdaptError("this distill rung was loaded from disk, where only the count and hash of its "
+                             "unlabelled_inputs are kept: pass unlabelled_inputs again to fit it.")
         if p["unlabelled_inputs"] is not None:
             pool = [str(x) for x in p["unlabelled_inputs"]]
             source = f"{len(pool)} unlabelled_inputs given"
