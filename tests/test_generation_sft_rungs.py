@@ -111,10 +111,41 @@ def test_qlora_sft_skips_on_cpu_with_the_estimate():
     est = QloraSFT.skip_details({"lm": "smollm2", "n_examples": 500, "max_length": 256})["estimate"]
     assert est["method"] == "qlora" and est["examples"] == 500 and est["seq_len"] == 256
     assert 0 < est["gpu_memory_gb"] < 10 and est["train_hours"] > 0 and est["trainable_params"] < est["params"]
+    assert "given as n_examples" in est["data"]
+    # no training data known: the assumption is stated
+    assert "1000 examples at max_length 512 tokens (assumed: training size unknown)" in reason
     bad = QloraSFT.skip_details({"lm": "no-such-model-anywhere"})
     assert bad["estimate"] is None and bad["estimate_error"]  # a broken estimate is reported, never raised
     with pytest.raises(AdaptError, match="needs CUDA"):
         QloraSFT(lm="smollm2").fit(["a", "b"], ["c", "d"], spec=_spec())
+
+
+@pytest.mark.skipif(cuda_available(), reason="the CPU skip path only")
+def test_qlora_skip_estimates_the_tasks_own_training_pairs_and_lengths(lm_dir):
+    """The estimate is for the pairs the other SFT rungs train on (count, prompt + target tokens), not 1,000."""
+    from adaptladder.generation.sft import build_example
+
+    x, y = _inputs(24, 0), ["yes indeed " * (i % 4 + 1) for i in range(24)]
+    params = {"lm": lm_dir, "max_length": 64}
+    shape = QloraSFT.training_shape(params, x, y, "Reply.")
+    gen = Generator(lm_dir, threads=1)
+    lens = [len(build_example(gen.tokenizer, gen.backend.encode(gen.build_prompt(a, "Reply."), first=True), b,
+                              gen.stop_ids()[0], 64)[0]) for a, b in zip(x, y, strict=True)]
+    assert shape["pairs"] == 24 and shape["example_tokens"]["max"] == max(lens)
+    assert shape["example_tokens"]["mean"] == round(float(np.mean(lens)), 1)
+    spec = _spec(training_shape=shape)
+    est = QloraSFT.skip_details(params, spec)["estimate"]
+    assert est["examples"] == 24 and est["seq_len"] == max(lens) and est["tokens_per_example"] == shape[
+        "example_tokens"]["mean"]
+    reason = QloraSFT.unavailable_reason(params, spec)
+    assert f"the task's 24 training pairs (prompt + target {np.mean(lens):.0f} tokens mean, {max(lens)} max)" in reason
+    # more data, longer estimate: the figures follow the task
+    big = QloraSFT.skip_details(params, _spec(training_shape={**shape, "pairs": 2400}))["estimate"]
+    assert big["train_hours"] > 50 * est["train_hours"]
+    # a shape without lengths (tokenizer problem) still uses the pair count
+    nolen = QloraSFT.skip_details(params, _spec(training_shape={"pairs": 24, "error": "x"}))["estimate"]
+    assert nolen["examples"] == 24 and nolen["seq_len"] == 64 and "not counted" in nolen["data"]
+    assert QloraSFT.training_shape({"lm": "/no/such/lm"}, x, y, "")["pairs"] == 24
 
 
 class EchoTeacher(GenRung):
@@ -243,3 +274,4 @@ def test_lora_sft_and_the_qlora_skip_in_the_generation_ladder(lm_dir, tmp_path):
         q = by["qlora-sft"]
         assert q["status"] == "skipped" and q["reason"].startswith("needs CUDA")
         assert q["skip_details"]["estimate"]["gpu_memory_gb"] > 0
+        assert q["skip_details"]["estimate"]["examples"] == 24 and "the task's 24 training pairs" in q["reason"]

@@ -242,6 +242,25 @@ class _XGrammarLogits:
 
 
 # ------------------------------------------------------------------ generator
+def render_prompt(tok: Any, text: str, instruction: str, shots: Sequence[tuple[str, str]] = ()) -> str:
+    """The prompt for one input: the chat template when the tokenizer has one (each shot a
+    user/assistant turn pair), else a plain ``instruction / Input: / Output:`` layout."""
+
+    def user(x: str) -> str:
+        return f"{instruction}\n\n{x}" if instruction else x
+
+    if getattr(tok, "chat_template", None):
+        msgs: list[dict[str, str]] = []
+        for x, y in shots:
+            msgs += [{"role": "user", "content": user(x)}, {"role": "assistant", "content": y}]
+        msgs.append({"role": "user", "content": user(text)})
+        return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
+    parts = [instruction] if instruction else []
+    parts += [f"Input: {x}\nOutput: {y}" for x, y in shots]
+    parts.append(f"Input: {text}\nOutput:")
+    return "\n\n".join(parts)
+
+
 class Generator:
     """Greedy batched generation. ``model``: an LM alias/path/id, a ``(model, tokenizer)`` pair or an HFBackend."""
 
@@ -276,23 +295,8 @@ class Generator:
 
     # -------------------------------------------------------------- prompts
     def build_prompt(self, text: str, instruction: str, shots: Sequence[tuple[str, str]] = ()) -> str:
-        """The prompt for one input: the chat template when the tokenizer has one (each shot a
-        user/assistant turn pair), else a plain ``instruction / Input: / Output:`` layout."""
-        _, tok = self._load()
-
-        def user(x: str) -> str:
-            return f"{instruction}\n\n{x}" if instruction else x
-
-        if getattr(tok, "chat_template", None):
-            msgs: list[dict[str, str]] = []
-            for x, y in shots:
-                msgs += [{"role": "user", "content": user(x)}, {"role": "assistant", "content": y}]
-            msgs.append({"role": "user", "content": user(text)})
-            return tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        parts = [instruction] if instruction else []
-        parts += [f"Input: {x}\nOutput: {y}" for x, y in shots]
-        parts.append(f"Input: {text}\nOutput:")
-        return "\n\n".join(parts)
+        """The prompt for one input (:func:`render_prompt` with this LM's tokenizer)."""
+        return render_prompt(self.tokenizer, text, instruction, shots)
 
     def constraint(self, schema: dict[str, Any]) -> JsonConstraint:
         key = json.dumps(schema, sort_keys=True)

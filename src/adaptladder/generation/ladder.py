@@ -124,6 +124,9 @@ def spec_for(task: GenTask, cfg: Any, name: str, metric: str | None = None) -> G
     extra: dict[str, Any] = {"budget_minutes": budget / 60} if budget else {}
     if metric:
         extra["metric"] = metric
+    shape = getattr(get_gen_rung_class(name), "training_shape", None)
+    if callable(shape):  # e.g. qlora-sft: its skip estimate is for this task's pairs and token lengths
+        extra["training_shape"] = shape(gen_rung_params(name, cfg), *task.part("train"), task.instruction)
     return GenSpec.of(task, seed=cfg.seed, **extra)
 
 
@@ -389,9 +392,11 @@ def evaluate_gen_rung(rung: GenRung, task: GenTask, plan: GenEvalPlan, *, metric
 
 
 # ------------------------------------------------------------------ one rung
-def _skip(cls: type[GenRung], base: dict[str, Any], params: dict[str, Any], reason: str) -> dict[str, Any]:
-    try:
-        details = cls.skip_details(params)
+def _skip(cls: type[GenRung], base: dict[str, Any], params: dict[str, Any], reason: str,
+          spec: GenSpec | None = None) -> dict[str, Any]:
+    try:  # the spec (the task's training shape) only to a skip_details that takes it
+        takes_spec = spec is not None and "spec" in inspect.signature(cls.skip_details).parameters
+        details = cls.skip_details(params, spec) if takes_spec else cls.skip_details(params)
     except Exception as e:  # the estimate is a courtesy; the skip stands
         details = {"error": f"{type(e).__name__}: {e}"}
     return dict(base, status="skipped", reason=reason, skip_details=details)
@@ -413,7 +418,7 @@ def run_gen_rung(name: str, task: GenTask, cfg: Any, store: RunStore, *, metric:
     reason = cls.unavailable_reason(params, spec)
     if reason:
         log(f"{name}: skipped ({reason})")
-        return _skip(cls, base, params, reason)
+        return _skip(cls, base, params, reason, spec)
     tr_x, tr_y = task.part("train")
     va_x, va_y = task.part("validation")
     rss_before = rss_mb()

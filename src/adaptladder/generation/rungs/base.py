@@ -86,7 +86,7 @@ class GenRung(ABC):
         return None
 
     @classmethod
-    def skip_details(cls, params: dict[str, Any]) -> dict[str, Any]:
+    def skip_details(cls, params: dict[str, Any], spec: GenSpec | None = None) -> dict[str, Any]:
         """Figures recorded with a skip (e.g. the estimator's memory/time/cost for qlora-sft)."""
         return {}
 

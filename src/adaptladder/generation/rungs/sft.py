@@ -16,7 +16,8 @@ the untouched model, counts, so a run that never improves keeps the base behavio
 * ``full-sft``: every weight trains (lower default ``lr``); the whole model is saved as
   safetensors with its config and tokenizer under ``model/``.
 * ``qlora-sft``: LoRA over a 4-bit NF4 base (bitsandbytes), CUDA only; without CUDA it is skipped
-  ("needs CUDA") with the estimator's (:mod:`adaptladder.estimate`) memory/time/cost figures.
+  ("needs CUDA") with the estimator's (:mod:`adaptladder.estimate`) memory/time/cost figures for the
+  task's training pairs and token lengths (``spec.extra["training_shape"]``, set by the ladder).
 * ``distill``: a teacher generation rung (``teacher``, default ``few-shot``) is fitted on a seeded
   *labelled subset* of the training pairs (``labelled`` pairs, default 32) and generates outputs
   for *unlabelled inputs*: the ``unlabelled_inputs`` parameter when given, else the training
@@ -98,6 +99,39 @@ def _subset(n: int, k: int, seed: int) -> list[int]:
     if n <= k:
         return list(range(n))
     return sorted(np.random.default_rng(seed).choice(n, k, replace=False).tolist())
+
+
+def _spread(values: Sequence[int]) -> dict[str, float]:
+    a = np.asarray(values, dtype=float)
+    return {"mean": round(float(a.mean()), 1), "p95": round(float(np.percentile(a, 95)), 1), "max": int(a.max())}
+
+
+def training_shape(lm: Any, inputs: Sequence[str], targets: Sequence[str], instruction: str, *,
+                   max_length: int) -> dict[str, Any]:
+    """The pairs and token lengths the SFT rungs train on: each example is the zero-shot prompt
+    (:func:`~adaptladder.generation.decode.render_prompt`, as ``Generator.build_prompt``) + the
+    target + a stop token, cut to ``max_length`` (as :func:`~adaptladder.generation.sft.build_example`).
+    Only the LM's tokenizer is loaded. Never raises: a tokenizer problem leaves the pair count and an
+    ``error``."""
+    out: dict[str, Any] = {"pairs": len(inputs), "max_length": int(max_length)}
+    if not inputs:
+        return out
+    try:
+        from transformers import AutoTokenizer
+
+        from adaptladder.generation.decode import render_prompt
+        from adaptladder.models import resolve_lm
+
+        tok = AutoTokenizer.from_pretrained(resolve_lm(str(lm)))
+        chat = bool(getattr(tok, "chat_template", None))  # HFBackend.encode: BOS only on a plain prompt
+        prompt = [len(tok(render_prompt(tok, x, instruction), add_special_tokens=not chat)["input_ids"])
+                  for x in inputs]
+        target = [len(tok(str(y), add_special_tokens=False)["input_ids"]) + 1 for y in targets]
+    except Exception as e:  # the shape feeds an estimate for a skip; the skip must stand
+        return {**out, "error": f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"}
+    seq = [min(int(max_length), p + t) for p, t in zip(prompt, target, strict=True)]
+    return {**out, "prompt_tokens": _spread(prompt), "target_tokens": _spread(target), "example_tokens": _spread(seq),
+            "cut_to_max_length": int(sum(p + t > max_length for p, t in zip(prompt, target, strict=True)))}
 
 
 class LoraSFT(GenRung):
@@ -325,14 +359,23 @@ class QloraSFT(LoraSFT):
     method = "qlora"
 
     @classmethod
+    def training_shape(cls, params: dict[str, Any], inputs: Sequence[str], targets: Sequence[str],
+                       instruction: str) -> dict[str, Any]:
+        """The training pairs and their token lengths (:func:`training_shape`), for the estimate of a
+        skip; the ladder puts it in ``spec.extra["training_shape"]``."""
+        seq = params.get("max_length") or cls.DEFAULTS["max_length"]
+        return training_shape(params.get("lm") or cls.DEFAULTS["lm"], inputs, targets, instruction,
+                              max_length=int(seq))
+
+    @classmethod
     def unavailable_reason(cls, params: dict[str, Any], spec: GenSpec | None = None) -> str | None:
         if not cuda_available():
-            est = cls.skip_details(params).get("estimate")
+            est = cls.skip_details(params, spec).get("estimate")
             if isinstance(est, dict) and est.get("gpu_memory_gb") is not None and est.get("train_hours") is not None:
                 usd = est.get("train_cost_usd")
                 cost = "" if usd is None else f", ${usd:.3f}"
                 return (f"needs CUDA (est. {est['gpu_memory_gb']:.2f} GB GPU, {est['train_hours'] * 60:.1f} min"
-                        f"{cost} on {est.get('device_assumed', 'a GPU')} for {est['examples']} examples x "
+                        f"{cost} on {est.get('device_assumed', 'a GPU')} for {est['data']} x "
                         f"{est['epochs']} epochs; 4-bit QLoRA runs on bitsandbytes CUDA kernels)")
             return "needs CUDA (4-bit QLoRA runs on bitsandbytes CUDA kernels; this machine has no CUDA GPU)"
         try:
@@ -342,31 +385,50 @@ class QloraSFT(LoraSFT):
         return None
 
     @classmethod
-    def skip_details(cls, params: dict[str, Any]) -> dict[str, Any]:
-        """The GPU memory / time / cost the rung would need; never raises (a skip must not crash a run)."""
+    def skip_details(cls, params: dict[str, Any], spec: GenSpec | None = None) -> dict[str, Any]:
+        """The GPU memory / time / cost the rung would need; never raises (a skip must not crash a run).
+
+        With ``spec.extra["training_shape"]`` (the task's training pairs and token lengths, see
+        :meth:`training_shape`) the estimate is for that many examples, memory at the longest example
+        and time at their mean length; without it, ``n_examples`` (else an assumed 1,000) at
+        ``max_length`` tokens each, and ``data`` says so."""
         d = cls.DEFAULTS
         try:
             lm = params.get("lm") or d["lm"]
-            seq = int(params.get("max_length") or d["max_length"])
+            max_len = int(params.get("max_length") or d["max_length"])
             batch = int(params.get("batch_size") or d["batch_size"])
             epochs = params.get("max_epochs") or d["max_epochs"]
-            examples = int(params.get("n_examples") or 1000)
             r = int(params.get("r") or d["r"])
+            shape = (spec.extra.get("training_shape") if spec is not None else None) or {}
+            lengths = shape.get("example_tokens") if not shape.get("error") else None
+            if shape.get("pairs") and lengths:
+                examples, seq, per_example = int(shape["pairs"]), max(1, int(lengths["max"])), lengths["mean"]
+                data = (f"the task's {examples} training pairs (prompt + target {per_example:.0f} tokens mean, "
+                        f"{seq} max)")
+            elif shape.get("pairs"):
+                examples, seq, per_example = int(shape["pairs"]), max_len, None
+                data = f"the task's {examples} training pairs at max_length {seq} tokens (lengths not counted)"
+            else:
+                examples, seq, per_example = int(params.get("n_examples") or 1000), max_len, None
+                data = (f"{examples} examples at max_length {seq} tokens "
+                        f"({'given as n_examples' if params.get('n_examples') else 'assumed: training size unknown'})")
             from adaptladder.estimate import rung_estimate
 
             est = rung_estimate(lm, "qlora", examples=examples, epochs=float(epochs), seq_len=seq, batch=batch,
-                                lora_r=r, lora_targets=("q", "v"), head="lm")
+                                lora_r=r, lora_targets=("q", "v"), head="lm",
+                                tokens_per_example=None if per_example is None else max(1, round(per_example)))
             if "error" in est:
                 return {"estimate": None, "estimate_error": est["error"]}
             comp = est["compute"]
             return {"estimate": {
                 "estimator": "adaptladder.estimate (see docs/estimator.md)",
                 "model": est["model"], "method": "qlora", "seq_len": seq, "batch": batch, "examples": examples,
+                "tokens_per_example": per_example if per_example is not None else seq, "data": data,
                 "epochs": epochs, "lora_r": r, "params": est["params"]["total"],
                 "trainable_params": est["params"]["trainable"], "gpu_memory_gb": round(est["peak_bytes"] / 1e9, 3),
-                "peak_gib": est["peak_gib"], "train_hours": round(float(comp["hours"]), 5),
+                "peak_gib": est["peak_gib"], "train_hours": float(f"{float(comp['hours']):.4g}"),
                 "device_assumed": comp["gpu"],
-                "train_cost_usd": None if comp["cost_usd"] is None else round(float(comp["cost_usd"]), 5),
+                "train_cost_usd": None if comp["cost_usd"] is None else float(f"{float(comp['cost_usd']):.4g}"),
                 "smallest_gpu": est["smallest_gpu"]}}
         except Exception as e:  # a skipped rung must not crash: say why there is no estimate
             return {"estimate": None, "estimate_error": f"{type(e).__name__}: {e}"}
