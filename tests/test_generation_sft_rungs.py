@@ -80,14 +80,73 @@ def test_lora_sft_fits_saves_and_reloads_identically(lm_dir, tmp_path):
     assert again.spec_.max_new_tokens == 4 and again.extra_info()["training"]["best_step"] == tr["best_step"]
 
 
-def test_lora_sft_holds_out_validation_and_respects_the_budget(lm_dir):
-    rung = LoraSFT(lm=lm_dir, **{**FAST, "budget_minutes": 1e-4, "max_epochs": 50, "val_size": 4})
+class _FakeClock:
+    """Seconds that pass only when the test says: each clock read 0.01 s, each generated pair 1 s."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        self.now += 0.01
+        return self.now
+
+
+def test_lora_sft_holds_out_validation_and_respects_the_budget(lm_dir, monkeypatch):
+    from adaptladder.generation import sft as sft_mod
+
+    clock = _FakeClock()
+    monkeypatch.setattr(sft_mod, "_clock", clock)
+    real = Generator.generate
+
+    def slow_generate(self, prompts, **kw):
+        clock.now += 2.0 * len(prompts)  # 2 s per generated pair: the 1-pair probe leaves < 1 s of the 3 s budget
+        return real(self, prompts, **kw)
+
+    monkeypatch.setattr(Generator, "generate", slow_generate)
+    rung = LoraSFT(lm=lm_dir, **{**FAST, "budget_minutes": 0.05, "max_epochs": 50, "val_size": 4})
     rung.fit(_inputs(20, 0), ["yes"] * 20, spec=_spec())
     tr = rung.extra_info()["training"]
-    assert tr["stopped"] == "budget" and tr["steps"] == 1  # the budget ends training after the first step
+    # a budget that cannot hold one step and its check: no training, the base model (step 0) kept
+    assert tr["stopped"] == "budget" and tr["steps"] == 0 and tr["best_step"] == 0 and tr["val_check_pairs"] == 1
     assert tr["train_pairs"] == 18 and tr["val_pairs"] == 2 and "held out" in tr["validation"]
     with pytest.raises(AdaptError, match="validation pairs"):
         LoraSFT(lm=lm_dir, **FAST).fit(["a"], ["b"], spec=_spec())
+
+
+def test_validation_checks_are_sized_to_the_budget(lm_dir, monkeypatch):
+    """A check may take at most eval_share of the budget: its seeded validation subset is sized from
+    the timed first check; training stops when a step + a check no longer fit, within the budget."""
+    from adaptladder.generation import sft as sft_mod
+
+    clock = _FakeClock()
+    monkeypatch.setattr(sft_mod, "_clock", clock)
+    real = Generator.generate
+
+    def slow_generate(self, prompts, **kw):
+        clock.now += 1.0 * len(prompts)  # 1 s per generated pair
+        return real(self, prompts, **kw)
+
+    monkeypatch.setattr(Generator, "generate", slow_generate)
+    # 60 s budget, 20% per check: 12 s; a 1-pair probe (1 s) + one batch of 8 (9 s) fits, another would not
+    params = {**FAST, "budget_minutes": 1.0, "max_epochs": 500, "patience": 500, "eval_every": 2,
+              "gen_batch_size": 8, "val_size": 32}
+    rung = LoraSFT(lm=lm_dir, **params)
+    val = _inputs(32, 1)
+    rung.fit(_inputs(16, 0), ["yes"] * 16, spec=_spec(), val_inputs=val, val_targets=["yes"] * 32)
+    tr = rung.extra_info()["training"]
+    assert tr["val_pairs"] == 32 and tr["val_check_pairs"] == 9 and tr["val_check"]["pairs"] == 9
+    checks = [h for h in tr["history"] if "val_score" in h]
+    assert len(checks) >= 3 and all(h["n"] == 9 and h["check_seconds"] <= 0.2 * 60 for h in checks)
+    assert tr["stopped"] == "budget" and tr["steps"] > 2 and tr["val_check"]["unchecked_steps"] == 0
+    assert checks[-1]["step"] == tr["steps"]  # the last steps were checked
+    assert checks[-1]["seconds"] <= 60  # and everything ended within the budget
+    # the same seeded subset, whatever the budget: a larger budget takes a longer prefix of one order
+    clock.now = 0.0
+    big = LoraSFT(lm=lm_dir, **{**params, "budget_minutes": 10.0, "max_steps": 1})
+    big.fit(_inputs(16, 0), ["yes"] * 16, spec=_spec(), val_inputs=val, val_targets=["yes"] * 32)
+    assert big.extra_info()["training"]["val_check_pairs"] == 32
+    with pytest.raises(AdaptError, match="eval_share"):
+        LoraSFT(eval_share=1.5).settings(_spec())
 
 
 def test_full_sft_trains_every_weight_and_reloads(lm_dir, tmp_path):

@@ -4,9 +4,11 @@ Each example is the chat-formatted prompt (:meth:`Generator.build_prompt`, the s
 the prompting rungs use) followed by the target and the stop token; the loss covers the
 target and stop tokens only (prompt positions are labelled -100). PEFT LoRA adapters are
 trained with AdamW within a time budget; every ``eval_every`` steps (or every epoch when an
-epoch is shorter) the adapters generate greedily for the validation inputs and are scored with the
-given metric; training stops after ``patience`` evaluations without improvement and the best
-adapters are restored. Adapters are saved with PEFT as ``adapter_model.safetensors``.
+epoch is shorter) the adapters generate greedily for a fixed seeded subset of the validation
+inputs, sized so one check takes at most ``eval_share`` of the budget, and are scored with the
+given metric; training stops after ``patience`` evaluations without improvement, or when the
+budget left cannot hold another step and check, and the best adapters are restored. Adapters
+are saved with PEFT as ``adapter_model.safetensors``.
 
 :func:`train_sft` is the shared loop of the ``lora-sft``, ``qlora-sft``, ``full-sft`` and
 ``distill`` rungs (:mod:`adaptladder.generation.rungs.sft`): ``method="full"`` trains every
@@ -42,6 +44,8 @@ class SFTConfig:
     max_length: int = 512
     max_new_tokens: int = 64
     seed: int = 0
+    #: the most of the budget one validation check may take: its subset is sized to it
+    eval_share: float = 0.2
 
 
 @dataclass
@@ -54,6 +58,12 @@ class SFTResult:
     history: list[dict[str, float]] = field(default_factory=list)
     config: dict[str, Any] = field(default_factory=dict)
     model: Any = field(default=None, repr=False)  # the trained model (PEFT wrapper for lora/qlora)
+    #: how the validation check was sized: pairs used (a fixed seeded subset of ``val``), seconds per check
+    val_check: dict[str, Any] = field(default_factory=dict)
+
+
+#: the clock of the budget bookkeeping (tests replace it with a fake one)
+_clock = time.perf_counter
 
 
 def build_example(tokenizer: Any, prompt_ids: Sequence[int], target: str, stop_id: int,
@@ -124,11 +134,16 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
               log: Callable[[str], None] | None = None) -> SFTResult:
     """Supervised fine-tuning of ``gen``'s model in place: ``method`` lora | qlora | full.
 
-    The wall-clock budget covers training and the validation evaluations; it is checked after
-    every step and before every evaluation, so a run ends within about one step + one
-    evaluation of ``budget_minutes``. The best weights (by validation score; step 0 is the
-    untouched model) are restored at the end. ``SFTResult.model`` is the trained model (the
-    PEFT wrapper for lora/qlora) for saving.
+    The wall-clock budget covers training and the validation checks. A check generates for a fixed
+    seeded subset of ``val`` sized so that it takes at most ``eval_share`` of the budget: the first
+    check (step 0, the untouched model) generates one pair as a probe, then batch after batch while
+    the next batch still fits the share at the measured seconds per pair, and those pairs are the
+    subset of every later check (at least one pair, even when one alone exceeds the share). After
+    each step training stops ("budget") when what is left cannot hold another step and a check (the
+    longest step so far + the last check's seconds), so the last steps are still checked and the run
+    ends within the budget; a last check that no longer fits is skipped (``unchecked_steps``). The
+    best weights (by validation score; step 0 counts) are restored at the end. ``SFTResult.model`` is
+    the trained model (the PEFT wrapper for lora/qlora) for saving.
     """
     import torch
 
@@ -137,6 +152,8 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
         raise AdaptError("SFT needs at least one training pair.")
     if not val:
         raise AdaptError("SFT needs validation pairs for early stopping.")
+    if not 0 < cfg.eval_share <= 1:
+        raise AdaptError(f"eval_share must be in (0, 1], got {cfg.eval_share!r}.")
     model, tok = gen._load()
     torch.manual_seed(cfg.seed)
     trained, snapshot, restore = _attach(model, method, cfg)
@@ -147,28 +164,54 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
                               cfg.max_length) for x, y in train]
     val_prompts = [gen.build_prompt(x, instruction) for x, _ in val]
     val_refs = [y for _, y in val]
+    # the check's subset is a prefix of this seeded order (its length is set by the first check)
+    val_order = torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.seed + 1)).tolist()
+    check_rows: list[int] = []
     params = [p for p in trained.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr)
     rng = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
-    t0 = time.perf_counter()
+    t0 = _clock()
     budget = cfg.budget_minutes * 60
+    share_s = cfg.eval_share * budget
     best = (-math.inf, 0, snapshot())
     bad, step, stopped = 0, 0, "epochs"
+    check_s, step_s = 0.0, 0.0  # seconds of the last check, of the longest step
 
-    def over_budget() -> bool:
-        return time.perf_counter() - t0 > budget
+    def left() -> float:
+        return budget - (_clock() - t0)
+
+    def generate(rows: list[int]) -> list[str]:
+        return gen.generate([val_prompts[i] for i in rows], max_new_tokens=cfg.max_new_tokens).texts
+
+    def first_check() -> list[str]:
+        """Step 0: a one-pair probe, then batches while the next one fits the share; fixes the subset."""
+        preds: list[str] = []
+        spent, chunk = 0.0, 1
+        while len(check_rows) < len(val_order):
+            rows = val_order[len(check_rows):len(check_rows) + chunk]
+            t = _clock()
+            preds += generate(rows)
+            spent += _clock() - t
+            check_rows.extend(rows)
+            chunk = min(max(1, gen.batch_size), len(val_order) - len(check_rows))
+            if spent + spent / len(check_rows) * chunk > share_s:
+                break
+        return preds
 
     def evaluate() -> bool:
         """Score the current weights; True when early stopping should end training."""
-        nonlocal best, bad
+        nonlocal best, bad, check_s
         trained.eval()
-        preds = gen.generate(val_prompts, max_new_tokens=cfg.max_new_tokens).texts
+        t = _clock()
+        preds = generate(check_rows) if check_rows else first_check()
+        check_s = _clock() - t
         trained.train()
-        s = float(score(preds, val_refs))
-        history.append({"step": step, "val_score": s, "seconds": round(time.perf_counter() - t0, 3)})
+        s = float(score(preds, [val_refs[i] for i in check_rows]))
+        history.append({"step": step, "val_score": s, "seconds": round(_clock() - t0, 3),
+                        "check_seconds": round(check_s, 3), "n": len(check_rows)})
         if log:
-            log(f"step {step}: validation {s:.4f}")
+            log(f"step {step}: validation {s:.4f} ({len(check_rows)} pairs, {check_s:.1f} s)")
         if s > best[0]:
             best = (s, step, snapshot())
             bad = 0
@@ -178,13 +221,18 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
 
     evaluate()  # step 0: the base model (so "no improvement" keeps the base behaviour)
     trained.train()
-    done = False
+    done = left() < check_s  # no room for even one step and its check (the step's length is not known yet)
+    if done:
+        stopped = "budget"
     # evaluate every ``eval_every`` steps, or every epoch when an epoch is shorter (small data
     # sets): never both, so ``patience`` counts evaluations at a steady pace
     every = max(1, min(cfg.eval_every, math.ceil(len(examples) / cfg.batch_size)))
     for _epoch in range(cfg.max_epochs):
+        if done:
+            break
         order = torch.randperm(len(examples), generator=rng).tolist()
         for s in range(0, len(order), cfg.batch_size):
+            t_step = _clock()
             batch = [examples[i] for i in order[s:s + cfg.batch_size]]
             width = max(len(ids) for ids, _ in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
@@ -199,26 +247,31 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
+            step_s = max(step_s, _clock() - t_step)
             history.append({"step": step, "loss": round(float(out.loss.detach()), 5)})
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 stopped, done = "max_steps", True
-            elif over_budget():
-                stopped, done = "budget", True
-            if not done and step % every == 0 and evaluate():
+            elif step % every == 0 and evaluate():  # fits: the last step was taken only with room for it
                 stopped, done = "early_stopping", True
+            elif left() < step_s + check_s:  # another step would leave no room for its check
+                stopped, done = "budget", True
             if done:
                 break
-        if done or over_budget():
-            stopped = stopped if done else "budget"
-            break
+    unchecked = 0
     if history and history[-1].get("step") == step and "val_score" not in history[-1]:
-        evaluate()  # the last steps since an evaluation (also when the budget ended training)
+        if left() >= check_s:
+            evaluate()  # the last steps since an evaluation (also when the budget ended training)
+        else:  # the budget cannot hold the check: the best checked weights stand
+            unchecked = step - max(int(h["step"]) for h in history if "val_score" in h)
     restore(best[2])
     trained.eval()
     if out_dir is not None:
         trained.save_pretrained(str(out_dir), safe_serialization=True)
-    return SFTResult(best_score=best[0], best_step=best[1], steps=step, seconds=time.perf_counter() - t0,
-                     stopped=stopped, history=history, config=asdict(cfg), model=trained)
+    val_check = {"pairs": len(check_rows), "of": len(val), "seconds": round(check_s, 3),
+                 "share_limit_s": round(share_s, 3), "eval_share": cfg.eval_share,
+                 "longest_step_s": round(step_s, 3), "unchecked_steps": unchecked}
+    return SFTResult(best_score=best[0], best_step=best[1], steps=step, seconds=_clock() - t0,
+                     stopped=stopped, history=history, config=asdict(cfg), model=trained, val_check=val_check)
 
 
 def load_lora_adapters(gen: Generator, adapter_dir: str | Path) -> Any:

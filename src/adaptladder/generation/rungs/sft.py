@@ -6,10 +6,13 @@ instruction)``: chat template + the task instruction), so the model learns the t
 instruction format it is asked in; the loss covers the target and stop tokens only. Training
 stops at the wall-clock budget (``budget_minutes``, else the run's ``--budget-minutes`` passed as
 ``spec.extra["budget_minutes"]``, else 10), after ``max_epochs``, or early: every ``eval_every``
-steps the model generates greedily for a seeded validation subset (``val_size`` pairs) scored
-with the task's primary metric (``spec.extra["metric"]``, else the task kind's default), and
-``patience`` evaluations without improvement end training; the best weights are kept (step 0,
-the untouched model, counts, so a run that never improves keeps the base behaviour).
+steps the model generates greedily for a seeded validation subset (at most ``val_size`` pairs,
+fewer when one check would take more than ``eval_share`` of the budget: the subset is sized by
+timing the first check, see :func:`~adaptladder.generation.sft.train_sft`; ``val_check_pairs`` in
+the training info) scored with the task's primary metric (``spec.extra["metric"]``, else the task
+kind's default), and ``patience`` evaluations without improvement end training, as does a budget
+that can no longer hold a step and a check; the best weights are kept (step 0, the untouched
+model, counts, so a run that never improves keeps the base behaviour).
 
 * ``lora-sft``: PEFT LoRA adapters (``r``, ``alpha``, ``dropout``, ``target_modules``) saved as
   ``adapter/adapter_model.safetensors`` and loaded back onto the base LM (``lm``).
@@ -149,7 +152,7 @@ class LoraSFT(GenRung):
     DEFAULTS: ClassVar[dict[str, Any]] = {
         "lm": DEFAULT_LM, "r": 8, "alpha": 16, "dropout": 0.05, "target_modules": None, "lr": None,
         "batch_size": 8, "max_epochs": 3, "max_steps": None, "budget_minutes": None, "eval_every": 25,
-        "patience": 3, "max_length": 512, "seed": None, "val_size": 32, "gen_batch_size": 8,
+        "patience": 3, "max_length": 512, "seed": None, "val_size": 32, "gen_batch_size": 8, "eval_share": 0.2,
         "threads": "auto", "n_examples": None}
 
     def __init__(self, **params: Any) -> None:
@@ -184,6 +187,9 @@ class LoraSFT(GenRung):
             v = p[k]
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
                 raise AdaptError(f"{self.name} parameter {k} must be a positive number, got {v!r}.")
+        v = p["eval_share"]
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
+            raise AdaptError(f"{self.name} parameter eval_share must be in (0, 1], got {v!r}.")
         if not (isinstance(p["dropout"], (int, float)) and 0 <= p["dropout"] < 1):
             raise AdaptError(f"{self.name} parameter dropout must be in [0, 1), got {p['dropout']!r}.")
         return p
@@ -195,7 +201,7 @@ class LoraSFT(GenRung):
                          lr=float(p["lr"]), batch_size=p["batch_size"], max_epochs=p["max_epochs"],
                          max_steps=p["max_steps"], budget_minutes=float(budget_minutes), eval_every=p["eval_every"],
                          patience=p["patience"], max_length=p["max_length"], max_new_tokens=int(max_new_tokens),
-                         seed=int(p["seed"]))
+                         seed=int(p["seed"]), eval_share=float(p["eval_share"]))
 
     def _generator(self, lm: Any, p: dict[str, Any]) -> Any:
         from adaptladder.generation.decode import Generator
@@ -264,6 +270,7 @@ class LoraSFT(GenRung):
         n_all = sum(int(x.numel()) for x in model.parameters())
         self.info_ = {
             "method": self.method, "metric": metric, "train_pairs": len(train), "val_pairs": len(val),
+            "val_check_pairs": res.val_check.get("pairs"), "val_check": res.val_check,
             "best_val_score": res.best_score, "best_step": res.best_step, "steps": res.steps,
             "stopped": res.stopped, "seconds": round(time.perf_counter() - t0, 2),
             "train_seconds": round(res.seconds, 2), "budget_minutes": p["budget_minutes"],
