@@ -81,6 +81,38 @@ def verify_files(root: Path, recorded: Any, meta_file: Path) -> None:
                          f"({len(extra)} unexpected file(s)); refusing to load it: remove it or re-run with --fresh.")
 
 
+#: The description every saved rung (classification or generation) keeps in its directory.
+RUNG_FILE = "rung.json"
+#: :func:`read_rung_meta`'s message for a rung.json naming no rung of the registry (``{file}``, ``{name}``).
+UNKNOWN_RUNG = ("{file} names no known rung ({name!r}); the saved rung is damaged or not from adaptladder: "
+                "re-run it with --fresh.")
+
+
+def read_rung_meta(path: str | Path, registry: Any, *, unknown: str = UNKNOWN_RUNG) -> dict[str, Any]:
+    """The checked ``rung.json`` of the saved rung in directory ``path``, before anything else is read.
+
+    One-line :class:`AdaptError` when the file is missing or not JSON, when it names no rung of
+    ``registry`` (the class always comes from the registry by that name, never from the file; the
+    message is ``unknown`` formatted with ``file`` and ``name``), when the directory holds pickles,
+    or when its files do not match the recorded content hashes.
+    """
+    import json
+
+    path = Path(path)
+    meta_file = path / RUNG_FILE
+    if not meta_file.is_file():
+        raise AdaptError(f"{path} holds no saved rung ({RUNG_FILE} is missing): pass a rung's model directory.")
+    try:
+        meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError) as e:
+        raise AdaptError(f"{meta_file} is not valid JSON; the saved rung is damaged: re-run it with --fresh.") from e
+    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or meta["name"] not in registry:
+        raise AdaptError(unknown.format(file=meta_file, name=meta.get("name") if isinstance(meta, dict) else None))
+    refuse_pickles(path)
+    verify_files(path, meta.get("files"), meta_file)
+    return meta
+
+
 def dump_sklearn(obj: Any, path: Path) -> None:
     """Write a scikit-learn object with skops (no pickle)."""
     import skops.io as sio

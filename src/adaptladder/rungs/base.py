@@ -22,10 +22,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from adaptladder.artifacts import RUNG_FILE  # re-exported: callers import it from here
 from adaptladder.errors import AdaptError
 from adaptladder.rungs.settings import RungSettings
-
-RUNG_FILE = "rung.json"
 
 
 class Rung(ABC):
@@ -183,25 +182,11 @@ def load_rung(path: str | Path) -> Rung:
     ``rung.json`` is ignored, never imported); pickle files are refused; every file must match
     the content hash recorded when it was written. Nothing in the directory can run code.
     """
-    from adaptladder.artifacts import refuse_pickles, verify_files
+    from adaptladder.artifacts import read_rung_meta
     from adaptladder.rungs import RUNGS, get_rung_class
 
-    path = Path(path)
-    meta_file = path / RUNG_FILE
-    if not meta_file.is_file():
-        raise AdaptError(f"{path} holds no saved rung ({RUNG_FILE} is missing): pass a rung's model directory.")
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise AdaptError(f"{meta_file} is not valid JSON; the saved rung is damaged: re-run it with --fresh.") from e
-    if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or meta["name"] not in RUNGS:
-        name = meta.get("name") if isinstance(meta, dict) else None
-        raise AdaptError(f"{meta_file} names no known rung ({name!r}); the saved rung is damaged or not from "
-                         "adaptladder: re-run it with --fresh.")
-    refuse_pickles(path)
-    verify_files(path, meta.get("files"), meta_file)
-    cls = get_rung_class(meta["name"])
-    return cls._load(path, meta)
+    meta = read_rung_meta(path, RUNGS)
+    return get_rung_class(meta["name"])._load(Path(path), meta)
 
 
 def check_inputs(texts: Sequence[str], y: np.ndarray | None = None) -> tuple[list[str], np.ndarray | None]:

@@ -22,9 +22,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
+from adaptladder.artifacts import RUNG_FILE  # re-exported: callers import it from here
 from adaptladder.errors import AdaptError
-
-RUNG_FILE = "rung.json"
 
 
 @dataclass
@@ -134,20 +133,9 @@ class GenRung(ABC):
 
 def load_gen_rung(path: str | Path) -> GenRung:
     """Load a saved generation rung safely: class from the registry, no pickle, hashes checked."""
-    from adaptladder.artifacts import refuse_pickles, verify_files
+    from adaptladder.artifacts import read_rung_meta
     from adaptladder.generation.rungs import GEN_RUNGS, get_gen_rung_class
 
-    path = Path(path)
-    meta_file = path / RUNG_FILE
-    if not meta_file.is_file():
-        raise AdaptError(f"{path} holds no saved rung ({RUNG_FILE} is missing): pass a rung's model directory.")
-    try:
-        meta = json.loads(meta_file.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError) as e:
-        raise AdaptError(f"{meta_file} is not valid JSON; the saved rung is damaged: re-run it with --fresh.") from e
-    if not isinstance(meta, dict) or meta.get("name") not in GEN_RUNGS:
-        raise AdaptError(f"{meta_file} names no known generation rung; the saved rung is damaged: re-run it "
-                         "with --fresh.")
-    refuse_pickles(path)
-    verify_files(path, meta.get("files"), meta_file)
-    return get_gen_rung_class(meta["name"])._load(path, meta)
+    meta = read_rung_meta(path, GEN_RUNGS, unknown="{file} names no known generation rung; the saved rung is damaged: "
+                                                  "re-run it with --fresh.")
+    return get_gen_rung_class(meta["name"])._load(Path(path), meta)
