@@ -264,6 +264,37 @@ def test_distill_trains_a_student_on_the_teachers_outputs(lm_dir, tmp_path, monk
         DistillSFT(lm=lm_dir, teacher="gpt-9", **FAST).fit(["a", "b"], ["c", "d"], spec=_spec())
 
 
+class SlowEchoTeacher(EchoTeacher):
+    """The echo teacher taking 1 s (of the test's fake clock) per generation."""
+
+    clock: ClassVar[Any] = None
+
+    def generate(self, inputs: Sequence[str]) -> list[str]:
+        SlowEchoTeacher.clock.now += 1.0 * len(inputs)
+        return super().generate(inputs)
+
+
+def test_distill_table_generations_fit_the_budget(lm_dir, monkeypatch):
+    """The teacher/student table is generated on seeded validation pairs that fit eval_share of the
+    budget at the teacher's measured speed (not on every validation pair), the same pairs for both."""
+    from adaptladder.generation import sft as sft_mod
+
+    clock = _FakeClock()
+    monkeypatch.setattr(sft_mod, "_clock", clock)
+    monkeypatch.setattr(SlowEchoTeacher, "clock", clock)
+    monkeypatch.setitem(GEN_RUNGS, "slow-teacher", f"{__name__}:SlowEchoTeacher")
+    # 60 s budget, 20% share: the 1-pair probe (1 s) + one batch of 8 (8 s) fit, a second batch would not
+    rung = DistillSFT(lm=lm_dir, teacher="slow-teacher", labelled=6, max_unlabelled=16,
+                      **{**FAST, "budget_minutes": 1.0, "gen_batch_size": 8})
+    val = _inputs(24, 1)
+    rung.fit(_inputs(30, 0), ["no"] * 30, spec=_spec(), val_inputs=val, val_targets=["yes"] * 24)
+    d = rung.extra_info()["training"]
+    teacher, student = d["distill"]["table"]
+    assert d["val_pairs"] == 24 and teacher["n"] == 9 and teacher["scored_pairs"] == 9
+    assert student["scored_pairs"] == 9 and student["n"] == 9 and teacher["val_score"] == 1.0
+    assert teacher["seconds"] == pytest.approx(0.09)  # the teacher's own reported seconds for its 9 pairs
+
+
 def test_the_training_loss_covers_the_target_tokens_only(lm_dir):
     """The loss the SFT loop optimises equals the cross-entropy over the target (+ stop) tokens alone."""
     import torch

@@ -78,6 +78,33 @@ def build_example(tokenizer: Any, prompt_ids: Sequence[int], target: str, stop_i
     return p_ids + t_ids, [-100] * len(p_ids) + t_ids
 
 
+def check_order(n: int, seed: int) -> list[int]:
+    """The seeded order of ``n`` validation pairs whose prefixes are the checks' subsets (:func:`train_sft`)."""
+    import torch
+
+    return torch.randperm(n, generator=torch.Generator().manual_seed(seed + 1)).tolist()
+
+
+def timed_prefix(order: Sequence[int], run: Callable[[list[int]], list[Any]], limit_s: float,
+                 batch: int) -> tuple[list[int], list[Any], float]:
+    """``run`` on a prefix of ``order`` that fits ``limit_s`` seconds: one row as a probe, then batches of
+    ``batch`` rows while the next one still fits at the seconds per row measured so far (the probe always
+    runs). Returns ``(rows, outputs, seconds)``."""
+    rows: list[int] = []
+    outs: list[Any] = []
+    spent, chunk = 0.0, 1
+    while len(rows) < len(order):
+        part = list(order[len(rows):len(rows) + chunk])
+        t = _clock()
+        outs += run(part)
+        spent += _clock() - t
+        rows += part
+        chunk = min(max(1, int(batch)), len(order) - len(rows))
+        if spent + spent / len(rows) * chunk > limit_s:
+            break
+    return rows, outs, spent
+
+
 def train_lora_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tuple[str, str]],
                    instruction: str, score: Callable[[list[str], list[str]], float], *,
                    config: SFTConfig | None = None, out_dir: str | Path | None = None,
@@ -165,7 +192,7 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
     val_prompts = [gen.build_prompt(x, instruction) for x, _ in val]
     val_refs = [y for _, y in val]
     # the check's subset is a prefix of this seeded order (its length is set by the first check)
-    val_order = torch.randperm(len(val), generator=torch.Generator().manual_seed(cfg.seed + 1)).tolist()
+    val_order = check_order(len(val), cfg.seed)
     check_rows: list[int] = []
     params = [p for p in trained.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=cfg.lr)
@@ -186,17 +213,8 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
 
     def first_check() -> list[str]:
         """Step 0: a one-pair probe, then batches while the next one fits the share; fixes the subset."""
-        preds: list[str] = []
-        spent, chunk = 0.0, 1
-        while len(check_rows) < len(val_order):
-            rows = val_order[len(check_rows):len(check_rows) + chunk]
-            t = _clock()
-            preds += generate(rows)
-            spent += _clock() - t
-            check_rows.extend(rows)
-            chunk = min(max(1, gen.batch_size), len(val_order) - len(check_rows))
-            if spent + spent / len(check_rows) * chunk > share_s:
-                break
+        rows, preds, _ = timed_prefix(val_order, generate, share_s, gen.batch_size)
+        check_rows.extend(rows)
         return preds
 
     def evaluate() -> bool:

@@ -31,7 +31,8 @@ model, counts, so a run that never improves keeps the base behaviour).
   the zero-shot prompt, so it answers without the teacher's shots (shorter prompts, faster).
   Empty teacher outputs (and, for JSON tasks, outputs that do not parse) are dropped. The
   validation pairs (gold) only drive early stopping and the teacher/student table in
-  ``extra_info()``.
+  ``extra_info()`` (scored on the seeded validation pairs the teacher generates within
+  ``eval_share`` of the budget and the student's checks also use; ``scored_pairs``).
 
 Generation is greedy, batched with the KV cache (:class:`adaptladder.generation.decode.Generator`),
 with ``max_new_tokens`` from the training targets' 95th-percentile length unless the spec sets it.
@@ -46,6 +47,7 @@ import math
 import time
 from collections.abc import Sequence
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -249,13 +251,14 @@ class LoraSFT(GenRung):
         return train, val, f"{len(val)} training pairs held out (no validation pairs given)"
 
     def _fit_pairs(self, train: list[tuple[str, str]], val: list[tuple[str, str]], spec: GenSpec,
-                   p: dict[str, Any], t0: float, *, extra: dict[str, Any] | None = None) -> Any:
+                   p: dict[str, Any], t0: float, *, extra: dict[str, Any] | None = None,
+                   reserve_s: float = 0.0) -> Any:
         from adaptladder.generation.decode import max_new_tokens_for
         from adaptladder.generation.sft import train_sft
 
         metric = _metric_for(spec)
         gen = self._generator(self._student_lm(p), p)
-        budget = float(p["budget_minutes"]) - (time.perf_counter() - t0) / 60
+        budget = float(p["budget_minutes"]) - (time.perf_counter() - t0 + reserve_s) / 60
         if budget <= 0:
             raise AdaptError(f"the {self.name} rung's budget ({p['budget_minutes']} min) was spent before training "
                              "started: raise budget_minutes.")
@@ -560,28 +563,48 @@ class DistillSFT(LoraSFT):
         if not keep:
             raise AdaptError(f"the distill teacher {p['teacher']!r} gave no usable output for {len(outs)} inputs "
                              "(all empty or unparsable): pick a stronger teacher.")
+        from adaptladder.generation.sft import check_order, timed_prefix
+
         score = scorer(spec)
         val_x, val_y = [x for x, _ in val], [y for _, y in val]
-        t_val = teacher.generate(val_x)
-        t_usage = dict(teacher.last_usage)
-        teacher_row = self._speed_row(f"{p['teacher']} (teacher)", score(t_val, val_y), t_usage, len(val_x))
+        # the teacher/student table on a prefix of the validation checks' seeded order that the teacher
+        # generates within eval_share of the budget (the student's checks use a prefix of the same order)
+        order = check_order(len(val), int(p["seed"]))
+        t_usage = {"seconds": 0.0, "new_tokens": 0, "prompt_tokens": 0}
+        t_rows, t_val, t_spent = timed_prefix(order, partial(self._generate_rows, teacher, val_x, t_usage),
+                                              float(p["budget_minutes"]) * 60 * float(p["eval_share"]),
+                                              int(p["gen_batch_size"]))
         teacher_prompt = (teacher.prompts_used(val_x[:1]) or [None])[0]
         del teacher
-        res = self._fit_pairs(keep, val, spec, p, t0, extra={
+        # the student's table generation (zero-shot prompts: no slower than the teacher's) is reserved
+        res = self._fit_pairs(keep, val, spec, p, t0, reserve_s=t_spent, extra={
             "validation": val_note,
             "distill": {"source": source, "teacher": p["teacher"], "labelled_pairs": len(labelled),
                         "unlabelled_offered": len(pool), "teacher_labelled": labelled_n,
                         "teacher_outputs_kept": len(keep), "teacher_seconds": round(t_gen, 2),
                         "teacher_tokens_per_s": round(t_tokens / t_gen, 2) if t_gen > 0 else None}})
-        s_val = self.generate(val_x)
-        student_row = self._speed_row("lora student", score(s_val, val_y), self.last_usage, len(val_x))
+        common = order[:min(len(t_rows), int(res.val_check.get("pairs") or len(t_rows)))]
+        refs = [val_y[i] for i in common]
+        s_val = self.generate([val_x[i] for i in common])
+        teacher_row = self._speed_row(f"{p['teacher']} (teacher)", score(t_val[:len(common)], refs), t_usage,
+                                      len(t_rows))
+        student_row = self._speed_row("lora student", score(s_val, refs), self.last_usage, len(common))
         student_row["best_val_score_in_training"] = res.best_score
-        for row, prompt_tokens in ((teacher_row, t_usage), (student_row, self.last_usage)):
-            row["prompt_tokens_mean"] = round(prompt_tokens.get("prompt_tokens", 0) / max(1, len(val_x)), 1)
+        for row, usage, n in ((teacher_row, t_usage, len(t_rows)), (student_row, self.last_usage, len(common))):
+            row["prompt_tokens_mean"] = round(usage.get("prompt_tokens", 0) / max(1, n), 1)
+            row["scored_pairs"] = len(common)
         self.info_["distill"]["table"] = [teacher_row, student_row]
         self.info_["distill"]["teacher_prompt_example"] = teacher_prompt
         self.info_["seconds"] = round(time.perf_counter() - t0, 2)
         return self
+
+    @staticmethod
+    def _generate_rows(rung: GenRung, inputs: list[str], usage: dict[str, float], rows: list[int]) -> list[str]:
+        """``rung``'s outputs for ``inputs[rows]``, adding its usage (seconds, tokens) to ``usage``."""
+        got = rung.generate([inputs[i] for i in rows])
+        for k in usage:
+            usage[k] += rung.last_usage.get(k) or 0
+        return got
 
     @staticmethod
     def _speed_row(who: str, val_score: float, usage: dict[str, Any], n: int) -> dict[str, Any]:
