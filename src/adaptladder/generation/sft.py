@@ -26,6 +26,7 @@ from typing import Any
 
 from adaptladder.errors import AdaptError
 from adaptladder.generation.decode import Generator
+from adaptladder.rungs.finetune import start_training
 
 
 @dataclass
@@ -194,19 +195,19 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
     # the check's subset is a prefix of this seeded order (its length is set by the first check)
     val_order = check_order(len(val), cfg.seed)
     check_rows: list[int] = []
-    params = [p for p in trained.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr)
+    # AdamW with torch's default weight decay (0.01) on every trainable tensor; the budget starts now
+    run = start_training(trained, lr=cfg.lr, weight_decay=0.01, decay_vectors=True, who=f"{method} SFT",
+                         budget_minutes=cfg.budget_minutes, clock=_clock)
+    opt = run.opt
     rng = torch.Generator().manual_seed(cfg.seed)
     history: list[dict[str, float]] = []
-    t0 = _clock()
-    budget = cfg.budget_minutes * 60
+    budget = run.budget_s
     share_s = cfg.eval_share * budget
     best = (-math.inf, 0, snapshot())
     bad, step, stopped = 0, 0, "epochs"
     check_s, step_s = 0.0, 0.0  # seconds of the last check, of the longest step
 
-    def left() -> float:
-        return budget - (_clock() - t0)
+    left = run.left
 
     def generate(rows: list[int]) -> list[str]:
         return gen.generate([val_prompts[i] for i in rows], max_new_tokens=cfg.max_new_tokens).texts
@@ -226,7 +227,7 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
         check_s = _clock() - t
         trained.train()
         s = float(score(preds, [val_refs[i] for i in check_rows]))
-        history.append({"step": step, "val_score": s, "seconds": round(_clock() - t0, 3),
+        history.append({"step": step, "val_score": s, "seconds": round(run.elapsed(), 3),
                         "check_seconds": round(check_s, 3), "n": len(check_rows)})
         if log:
             log(f"step {step}: validation {s:.4f} ({len(check_rows)} pairs, {check_s:.1f} s)")
@@ -288,7 +289,7 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
     val_check = {"pairs": len(check_rows), "of": len(val), "seconds": round(check_s, 3),
                  "share_limit_s": round(share_s, 3), "eval_share": cfg.eval_share,
                  "longest_step_s": round(step_s, 3), "unchecked_steps": unchecked}
-    return SFTResult(best_score=best[0], best_step=best[1], steps=step, seconds=_clock() - t0,
+    return SFTResult(best_score=best[0], best_step=best[1], steps=step, seconds=run.elapsed(),
                      stopped=stopped, history=history, config=asdict(cfg), model=trained, val_check=val_check)
 
 

@@ -31,7 +31,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -250,6 +250,43 @@ def cuda_available() -> bool:
         return bool(torch.cuda.is_available())
     except Exception:  # pragma: no cover - torch is a hard dependency
         return False
+
+
+@dataclass
+class TrainingStart:
+    """What :func:`start_training` set up: the trainable tensors, AdamW over them, the budget clock."""
+
+    params: list[Any]
+    opt: Any
+    budget_s: float
+    clock: Callable[[], float]
+    t0: float
+
+    def elapsed(self) -> float:
+        return self.clock() - self.t0
+
+    def left(self) -> float:
+        return self.budget_s - self.elapsed()
+
+
+def start_training(model: Any, *, lr: float, weight_decay: float, budget_minutes: float, who: str,
+                   decay_vectors: bool = False, clock: Callable[[], float] = time.perf_counter) -> TrainingStart:
+    """The setup both fine-tuning loops share (this module's classification loop and the generation SFT
+    loop, :func:`adaptladder.generation.sft.train_sft`): ``model``'s trainable tensors (an error naming
+    ``who`` when there are none), AdamW over them with ``weight_decay`` on matrices and none on vectors
+    (biases, norms) unless ``decay_vectors``, and the wall-clock budget started now on ``clock``."""
+    import torch
+
+    named = [(n, t) for n, t in model.named_parameters() if t.requires_grad]
+    if not named:
+        raise AdaptError(f"{who} has no trainable parameters for this model.")
+    if decay_vectors:
+        groups = [{"params": [t for _, t in named], "weight_decay": weight_decay}]
+    else:
+        groups = [{"params": [t for _, t in named if t.ndim >= 2], "weight_decay": weight_decay},
+                  {"params": [t for _, t in named if t.ndim < 2], "weight_decay": 0.0}]
+    opt = torch.optim.AdamW(groups, lr=lr)
+    return TrainingStart([t for _, t in named], opt, float(budget_minutes) * 60, clock, clock())
 
 
 def resolve_model(name: str) -> str:
@@ -477,14 +514,10 @@ class FinetuneRung(Rung):
         planned = steps_per_epoch * p["max_epochs"]
         eval_every = (max(10, min(250, steps_per_epoch // 3)) if p["eval_every"] == "auto"
                       else int(p["eval_every"]))
-        params = [t for t in model.parameters() if t.requires_grad]
+        run = start_training(model, lr=p["lr"], weight_decay=p["weight_decay"], budget_minutes=p["budget_minutes"],
+                             who=f"the {self.name} rung")
+        params, opt = run.params, run.opt
         self.trainable_params_ = sum(t.numel() for t in params)
-        if not params:
-            raise AdaptError(f"the {self.name} rung has no trainable parameters for this model.")
-        decay = [t for n, t in model.named_parameters() if t.requires_grad and t.ndim >= 2]
-        no_decay = [t for n, t in model.named_parameters() if t.requires_grad and t.ndim < 2]
-        opt = torch.optim.AdamW([{"params": decay, "weight_decay": p["weight_decay"]},
-                                 {"params": no_decay, "weight_decay": 0.0}], lr=p["lr"])
         # linear warmup / decay over ``total`` steps; ``total`` shrinks to what the budget affords
         sched_state = {"total": planned}
 
@@ -497,7 +530,7 @@ class FinetuneRung(Rung):
 
         sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_lambda)
         wt = None if weights is None else torch.tensor(weights, dtype=torch.float32, device=device)
-        budget = float(p["budget_minutes"]) * 60
+        budget = run.budget_s
         history: list[dict[str, Any]] = []
         best = {"f1": -1.0, "step": 0, "state": None}
         stopped_by = "max_epochs"
@@ -505,7 +538,6 @@ class FinetuneRung(Rung):
         seen_examples = seen_tokens = padded_tokens = 0
         train_seconds = eval_seconds = 0.0
         bad_evals = 0
-        t0 = time.perf_counter()
         running_loss: list[float] = []
 
         def evaluate() -> None:
@@ -519,7 +551,7 @@ class FinetuneRung(Rung):
             loss = float(np.mean(running_loss)) if running_loss else None
             history.append({"step": step, "epoch": round(step / steps_per_epoch, 3),
                             "loss": None if loss is None else round(loss, 5), "val_macro_f1": round(f1, 5),
-                            "elapsed_s": round(time.perf_counter() - t0, 2)})
+                            "elapsed_s": round(run.elapsed(), 2)})
             hook = getattr(self, "on_validation", None)
             if hook is not None:
                 hook(history[-1])
@@ -530,7 +562,7 @@ class FinetuneRung(Rung):
             else:
                 bad_evals += 1
             # shrink the LR schedule to the steps the budget still affords (never grow past the plan)
-            elapsed = time.perf_counter() - t0
+            elapsed = run.elapsed()
             rate = elapsed / max(step, 1)
             affordable = step + int(max(0.0, budget - elapsed) / rate * 0.95)
             sched_state["total"] = max(step + 1, min(planned, affordable))
@@ -558,7 +590,7 @@ class FinetuneRung(Rung):
                     padded_tokens += int(batch["attention_mask"].numel())
                     running_loss.append(float(loss.detach()))
                     if step == 5:  # first guess of the affordable steps; refined after each evaluation
-                        rate = (time.perf_counter() - t0) / step
+                        rate = (run.elapsed()) / step
                         sched_state["total"] = max(step + 1, min(planned, int(budget / rate * 0.9)))
                     if step % eval_every == 0:
                         evaluate()
@@ -567,7 +599,7 @@ class FinetuneRung(Rung):
                     if val_texts is not None and bad_evals >= p["patience"]:
                         stopped_by, done = "early_stop", True
                         break
-                    if time.perf_counter() - t0 >= budget:
+                    if run.elapsed() >= budget:
                         stopped_by, done = "budget", True
                         break
                 if done:
@@ -577,7 +609,7 @@ class FinetuneRung(Rung):
         if best["state"] is not None:
             self._restore(best["state"])
         model.eval()
-        total_s = time.perf_counter() - t0
+        total_s = run.elapsed()
         return {
             "stopped_by": stopped_by, "steps": step, "planned_steps": planned,
             "schedule_steps": sched_state["total"],
