@@ -159,53 +159,15 @@ def export_jsonl(
     them as extra epochs on those examples; lines are shuffled with ``seed`` so that the file is
     not ordered by label.
     """
-    if fmt not in SUPPORTED_FORMATS:
-        raise AdaptError(f"unknown export format {fmt!r}: choose from {', '.join(SUPPORTED_FORMATS)}.")
-    system = system or None
-    targets = [("train", Path(out))]
-    if val_out is not None:
-        targets.append(("validation", Path(val_out)))
-    if test_out is not None:
-        targets.append(("test", Path(test_out)))
-    paths = [p.resolve() for _, p in targets]
-    if len(set(paths)) != len(paths):
-        raise AdaptError("the output files must differ: give --output, --val-output and --test-output different paths.")
-    for _, p in targets:
-        if p.exists() and not overwrite:
-            raise AdaptError(f"{p} already exists; pass --overwrite to replace it or choose another path.")
-        if p.exists() and p.is_dir():
-            raise AdaptError(f"{p} is a directory; pass a file path such as {p / 'train.jsonl'}.")
-        if not p.parent.exists():
-            raise AdaptError(f"the folder {p.parent} does not exist; create it or choose another path.")
-    files: list[ExportedFile] = []
-    for split, path in targets:
+    wrap = (lambda t: render_user(user_template, t, task.label_names)) if user_template else None
+
+    def pairs(split: str) -> list[tuple[str, str]]:
         texts, y = task.part(split)
-        if not texts:
-            raise AdaptError(f"the {split} split of {task.name} is empty; nothing to write to {path}.")
-        rows, dropped, conflicts = _dedupe([(t, task.label_names[k]) for t, k in zip(texts, y.tolist(), strict=True)])
-        random.Random(seed).shuffle(rows)
-        wrap = (lambda t: render_user(user_template, t, task.label_names)) if user_template else (lambda t: t)
-        _write_lines(path, (json.dumps(chat_example(system, wrap(t), lab), ensure_ascii=False) for t, lab in rows))
-        files.append(ExportedFile(split, str(path), len(rows), dropped, conflicts,
-                                  dict(sorted(Counter(lab for _, lab in rows).items()))))
-    exported = {f.split for f in files}
-    held = {s: len(task.indices(s)) for s in ("validation", "test") if s not in exported and len(task.indices(s))}
-    notes = []
-    if "test" in held:
-        notes.append(f"the test split ({held['test']:,} examples) is held out and not exported, so the fine-tuned "
-                     "model can still be evaluated on data it never saw; pass --test-output to export it anyway.")
-    if "validation" in held:
-        notes.append(f"the validation split ({held['validation']:,} examples) was not written; pass --val-output to "
-                     "give the service a validation file.")
-    if not system:
-        notes.append("no system message written (empty system prompt).")
-    for f in files:
-        if f.examples < MIN_EXAMPLES and f.split == "train":
-            notes.append(f"{f.path} has {f.examples} examples; OpenAI needs at least {MIN_EXAMPLES}.")
-        if f.conflicting_texts:
-            notes.append(f"{f.path}: {f.conflicting_texts} text(s) appear with different labels; "
-                         "`adaptladder audit` lists them.")
-    return ExportResult(fmt, system, system_source, files, held, notes)
+        return [(t, task.label_names[k]) for t, k in zip(texts, y.tolist(), strict=True)]
+
+    return _export_chat(task, pairs, system=system, out=out, val_out=val_out, test_out=test_out, fmt=fmt,
+                        overwrite=overwrite, seed=seed, system_source=system_source, user=wrap, label_counts=True,
+                        conflicts="text(s) appear with different labels; `adaptladder audit` lists them.")
 
 
 def export_gen_jsonl(
@@ -226,19 +188,39 @@ def export_gen_jsonl(
     The same rules as :func:`export_jsonl`: test held out unless ``test_out``, exact duplicate pairs
     written once, lines shuffled with ``seed``, no file overwritten without ``overwrite``.
     """
+    def pairs(split: str) -> list[tuple[str, str]]:
+        inputs, outputs = task.part(split)
+        return list(zip(inputs, outputs, strict=True))
+
+    return _export_chat(task, pairs, system=system, out=out, val_out=val_out, test_out=test_out, fmt=fmt,
+                        overwrite=overwrite, seed=seed, system_source=system_source,
+                        conflicts="input(s) appear with different targets (kept: a generation task may have several "
+                                  "good outputs).")
+
+
+def _export_chat(task: Any, pairs: Callable[[str], list[tuple[str, str]]], *, system: str | None, out: str | Path,
+                 val_out: str | Path | None, test_out: str | Path | None, fmt: str, overwrite: bool, seed: int,
+                 system_source: str, conflicts: str, user: Callable[[str], str] | None = None,
+                 label_counts: bool = False) -> ExportResult:
+    """The one chat-JSONL writer: ``pairs(split)`` gives (user text, assistant text) per example; exact
+    duplicates written once, lines shuffled with ``seed``, ``user`` wraps the user text as it is written,
+    ``label_counts`` counts the assistant texts per file, ``conflicts`` ends the note on a user text
+    written with different assistant texts."""
     if fmt not in SUPPORTED_FORMATS:
         raise AdaptError(f"unknown export format {fmt!r}: choose from {', '.join(SUPPORTED_FORMATS)}.")
     system = system or None
     targets = _check_outputs(out, val_out, test_out, overwrite)
     files: list[ExportedFile] = []
     for split, path in targets:
-        inputs, outputs = task.part(split)
-        if not inputs:
+        rows = pairs(split)
+        if not rows:
             raise AdaptError(f"the {split} split of {task.name} is empty; nothing to write to {path}.")
-        rows, dropped, conflicts = _dedupe(list(zip(inputs, outputs, strict=True)))
+        rows, dropped, n_conflicts = _dedupe(rows)
         random.Random(seed).shuffle(rows)
-        _write_lines(path, (json.dumps(chat_example(system, x, y), ensure_ascii=False) for x, y in rows))
-        files.append(ExportedFile(split, str(path), len(rows), dropped, conflicts, {}))
+        wrap = user or (lambda t: t)
+        _write_lines(path, (json.dumps(chat_example(system, wrap(x), y), ensure_ascii=False) for x, y in rows))
+        counts = dict(sorted(Counter(lab for _, lab in rows).items())) if label_counts else {}
+        files.append(ExportedFile(split, str(path), len(rows), dropped, n_conflicts, counts))
     exported = {f.split for f in files}
     held = {s: len(task.indices(s)) for s in ("validation", "test") if s not in exported and len(task.indices(s))}
     notes = _held_notes(held, system)
@@ -246,8 +228,7 @@ def export_gen_jsonl(
         if f.examples < MIN_EXAMPLES and f.split == "train":
             notes.append(f"{f.path} has {f.examples} examples; OpenAI needs at least {MIN_EXAMPLES}.")
         if f.conflicting_texts:
-            notes.append(f"{f.path}: {f.conflicting_texts} input(s) appear with different targets (kept: a "
-                         "generation task may have several good outputs).")
+            notes.append(f"{f.path}: {f.conflicting_texts} {conflicts}")
     return ExportResult(fmt, system, system_source, files, held, notes)
 
 
