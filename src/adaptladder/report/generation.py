@@ -483,7 +483,7 @@ def build_gen_view(doc: dict[str, Any], run_dir: Path | None = None, *, plots: b
 
 # ------------------------------------------------------------------ Markdown
 def render_gen_markdown(v: dict[str, Any]) -> str:
-    from adaptladder.report.markdown import _fence, md_escape
+    from adaptladder.report.markdown import _fence, evaluations_section, findings_table, md_escape
     from adaptladder.report.table import markdown_table
 
     e = md_escape
@@ -591,17 +591,8 @@ def render_gen_markdown(v: dict[str, Any]) -> str:
             out.append(a["markdown"].rstrip())
         elif a["generic"]:
             out += ["## Data audit", ""]
-            g = a["generic"]
-            if g["findings"]:
-                out += ["| severity | finding | count |", "|---|---|---|"]
-                out += [f"| {e(f['severity'])} | {e(f['message'])} | {f['count']} |" for f in g["findings"]]
-            else:
-                out.append("No findings.")
-    if v["evaluations"]:
-        out += ["", "## Evaluations on new data", "", "| when | data | rung | n | metric | new | run test | "
-                "difference [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|---|"]
-        out += [f"| {e(r['when'])} | {e(r['data'])} | {e(r['rung'])} | {r['n']} | {r['metric']} | {r['new']} | "
-                f"{r['test']} | {r['diff']} | {e(r['verdict'])} |" for r in v["evaluations"]]
+            out += findings_table(a["generic"]["findings"])
+    out += evaluations_section(v["evaluations"])
     if v["schema"]:
         out += ["", "## JSON Schema", "", _fence(v["schema"])]
     if v["provenance"]:

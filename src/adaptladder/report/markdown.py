@@ -22,6 +22,26 @@ def _fence(text: str) -> str:
     return f"{ticks}text\n{text}\n{ticks}"
 
 
+def findings_table(findings: list[dict[str, Any]]) -> list[str]:
+    """The audit's findings as Markdown table lines ("No findings." when there are none)."""
+    e = md_escape
+    if not findings:
+        return ["No findings."]
+    return markdown_table(["severity", "finding", "count"],
+                          [[e(f["severity"]), e(f["message"]), str(f["count"])] for f in findings])
+
+
+def evaluations_section(evaluations: list[dict[str, Any]]) -> list[str]:
+    """The "Evaluations on new data" section's lines (none without evaluations)."""
+    e = md_escape
+    if not evaluations:
+        return []
+    headers = ["when", "data", "rung", "n", "metric", "new", "run test", "difference [95% CI]", "verdict"]
+    rows = [[e(r["when"]), e(r["data"]), e(r["rung"]), str(r["n"]), str(r["metric"]), str(r["new"]), str(r["test"]),
+             str(r["diff"]), e(r["verdict"])] for r in evaluations]
+    return ["", "## Evaluations on new data", "", *markdown_table(headers, rows)]
+
+
 def render_markdown(v: dict[str, Any]) -> str:
     e = md_escape
     m = v["metric"]
@@ -79,17 +99,8 @@ def render_markdown(v: dict[str, Any]) -> str:
             out.append("Fewer than two rungs finished: nothing to compare.")
     a = v["audit"]
     if a:
-        out += ["", "## Data audit", ""]
-        if a["findings"]:
-            out += ["| severity | finding | count |", "|---|---|---|"]
-            out += [f"| {e(f['severity'])} | {e(f['message'])} | {f['count']} |" for f in a["findings"]]
-        else:
-            out.append("No findings.")
-    if v["evaluations"]:
-        out += ["", "## Evaluations on new data", "", "| when | data | rung | n | metric | new | run test | "
-                "difference [95% CI] | verdict |", "|---|---|---|---|---|---|---|---|---|"]
-        out += [f"| {e(r['when'])} | {e(r['data'])} | {e(r['rung'])} | {r['n']} | {r['metric']} | {r['new']} | "
-                f"{r['test']} | {r['diff']} | {e(r['verdict'])} |" for r in v["evaluations"]]
+        out += ["", "## Data audit", "", *findings_table(a["findings"])]
+    out += evaluations_section(v["evaluations"])
     if v["prompts"]:
         out += ["", "## Prompts used"]
         for p in v["prompts"]:
