@@ -86,6 +86,20 @@ def load_saved_rung(model_dir: str | Path) -> Any:
                          "ladder for this rung.") from e
 
 
+def _verdict_notes(ci: Sequence[float], diff: float, tolerance: float, test: dict[str, Any], rung: str, *,
+                   sample: str, n_new: str, more: str) -> tuple[str, list[str]]:
+    """An evaluation's verdict from the 95% CI of the score change, and the notes both kinds of run give
+    (the run's test score came from a sample; a drop beyond the tolerance that is not significant)."""
+    verdict = "degraded" if ci[1] < 0 else "improved" if ci[0] > 0 else "no significant change"
+    notes = []
+    if test.get("sampled"):
+        notes.append(f"the run's test score of {rung} came from a {sample} sample of {test.get('n')}.")
+    if verdict == "no significant change" and -diff > tolerance:
+        notes.append(f"the point estimate dropped by {-diff:.3f} (more than the tolerance) but the drop is not "
+                     f"significant with {n_new}; {more} to be sure.")
+    return verdict, notes
+
+
 def _first_line(e: BaseException) -> str:
     text = str(e).strip()
     return (text.splitlines()[0][:120] if text else type(e).__name__)
@@ -328,13 +342,8 @@ def evaluate(run_dir: str | Path, data: str | Path, *, rung: str | None = None, 
         p_old = np.asarray(test["predictions"], dtype=np.int64)
         diff = new[metric] - test[metric]
         ci = _independent_diff_ci(y, proba.argmax(axis=1), y_old, p_old, len(names), metric, seed)
-        verdict = "degraded" if ci[1] < 0 else "improved" if ci[0] > 0 else "no significant change"
-        notes = []
-        if test.get("sampled"):
-            notes.append(f"the run's test score of {res['name']} came from a stratified sample of {test['n']}.")
-        if verdict == "no significant change" and -diff > tolerance:
-            notes.append(f"the point estimate dropped by {-diff:.3f} (more than the tolerance) but the drop is not "
-                         f"significant with {len(y)} new examples; label more data to be sure.")
+        verdict, notes = _verdict_notes(ci, diff, tolerance, test, res["name"], sample="stratified",
+                                        n_new=f"{len(y)} new examples", more="label more data")
         missing = [names[k] for k in range(len(names)) if not (y == k).any()]
         if missing and metric == "macro_f1":
             notes.append(f"the new data has no example of {', '.join(missing)}; macro-F1 averages over all "
@@ -419,17 +428,11 @@ def _render_chat(raw: Sequence[Any], path: Path, col: str) -> list[str]:
     """Inputs from a ``messages`` column for predict: the turns as the run's loader renders them
     (a lone user turn as it is, several as ``Role: text`` lines); a final assistant turn, if any,
     is dropped (it is what the model is asked to write)."""
-    from adaptladder.generation.loaders import _content
+    from adaptladder.generation.loaders import as_turn_list, render_turns
 
     out = []
-    for i, msgs in enumerate(raw):
-        if isinstance(msgs, np.ndarray):
-            msgs = msgs.tolist()
-        if isinstance(msgs, str):
-            try:
-                msgs = json.loads(msgs)
-            except json.JSONDecodeError:
-                msgs = None
+    for i, cell in enumerate(raw):
+        msgs = as_turn_list(cell)
         if not isinstance(msgs, list) or not msgs or not all(isinstance(m, dict) and "role" in m for m in msgs):
             raise AdaptError(f"{path}: record {i + 1}: {col!r} is not a list of {{\"role\": ..., \"content\": ...}} "
                              "turns.")
@@ -438,10 +441,7 @@ def _render_chat(raw: Sequence[Any], path: Path, col: str) -> list[str]:
             turns = turns[:-1]
         if not turns:
             raise AdaptError(f"{path}: record {i + 1} has no user turn in {col!r}; nothing to reply to.")
-        if len(turns) == 1 and str(turns[0]["role"]).lower() == "user":
-            out.append(_content(turns[0].get("content")))
-        else:
-            out.append("\n".join(f"{str(m['role']).capitalize()}: {_content(m.get('content'))}" for m in turns))
+        out.append(render_turns(turns))
     return out
 
 
@@ -567,13 +567,8 @@ def evaluate_gen(run_dir: Path, doc: dict[str, Any], chosen: list[dict[str, Any]
                              "for it or pick another --metric.")
         diff = new[metric] - float(test[metric])
         ci = _gen_diff_ci(np.asarray(per[metric]), np.asarray(old, dtype=float), seed)
-        verdict = "degraded" if ci[1] < 0 else "improved" if ci[0] > 0 else "no significant change"
-        notes = []
-        if test.get("sampled"):
-            notes.append(f"the run's test score of {res['name']} came from a seeded sample of {test.get('n')}.")
-        if verdict == "no significant change" and -diff > tolerance:
-            notes.append(f"the point estimate dropped by {-diff:.3f} (more than the tolerance) but the drop is not "
-                         f"significant with {len(inputs)} new pairs; score more pairs to be sure.")
+        verdict, notes = _verdict_notes(ci, diff, tolerance, test, res["name"], sample="seeded",
+                                        n_new=f"{len(inputs)} new pairs", more="score more pairs")
         empty = sum(1 for o in outputs if not o.strip())
         if empty:
             notes.append(f"{empty} of {len(outputs)} generations were empty.")

@@ -191,19 +191,37 @@ def _content(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+def as_turn_list(cell: Any) -> Any:
+    """A ``messages`` cell as a Python list where it is one (a numpy array from Parquet, a JSON string
+    from CSV); a string that is not JSON gives None; anything else is returned as it is."""
+    if isinstance(cell, np.ndarray):
+        cell = cell.tolist()
+    if isinstance(cell, str):
+        try:
+            cell = json.loads(cell)
+        except json.JSONDecodeError:
+            cell = None
+    return cell
+
+
+def render_turns(turns: Sequence[dict[str, Any]], system: str | None = None) -> str:
+    """The input text of a chat example: a lone user turn as it is (when no ``system`` is shown), else
+    ``Role: text`` lines, after ``System: ...`` when ``system`` is given. Training (parse_chat) and
+    predict render the same way."""
+    if len(turns) == 1 and str(turns[0]["role"]).lower() == "user" and not system:
+        return _content(turns[0].get("content"))
+    lines = [f"System: {system}"] if system else []
+    lines += [f"{str(m['role']).capitalize()}: {_content(m.get('content'))}" for m in turns]
+    return "\n".join(lines)
+
+
 def parse_chat(raw: Sequence[Any], path: Path, col: str, offset: int = 1
                ) -> tuple[list[str], list[str], str | None]:
     """(inputs, targets, shared system prompt or None) from a ``messages`` column."""
     inputs, targets, systems = [], [], []
-    for i, msgs in enumerate(raw):
+    for i, cell in enumerate(raw):
         where = _where(path, i, offset)
-        if isinstance(msgs, np.ndarray):
-            msgs = msgs.tolist()
-        if isinstance(msgs, str):
-            try:
-                msgs = json.loads(msgs)
-            except json.JSONDecodeError:
-                msgs = None
+        msgs = as_turn_list(cell)
         if not isinstance(msgs, list) or not all(
                 isinstance(m, dict) and "role" in m and "content" in m for m in msgs):
             raise AdaptError(f"{where}: {col!r} is not a list of {{\"role\": ..., \"content\": ...}} turns; write "
@@ -228,14 +246,7 @@ def parse_chat(raw: Sequence[Any], path: Path, col: str, offset: int = 1
         inputs.append(turns)
         targets.append(target)
     shared = systems[0] if systems and len(set(systems)) == 1 and systems[0] else None
-    rendered = []
-    for turns, system in zip(inputs, systems, strict=True):
-        if len(turns) == 1 and str(turns[0]["role"]).lower() == "user" and (shared or not system):
-            rendered.append(_content(turns[0]["content"]))
-            continue
-        lines = [] if (shared or not system) else [f"System: {system}"]
-        lines += [f"{str(m['role']).capitalize()}: {_content(m['content'])}" for m in turns]
-        rendered.append("\n".join(lines))
+    rendered = [render_turns(turns, None if shared else system) for turns, system in zip(inputs, systems, strict=True)]
     return rendered, targets, shared
 
 
