@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -108,3 +109,15 @@ def tiny_causal_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
     LlamaForCausalLM(cfg).save_pretrained(out)
     fast.save_pretrained(out)
     return str(out)
+
+
+@pytest.fixture(scope="module")
+def tiny_ray() -> Iterator[None]:
+    """A local 2-CPU Ray for the tests of a module (skipped without ray); shut down after, if started here."""
+    ray = pytest.importorskip("ray")
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    if started:
+        ray.shutdown()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -24,40 +23,18 @@ from adaptladder.audit import (
 from adaptladder.cli import main
 from adaptladder.errors import AdaptError
 from adaptladder.task import Task, load_task
-
+from fakes import TrigramEncoder, clean_task, words
 
 # ----------------------------------------------------------------------------- a tiny encoder
-class TrigramEncoder:
-    """Hashed character-trigram counts, L2-normalised: near-copies score ~0.9, unrelated texts ~0.2."""
-
-    def __init__(self, dim: int = 2048) -> None:
-        self.dim = dim
-        self.calls = 0
-
-    def encode(self, texts, *, progress: bool = False, desc: str = "") -> np.ndarray:
-        self.calls += 1
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            s = f"  {t.lower()}  "
-            for j in range(len(s) - 2):
-                out[i, zlib.crc32(s[j:j + 3].encode()) % self.dim] += 1.0
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-
 # ----------------------------------------------------------------------------- planted data
 RNG_SEED = 7
-
-
-def _words(rng: np.random.Generator, n: int) -> list[str]:
-    letters = list("abcdefghijklmnopqrstuvwxyz")
-    return ["".join(rng.choice(letters, size=rng.integers(6, 9))) for _ in range(n)]
 
 
 def _make_planted() -> tuple[pd.DataFrame, dict[str, object]]:
     """Three learnable classes (own vocabularies) plus planted problems; returns rows and the plan."""
     rng = np.random.default_rng(RNG_SEED)
-    vocab = {c: _words(rng, 25) for c in "ABC"}
-    shared = _words(rng, 60)
+    vocab = {c: words(rng, 25) for c in "ABC"}
+    shared = words(rng, 60)
 
     def text(c: str) -> str:
         ws = list(rng.choice(vocab[c], 7, replace=False)) + list(rng.choice(shared, 4, replace=False))
@@ -189,20 +166,8 @@ def test_dedupe_from_test_keeps_training_rows(planted, tmp_path: Path) -> None:
 
 
 # ----------------------------------------------------------------------------- severity logic
-def _clean_task(n_per_class: int = 40, labels: tuple[str, ...] = ("A", "B", "C"), seed: int = 1) -> Task:
-    rng = np.random.default_rng(seed)
-    vocab = {c: _words(rng, 25) for c in labels}
-    texts, y, split = [], [], []
-    for k, c in enumerate(labels):
-        for i in range(n_per_class):
-            texts.append(" ".join(rng.choice(vocab[c], 8, replace=False)))
-            y.append(k)
-            split.append("train" if i < 0.7 * n_per_class else ("validation" if i < 0.85 * n_per_class else "test"))
-    return Task("clean", texts, np.array(y), list(labels), np.array(split, dtype=object), {"kind": "test"})
-
-
 def test_clean_data_has_no_errors_and_gate_passes() -> None:
-    r = run_audit(_clean_task(), encoder=TrigramEncoder(), near_dup_threshold=0.8)
+    r = run_audit(clean_task(), encoder=TrigramEncoder(), near_dup_threshold=0.8)
     assert not r.has_errors, [f.to_dict() for f in r.errors]
     enforce_audit(r)  # no exception
 
@@ -215,7 +180,7 @@ def test_gate_refuses_errors_unless_forced(planted) -> None:
 
 
 def test_leak_threshold_is_configurable() -> None:
-    task = _clean_task()
+    task = clean_task()
     te = np.flatnonzero(task.split == "test")
     tr = np.flatnonzero(task.split == "train")
     texts = list(task.texts)
@@ -256,7 +221,7 @@ def test_cross_split_label_conflicts_are_an_error_only_when_they_can_move_the_sc
 
 
 def test_near_copies_in_test_are_a_warning_until_ten_percent() -> None:
-    task = _clean_task(n_per_class=100)  # 45 test rows: one near copy is 2.2%
+    task = clean_task(n_per_class=100)  # 45 test rows: one near copy is 2.2%
     te = np.flatnonzero(task.split == "test")
     tr = np.flatnonzero(task.split == "train")
     texts = list(task.texts)
@@ -272,11 +237,11 @@ def test_near_copies_in_test_are_a_warning_until_ten_percent() -> None:
 
 
 def test_small_data_supports_prompting_and_features_only() -> None:
-    r = run_audit(_clean_task(n_per_class=10, labels=("A", "B")), encoder=None, label_errors=False)
+    r = run_audit(clean_task(n_per_class=10, labels=("A", "B")), encoder=None, label_errors=False)
     assert r.supported_families == ["floor", "prompting", "features"]
     assert "too few for fine-tuning" in r.finding("supported_families").message
     assert r.finding("size_below_minimum").severity == "warning"
-    big = run_audit(_clean_task(n_per_class=400), encoder=None, label_errors=False)
+    big = run_audit(clean_task(n_per_class=400), encoder=None, label_errors=False)
     assert big.supported_families == ["floor", "prompting", "features", "finetune", "distill"]
 
 
@@ -284,7 +249,7 @@ def test_requirements_table_is_editable(tmp_path: Path) -> None:
     path = tmp_path / "req.yaml"
     path.write_text("task_types:\n  text-classification:\n    minimum: 10\n    min_per_class: 5\n"
                     "families:\n  finetune: {min_train: 5, min_per_class: 1}\n")
-    r = run_audit(_clean_task(n_per_class=10, labels=("A", "B")), encoder=None, label_errors=False,
+    r = run_audit(clean_task(n_per_class=10, labels=("A", "B")), encoder=None, label_errors=False,
                   requirements=path)
     assert r.finding("size_below_minimum") is None
     assert "finetune" in r.supported_families
@@ -292,11 +257,11 @@ def test_requirements_table_is_editable(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("task_types: [1, 2\n")
     with pytest.raises(AdaptError, match="not valid YAML"):
-        run_audit(_clean_task(), encoder=None, requirements=bad)
+        run_audit(clean_task(), encoder=None, requirements=bad)
 
 
 def test_sentiment_is_guessed_from_labels_and_balance_matters() -> None:
-    task = _clean_task(labels=("negative", "positive"))
+    task = clean_task(labels=("negative", "positive"))
     keep = np.r_[np.flatnonzero(task.labels == 0)[:20], np.flatnonzero(task.labels == 1)]
     t = Task("s", [task.texts[i] for i in keep], task.labels[keep], task.label_names, task.split[keep], {})
     r = run_audit(t, encoder=None, label_errors=False)
@@ -423,7 +388,7 @@ def test_audit_for_run_gate(tmp_path: Path) -> None:
 
     from adaptladder.audit import audit_for_run
 
-    task = _clean_task()
+    task = clean_task()
     te, tr = np.flatnonzero(task.split == "test"), np.flatnonzero(task.split == "train")
     texts = list(task.texts)
     texts[te[0]] = texts[tr[0]]

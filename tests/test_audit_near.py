@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pytest
 
@@ -11,21 +9,7 @@ from adaptladder.audit import enforce_audit, run_audit
 from adaptladder.audit.duplicates import lexical_tokens, matched_excerpts, text_similarity
 from adaptladder.audit.text import excerpt, strip_boilerplate
 from adaptladder.task import Task
-
-
-class FirstWindowEncoder:
-    """Hashed character trigrams of the first ``window`` characters only (like a 256-token encoder window)."""
-
-    def __init__(self, window: int = 300, dim: int = 2048) -> None:
-        self.window, self.dim = window, dim
-
-    def encode(self, texts, *, progress: bool = False, desc: str = "") -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            s = f"  {t[: self.window].lower()}  "
-            for j in range(len(s) - 2):
-                out[i, zlib.crc32(s[j:j + 3].encode()) % self.dim] += 1.0
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+from fakes import TrigramEncoder
 
 
 def _body(rng: np.random.Generator, vocab: list[str], n: int = 60) -> str:
@@ -73,7 +57,7 @@ def _mail_task(prefix: str, n: int = 300, plant: int = 0, seed: int = 3) -> tupl
 
 def test_emails_sharing_headers_are_not_leakage() -> None:
     task, _ = _mail_task(HEADER)
-    r = run_audit(task, encoder=FirstWindowEncoder(), label_errors=False)
+    r = run_audit(task, encoder=TrigramEncoder(window=300), label_errors=False)
     leak = r.stats["leakage"]["test_in_train"]
     assert (leak["exact"], leak["near"]) == (0, 0)
     assert not r.has_errors
@@ -86,7 +70,7 @@ def test_shared_boilerplate_candidates_are_rejected_on_the_whole_text() -> None:
     """A shared opening (not a header, so not stripped) fills the encoder's window: every pair is a candidate
     by cosine; the whole-text check rejects them and the audit says the detector is wrong here."""
     task, _ = _mail_task(BOILER, n=120)
-    r = run_audit(task, encoder=FirstWindowEncoder(), label_errors=False)
+    r = run_audit(task, encoder=TrigramEncoder(window=300), label_errors=False)
     nd = r.stats["near_duplicates"]
     assert nd["candidates"] > 1000 and nd["pairs"] == 0 and nd["candidates_rejected"] == nd["candidates"]
     assert r.stats["leakage"]["test_in_train"]["near"] == 0 and not r.has_errors
@@ -98,7 +82,7 @@ def test_shared_boilerplate_candidates_are_rejected_on_the_whole_text() -> None:
 @pytest.mark.parametrize("prefix", [HEADER, BOILER])
 def test_planted_near_copies_are_still_caught(prefix: str) -> None:
     task, _planted = _mail_task(prefix, plant=8)  # 45 test rows, 8 near copies: 17.8% > 10%
-    r = run_audit(task, encoder=FirstWindowEncoder(), label_errors=False)
+    r = run_audit(task, encoder=TrigramEncoder(window=300), label_errors=False)
     leak = r.stats["leakage"]["test_in_train"]
     assert (leak["exact"], leak["near"]) == (0, 8)
     f = r.finding("leakage_train_test")

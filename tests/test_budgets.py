@@ -6,8 +6,6 @@ tests check what a budget cuts, never how long anything took.
 
 from __future__ import annotations
 
-import zlib
-
 import numpy as np
 import pytest
 
@@ -21,33 +19,7 @@ from adaptladder.errors import AdaptError
 from adaptladder.ladder import cv_folds_within
 from adaptladder.rungs import make_rung
 from adaptladder.task import Task
-
-
-class TrigramEncoder:
-    """Hashed character-trigram counts, L2-normalised (as in test_audit)."""
-
-    dim = 512
-
-    def encode(self, texts, *, progress: bool = False, desc: str = "") -> np.ndarray:
-        out = np.zeros((len(texts), self.dim), dtype=np.float32)
-        for i, t in enumerate(texts):
-            s = f"  {t.lower()}  "
-            for j in range(len(s) - 2):
-                out[i, zlib.crc32(s[j:j + 3].encode()) % self.dim] += 1.0
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-
-def _clean_task(n_per_class: int = 40, labels: tuple[str, ...] = ("A", "B", "C"), seed: int = 1) -> Task:
-    rng = np.random.default_rng(seed)
-    letters = list("abcdefghijklmnopqrstuvwxyz")
-    vocab = {c: ["".join(rng.choice(letters, size=rng.integers(6, 9))) for _ in range(25)] for c in labels}
-    texts, y, split = [], [], []
-    for k, c in enumerate(labels):
-        for i in range(n_per_class):
-            texts.append(" ".join(rng.choice(vocab[c], 8, replace=False)))
-            y.append(k)
-            split.append("train" if i < 0.7 * n_per_class else ("validation" if i < 0.85 * n_per_class else "test"))
-    return Task("clean", texts, np.array(y), list(labels), np.array(split, dtype=object), {"kind": "test"})
+from fakes import TrigramEncoder, clean_task
 
 
 class FakeClock:
@@ -65,6 +37,7 @@ class SlowEncoder(TrigramEncoder):
     """The trigram encoder, costing ``per_text`` fake seconds per text."""
 
     def __init__(self, clock: FakeClock, per_text: float) -> None:
+        super().__init__(dim=512)
         self.clock, self.per_text, self.encoded = clock, per_text, 0
 
     def encode(self, texts, *, progress: bool = False, desc: str = "") -> np.ndarray:
@@ -104,7 +77,7 @@ def test_run_within_stops_before_a_chunk_that_would_not_fit() -> None:
 
 # ----------------------------------------------------------------------------- the audit
 def test_audit_budget_samples_the_embedding_and_says_so() -> None:
-    task = _clean_task(n_per_class=400)  # 1,200 texts
+    task = clean_task(n_per_class=400)  # 1,200 texts
     clock = FakeClock()
     enc = SlowEncoder(clock, per_text=0.1)  # 120 s to embed all; the embed stage gets 60% of 60 s
     r = run_audit(task, encoder=enc, near_dup_threshold=0.8, budget_minutes=1, clock=clock)
@@ -117,13 +90,13 @@ def test_audit_budget_samples_the_embedding_and_says_so() -> None:
     assert "360 of 1,200 distinct texts" in note.message and "label errors" not in note.message
     assert r.settings["budget_minutes"] == 1
     # without a budget: every text, no note
-    full = run_audit(task, encoder=TrigramEncoder(), near_dup_threshold=0.8)
+    full = run_audit(task, encoder=TrigramEncoder(dim=512), near_dup_threshold=0.8)
     assert not any(f.code == "audit_sampled" for f in full.findings)
     assert full.stats["label_errors"]["rows_checked"] == 1200 and not full.stats["label_errors"]["sampled"]
 
 
 def test_audit_budget_sizes_the_label_error_search_from_a_probe(monkeypatch: pytest.MonkeyPatch) -> None:
-    task = _clean_task(n_per_class=400)
+    task = clean_task(n_per_class=400)
     clock = FakeClock()
     real = audit_labels.out_of_fold_probs
     sizes: list[int] = []
@@ -151,7 +124,7 @@ def test_audit_budget_in_a_run_defaults_to_the_run_budget() -> None:
     with pytest.raises(AdaptError, match="audit-budget-minutes"):
         RunConfig(data="x", audit_budget_minutes=0).validate()
     with pytest.raises(AdaptError, match="positive"):
-        run_audit(_clean_task(), encoder=None, budget_minutes=-1)
+        run_audit(clean_task(), encoder=None, budget_minutes=-1)
 
 
 # ----------------------------------------------------------------------------- per-split --sample
@@ -166,7 +139,7 @@ def test_sample_per_split() -> None:
         RunConfig(data="x", sample={"train": 5}).validate()
     with pytest.raises(AdaptError, match="sample"):
         RunConfig(data="x", sample={"everything": 5}).validate()
-    task = _clean_task(n_per_class=40)
+    task = clean_task(n_per_class=40)
     small = task.sample({"train": 30, "test": 9}, seed=0)
     sizes = small.summary()["split_sizes"]
     assert sizes == {"train": 30, "validation": int((task.split == "validation").sum()), "test": 9}

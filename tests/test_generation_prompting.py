@@ -14,6 +14,7 @@ from adaptladder.errors import AdaptError
 from adaptladder.generation.metrics import schema_validator
 from adaptladder.generation.rungs import GenSpec, load_gen_rung, make_gen_rung
 from adaptladder.generation.rungs.prompting import KnnFewShotGen
+from fakes import BagEncoder
 
 TRAIN_X = ["win a free prize now", "see you at lunch tomorrow", "the kids loved the park",
            "meeting moved to friday", "free cash click here", "did you feed the cat",
@@ -33,23 +34,9 @@ TEXT_SPEC = GenSpec("dialogue", "Reply to the message.")
 JSON_SPEC = GenSpec("extraction", "Extract JSON.", SCHEMA)
 
 
-class _BagEncoder:
-    """A deterministic stand-in encoder: hashed bag of words, L2-normalised."""
-
-    def encode(self, texts: list[str], **_: Any) -> np.ndarray:
-        out = np.zeros((len(texts), 64), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in t.lower().split():
-                out[i, sum(map(ord, w)) % 64] += 1
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
-
-    def info(self) -> dict[str, Any]:
-        return {"model": "bag"}
-
-
 @pytest.fixture
 def bag(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(KnnFewShotGen, "_encoder", lambda self: _BagEncoder())
+    monkeypatch.setattr(KnnFewShotGen, "_encoder", lambda self: BagEncoder())
 
 
 def _fit(name: str, lm: str, spec: GenSpec = TEXT_SPEC, targets: list[str] = TRAIN_Y, **kw: Any) -> Any:
@@ -113,7 +100,7 @@ def test_few_shot_is_seeded_and_shortest_pick(tiny_causal_lm_dir: str) -> None:
 
 def test_knn_picks_the_nearest_pairs_nearest_last(tiny_causal_lm_dir: str, bag: None) -> None:
     r = _fit("knn-few-shot", tiny_causal_lm_dir, k=2, max_new_tokens=4)
-    enc = _BagEncoder()
+    enc = BagEncoder()
     queries = ["free prize cash now", "the cat and the kids"]
     sims = enc.encode(queries) @ enc.encode(TRAIN_X).T
     for q, rows in zip(range(2), r.neighbours(queries), strict=True):

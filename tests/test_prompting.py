@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from adaptladder.errors import AdaptError
+from fakes import BagEncoder
 
 torch = pytest.importorskip("torch")
 
@@ -186,28 +187,14 @@ def test_few_shot_selection_is_seeded_and_k_per_class(tiny_lm: str) -> None:
     assert all(s["text"] in a.example_prompt("q") for s in a.shots_)
 
 
-class _BagEncoder:
-    """A deterministic stand-in encoder: hashed bag of words, L2-normalised."""
-
-    def encode(self, texts: list[str], **_: Any) -> np.ndarray:
-        out = np.zeros((len(texts), 64), dtype=np.float32)
-        for i, t in enumerate(texts):
-            for w in t.lower().split():
-                out[i, sum(map(ord, w)) % 64] += 1
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
-
-    def info(self) -> dict[str, Any]:
-        return {"model": "bag"}
-
-
 def test_knn_selects_the_nearest_training_examples(tiny_lm: str, monkeypatch: pytest.MonkeyPatch) -> None:
     from adaptladder.rungs.prompting import KnnFewShotRung
 
-    monkeypatch.setattr(KnnFewShotRung, "_encoder", lambda self: _BagEncoder())
+    monkeypatch.setattr(KnnFewShotRung, "_encoder", lambda self: BagEncoder())
     texts, y, names, _ = _toy_task()
     r = KnnFewShotRung(model=tiny_lm, k=3, calibrate=False, threads=1).fit(texts, y, label_names=names)
     queries = ["free cash prize", "see you at lunch tomorrow", "win a free prize now"]
-    emb, q = _BagEncoder().encode(texts), _BagEncoder().encode(queries)
+    emb, q = BagEncoder().encode(texts), BagEncoder().encode(queries)
     for query, qv, rows in zip(queries, q, r.neighbours(queries), strict=True):
         sims = emb @ qv
         allowed = [i for i in range(len(texts)) if texts[i] != query]  # the identical text is skipped
@@ -239,7 +226,7 @@ def test_save_load_identical_predictions(tiny_lm: str, name: str, tmp_path: Path
     from adaptladder.rungs import load_rung, make_rung
     from adaptladder.rungs.prompting import KnnFewShotRung
 
-    monkeypatch.setattr(KnnFewShotRung, "_encoder", lambda self: _BagEncoder())
+    monkeypatch.setattr(KnnFewShotRung, "_encoder", lambda self: BagEncoder())
     texts, y, names, _ = _toy_task()
     r = make_rung(name, model=tiny_lm, k=2, calibrate=True, threads=1).fit(texts, y, label_names=names)
     queries = ["free cash now", "lunch at the station", "who is this"]

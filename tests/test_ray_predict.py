@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pandas as pd
@@ -10,17 +9,6 @@ import pytest
 
 from adaptladder import cli
 from conftest import toy_run
-
-
-@pytest.fixture(scope="module")
-def tiny_ray() -> Iterator[None]:
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
 
 
 def _main(argv: list[str]) -> int:

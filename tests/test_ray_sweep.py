@@ -112,17 +112,6 @@ def test_bad_sweep_is_one_line_error_before_any_work(tmp_path: Path, capsys: pyt
     assert not out.exists()  # nothing was read, fitted or written
 
 
-@pytest.fixture(scope="module")
-def tiny_ray():  # type: ignore[no-untyped-def]
-    ray = pytest.importorskip("ray")
-    started = not ray.is_initialized()
-    if started:
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
-    yield
-    if started:
-        ray.shutdown()
-
-
 def test_ray_tune_sweep_chooses_like_the_local_grid(tmp_path: Path, tiny_ray: None) -> None:
     data = _data(tmp_path, n=150)
     spec = {"tfidf": {"max_features": [1, 5000], "C": [1, 4]}}
