@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -100,17 +100,26 @@ def export_jsonl_cmd(
     task = load_task(data, text_col=text_col, label_col=label_col, split_col=split_col, seed=seed)
     res = export_jsonl(task, system=system, out=out, val_out=val_out, test_out=test_out, fmt=fmt,
                        overwrite=overwrite, seed=seed, system_source=source, user_template=template)
+    _print_export(res, f"{task.name} -> {res.format} JSONL", as_json=as_json, labels=True)
+
+
+def _print_export(res: Any, title: str, *, as_json: bool, labels: bool) -> None:
+    """What export-jsonl prints: the result as JSON, or a table of the files written (with the label
+    counts of a classification export), the system prompt, the notes and the validate command."""
     if as_json:
         print_json(res.to_dict())
         return
-    table = Table(title=f"{task.name} -> {res.format} JSONL")
-    for col in ("split", "file", "examples", "duplicates dropped", "labels"):
+    table = Table(title=title)
+    for col in ("split", "file", "examples", "duplicates dropped", *(["labels"] if labels else [])):
         table.add_column(col)
     for f in res.files:
-        labels = ", ".join(f"{k} {v:,}" for k, v in list(f.labels.items())[:8])
-        if len(f.labels) > 8:
-            labels += f", ... ({len(f.labels)} labels)"
-        table.add_row(f.split, escape(str(f.path)), f"{f.examples:,}", str(f.dropped_duplicates), escape(labels))
+        cells = [f.split, escape(str(f.path)), f"{f.examples:,}", str(f.dropped_duplicates)]
+        if labels:
+            shown = ", ".join(f"{k} {v:,}" for k, v in list(f.labels.items())[:8])
+            if len(f.labels) > 8:
+                shown += f", ... ({len(f.labels)} labels)"
+            cells.append(escape(shown))
+        table.add_row(*cells)
     console.print(table)
     shown = (res.system_prompt or "")[:200] + ("…" if res.system_prompt and len(res.system_prompt) > 200 else "")
     console.print(f"system prompt (from {res.system_source}): {shown!r}", highlight=False, markup=False)
@@ -153,20 +162,7 @@ def _export_generation(data: str, from_run: Path | None, out: Path, val_out: Pat
         system, source = task.instruction, "the task's instruction"
     res = export_gen_jsonl(task, system=system, out=out, val_out=val_out, test_out=test_out, fmt=fmt,
                            overwrite=overwrite, seed=seed, system_source=source)
-    if as_json:
-        print_json(res.to_dict())
-        return
-    table = Table(title=escape(f"{task.name} ({task.kind}) -> {res.format} JSONL"))
-    for col in ("split", "file", "examples", "duplicates dropped"):
-        table.add_column(col)
-    for f in res.files:
-        table.add_row(f.split, escape(str(f.path)), f"{f.examples:,}", str(f.dropped_duplicates))
-    console.print(table)
-    shown = (res.system_prompt or "")[:200] + ("…" if res.system_prompt and len(res.system_prompt) > 200 else "")
-    console.print(f"system prompt (from {res.system_source}): {shown!r}", highlight=False, markup=False)
-    for note in res.notes:
-        console.print(f"note: {note}", highlight=False, markup=False)
-    console.print(f"check it with: adaptladder validate-jsonl {res.files[0].path}", highlight=False, markup=False)
+    _print_export(res, escape(f"{task.name} ({task.kind}) -> {res.format} JSONL"), as_json=as_json, labels=False)
 
 
 def validate_jsonl_cmd(
