@@ -307,7 +307,6 @@ def evaluate(run_dir: str | Path, data: str | Path, *, rung: str | None = None, 
     """
     from adaptladder.compare import part_labels
     from adaptladder.measure import score
-    from adaptladder.store import atomic_write_json
 
     run_dir = Path(run_dir)
     if tolerance < 0:
@@ -348,19 +347,32 @@ def evaluate(run_dir: str | Path, data: str | Path, *, rung: str | None = None, 
         if missing and metric == "macro_f1":
             notes.append(f"the new data has no example of {', '.join(missing)}; macro-F1 averages over all "
                          "classes, so compare accuracy too.")
-        out.append(Evaluation(
-            rung=res["name"], metric=metric, n_new=len(y), new={k: v for k, v in new.items()},
-            run_test={k: test[k] for k in ("n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci", "sampled")
-                      if k in test},
-            diff=float(diff), diff_ci=ci, verdict=verdict,
-            beyond_tolerance=bool(verdict == "degraded" and -diff > tolerance), tolerance=tolerance, notes=notes))
+        out.append(_evaluation(res["name"], metric, len(y), {k: v for k, v in new.items()},
+                               {k: test[k] for k in ("n", "accuracy", "accuracy_ci", "macro_f1", "macro_f1_ci",
+                                                     "sampled") if k in test},
+                               diff, ci, verdict, tolerance, notes))
     if save:
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        atomic_write_json(run_dir / "evaluations" / f"{stamp}-{Path(data).stem[:40]}.json",
-                          {"data": str(Path(data).resolve()), "metric": metric, "tolerance": tolerance,
-                           "evaluations": [e.to_dict() for e in out],
-                           "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        _save_evaluations(run_dir, data, metric, tolerance, out)
     return out
+
+
+def _evaluation(rung: str, metric: str, n_new: int, new: dict[str, Any], run_test: dict[str, Any], diff: float,
+                ci: Any, verdict: str, tolerance: float, notes: list[str]) -> Evaluation:
+    return Evaluation(rung=rung, metric=metric, n_new=n_new, new=new, run_test=run_test, diff=float(diff), diff_ci=ci,
+                      verdict=verdict, beyond_tolerance=bool(verdict == "degraded" and -diff > tolerance),
+                      tolerance=tolerance, notes=notes)
+
+
+def _save_evaluations(run_dir: Path, data: str | Path, metric: str, tolerance: float, out: list[Evaluation],
+                      **extra: Any) -> None:
+    """evaluations/<time>-<data>.json in the run directory (``extra`` keys after the tolerance)."""
+    from adaptladder.store import atomic_write_json
+
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    atomic_write_json(run_dir / "evaluations" / f"{stamp}-{Path(data).stem[:40]}.json",
+                      {"data": str(Path(data).resolve()), "metric": metric, "tolerance": tolerance, **extra,
+                       "evaluations": [e.to_dict() for e in out],
+                       "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
 
 
 def _chosen(doc: dict[str, Any], rung: str | None, all_rungs: bool, run_dir: Path) -> list[dict[str, Any]]:
@@ -514,7 +526,6 @@ def evaluate_gen(run_dir: Path, doc: dict[str, Any], chosen: list[dict[str, Any]
     """Score saved generation rungs on new (input, target) pairs against the run's test scores."""
     from adaptladder.generation.metrics import per_example_scores, summarise
     from adaptladder.generation.task import GENERATION_METRICS
-    from adaptladder.store import atomic_write_json
 
     task = doc.get("task") or {}
     output = task.get("output") or "text"
@@ -572,16 +583,10 @@ def evaluate_gen(run_dir: Path, doc: dict[str, Any], chosen: list[dict[str, Any]
         empty = sum(1 for o in outputs if not o.strip())
         if empty:
             notes.append(f"{empty} of {len(outputs)} generations were empty.")
-        out.append(Evaluation(
-            rung=res["name"], metric=metric, n_new=len(inputs), new=new,
-            run_test={k: test[k] for k in test if k in per or k.removesuffix("_ci") in per or k in ("n", "sampled")},
-            diff=float(diff), diff_ci=ci, verdict=verdict,
-            beyond_tolerance=bool(verdict == "degraded" and -diff > tolerance), tolerance=tolerance, notes=notes))
+        out.append(_evaluation(res["name"], metric, len(inputs), new,
+                               {k: test[k] for k in test
+                                if k in per or k.removesuffix("_ci") in per or k in ("n", "sampled")},
+                               diff, ci, verdict, tolerance, notes))
     if save:
-        stamp = time.strftime("%Y%m%dT%H%M%S")
-        atomic_write_json(run_dir / "evaluations" / f"{stamp}-{Path(data).stem[:40]}.json",
-                          {"data": str(Path(data).resolve()), "metric": metric, "tolerance": tolerance,
-                           "task": "generation", "text_col": tcol, "target_col": ycol,
-                           "evaluations": [e.to_dict() for e in out],
-                           "written_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        _save_evaluations(run_dir, data, metric, tolerance, out, task="generation", text_col=tcol, target_col=ycol)
     return out
