@@ -555,20 +555,28 @@ def load_builtin(name: str, seed: int = 13, fractions: tuple[float, float, float
     return Task(name, texts, codes, names, split, source)
 
 
+def check_no_empty_split(task: Any, items: Sequence[str], *, rows: str = "rows", item: str = "text",
+                         an_item: str = "a text") -> None:
+    """One line naming the first empty split of ``task`` (a classification or generation task), with the
+    duplicates of ``items`` (texts / inputs) that may explain it."""
+    where = task.source.get("path") or task.source.get("train") or task.name
+    for part in SPLITS:
+        if not (task.split == part).any():
+            n_distinct = len(set(duplicate_groups(items).tolist()))
+            why = (f" (the data has {len(items):,} {rows} but only {n_distinct:,} distinct {item}s, and copies "
+                   f"of {an_item} stay in one split)" if n_distinct < len(items) else "")
+            raise AdaptError(f"{where}: the {part} split is empty{why}; add examples, remove duplicates, or give "
+                             "a split column / split files with rows in every split.")
+
+
 def check_split_sanity(task: Task) -> None:
     """Every split has examples and every class has training examples (checked with or without the audit).
 
     A rung cannot learn a class it never saw, and an empty validation split leaves nothing to
     choose a rung on; both would otherwise give a run that "succeeds" with a meaningless result.
     """
+    check_no_empty_split(task, task.texts)
     where = task.source.get("path") or task.source.get("train") or task.name
-    for part in SPLITS:
-        if not (task.split == part).any():
-            n_distinct = len(set(duplicate_groups(task.texts).tolist()))
-            why = (f" (the data has {len(task.texts):,} rows but only {n_distinct:,} distinct texts, and copies "
-                   "of a text stay in one split)" if n_distinct < len(task.texts) else "")
-            raise AdaptError(f"{where}: the {part} split is empty{why}; add examples, remove duplicates, or give "
-                             "a split column / split files with rows in every split.")
     train_counts = np.bincount(task.labels[task.split == "train"], minlength=task.n_classes)
     missing = [task.label_names[k] for k in range(task.n_classes) if train_counts[k] == 0]
     if missing:

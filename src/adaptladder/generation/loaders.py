@@ -29,9 +29,10 @@ import numpy as np
 import pandas as pd
 
 from adaptladder.errors import AdaptError
-from adaptladder.generation.task import DEFAULT_FRACTIONS, GENERATION_METRICS, SPLITS, GenTask, random_split
+from adaptladder.generation.task import DEFAULT_FRACTIONS, GENERATION_METRICS, GenTask, random_split
 from adaptladder.task import (
     LABEL_CANDIDATES,
+    check_no_empty_split,
     check_split_has,
     clean_texts,
     duplicate_groups,
@@ -317,14 +318,7 @@ def carve_validation(split: np.ndarray, inputs: Sequence[str], seed: int, where:
 
 def check_gen_split_sanity(task: GenTask) -> None:
     """Every split has examples (with or without the audit)."""
-    where = task.source.get("path") or task.source.get("train") or task.name
-    for part in SPLITS:
-        if not (task.split == part).any():
-            n_distinct = len(set(duplicate_groups(task.inputs).tolist()))
-            why = (f" (the data has {len(task.inputs):,} pairs but only {n_distinct:,} distinct inputs, and copies "
-                   "of an input stay in one split)" if n_distinct < len(task.inputs) else "")
-            raise AdaptError(f"{where}: the {part} split is empty{why}; add examples, remove duplicates, or give "
-                             "a split column / split files with rows in every split.")
+    check_no_empty_split(task, task.inputs, rows="pairs", item="input", an_item="an input")
 
 
 # ------------------------------------------------------------------ loading
