@@ -29,7 +29,7 @@ class _EncodeActor:
 
         self.precision = spec["precision"]
         self.encoder = Encoder(spec["model"], precision=self.precision, max_length=spec["max_length"],
-                               batch_size=spec["batch_size"], cache=False, token_budget=spec["token_budget"])
+                               batch_size=spec["batch_size"], cache=False)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         emb = self.encoder._encode_uncached([str(t) for t in batch["text"]], False, self.precision)
@@ -49,7 +49,7 @@ def encode_on_ray(encoder: Any, texts: list[str], precision: str, *, concurrency
     n = len(texts)
     workers = max(1, int(concurrency or ray.available_resources().get("CPU", 1)))
     spec = {"model": encoder.model, "precision": precision, "max_length": encoder.max_length,
-            "batch_size": encoder.batch_size, "token_budget": encoder.token_budget}
+            "batch_size": encoder.batch_size}
     frame = pd.DataFrame({"row": np.arange(n, dtype=np.int64), "text": list(texts)})
     step = -(-n // max(workers, min(workers * 8, -(-n // batch_size))))
     ds = ray.data.from_pandas([frame.iloc[i:i + step] for i in range(0, n, step)])
