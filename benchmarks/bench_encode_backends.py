@@ -1,4 +1,4 @@
-"""The encoder decision: the project's engine vs sentence-transformers' own backends, side by side.
+"""The encoder decision: sentence-transformers' backends, ONNX Runtime, OpenVINO and the library's encoder.
 
 For each data set, on a seeded sample of its test split, in one process and interleaved round
 by round (the machine is shared: only same-round ratios and medians mean anything):
@@ -12,8 +12,13 @@ by round (the machine is shared: only same-round ratios and medians mean anythin
 * ``openvino-fp32``: that ONNX graph compiled by OpenVINO (``openvino`` runtime, no optimum);
 * ``onnx-int8-static``: that graph quantised by ONNX Runtime's static QDQ quantiser, weights
   per channel (int8), activations (uint8) calibrated on the task's own training texts;
-* ``engine-fp32`` / ``engine-int8``: the project's :mod:`adaptladder.encode_engine`
-  (length-bucketed batches; int8 = the packaged int8 ONNX graph).
+* ``adaptladder-onnx-fp32`` / ``adaptladder-int8``: :class:`adaptladder.encode.Encoder` itself with
+  ``precision="onnx-fp32"`` (the graph exported into the cache directory) and ``precision="int8"``
+  (the packaged int8 ONNX graph), cache off: what the features rung runs.
+
+The ``engine-fp32`` / ``engine-int8`` rows of the 2026-11-30 results (BENCHMARKS.md, "Embeddings")
+were measured with the project's former length-bucketing engine, ``adaptladder/encode_engine.py``,
+deleted after that table (``git log -- src/adaptladder/encode_engine.py``).
 
 Fidelity: mean / min cosine of each method's embeddings to ``st-fp32``, and the test macro-F1
 of a logistic-regression head trained on embeddings of a training sample made the same way
@@ -76,29 +81,10 @@ class OnnxRunner:
 
 
 def export_onnx(st: Any, where: Path) -> Path:
-    """The transformer of a SentenceTransformer as an ONNX graph (token states out), dynamic axes."""
-    import torch
+    """The transformer of a SentenceTransformer as an ONNX graph: the library's own exporter."""
+    from adaptladder.encode import export_onnx as export
 
-    class Wrap(torch.nn.Module):
-        def __init__(self, m: Any) -> None:
-            super().__init__()
-            self.m = m
-
-        def forward(self, input_ids: Any, attention_mask: Any, token_type_ids: Any) -> Any:
-            return self.m(input_ids=input_ids, attention_mask=attention_mask,
-                          token_type_ids=token_type_ids).last_hidden_state
-
-    model = Wrap(st[0].auto_model.eval()).eval()
-    path = where / "minilm.onnx"
-    ids = torch.ones(2, 16, dtype=torch.long)
-    with torch.no_grad():
-        torch.onnx.export(model, (ids, torch.ones_like(ids), torch.zeros_like(ids)), str(path),
-                          input_names=["input_ids", "attention_mask", "token_type_ids"],
-                          output_names=["last_hidden_state"],
-                          dynamic_axes={n: {0: "b", 1: "t"} for n in ("input_ids", "attention_mask", "token_type_ids",
-                                                                       "last_hidden_state")},
-                          opset_version=17, dynamo=False)
-    return path
+    return export(st, where / "minilm.onnx")
 
 
 def ort_runner(path: Path, threads: int) -> Any:
@@ -172,8 +158,8 @@ def run_set(name: str, n: int, n_train: int, repeats: int, threads: int, work: P
     import torch
     from sentence_transformers import SentenceTransformer
 
-    from adaptladder.encode_engine import Engine
-    from adaptladder.models import MINILM_INT8_ONNX, packaged_path, resolve_encoder
+    from adaptladder.encode import Encoder
+    from adaptladder.models import resolve_encoder
     from adaptladder.task import load_builtin
 
     task = load_builtin(name)
@@ -193,7 +179,6 @@ def run_set(name: str, n: int, n_train: int, repeats: int, threads: int, work: P
     st.max_seq_length = MAX_LEN
     st_bf16 = SentenceTransformer(path, device="cpu", model_kwargs={"torch_dtype": torch.bfloat16})
     st_bf16.max_seq_length = MAX_LEN
-    eng = Engine(st, MAX_LEN, onnx_int8_path=str(packaged_path(*MINILM_INT8_ONNX)))
     tok = st.tokenizer
     onnx_path = export_onnx(st, work)
     runners: dict[str, Any] = {
@@ -214,8 +199,13 @@ def run_set(name: str, n: int, n_train: int, repeats: int, threads: int, work: P
         runners["onnx-int8-static"] = OnnxRunner(tok, ort_runner(q, threads)).encode
     except Exception as e:
         notes["onnx-int8-static"] = f"{type(e).__name__}: {e}"
-    runners["engine-fp32"] = lambda t: eng.encode(t, "fp32")
-    runners["engine-int8"] = lambda t: eng.encode(t, "int8")
+    for p in ("onnx-fp32", "int8"):
+        enc = Encoder("minilm", precision=p, max_length=MAX_LEN, batch_size=32, cache=False)
+        enc.encode(texts[:2])
+        if enc.fallback_:
+            notes[f"adaptladder-{p}"] = enc.fallback_["reason"]
+        else:
+            runners[f"adaptladder-{p}"] = lambda t, enc=enc: enc.encode(t)
 
     for fn in runners.values():  # warm-up, untimed
         fn(texts[:32])
@@ -278,7 +268,7 @@ def main() -> None:
     args = ap.parse_args()
     import torch
 
-    from adaptladder.encode_engine import cpu_flags, set_threads
+    from adaptladder.encode import cpu_flags, set_threads
 
     threads = set_threads()
     res: dict[str, Any] = {"machine": {"cpu_flags": cpu_flags(), "threads": threads, "torch": torch.__version__,

@@ -240,17 +240,24 @@ class OnnxBackend:
         import torch
 
         out = []
-        for s in range(0, len(texts), batch_size):
-            feats = self.st.preprocess(texts[s:s + batch_size])
-            ids = feats["input_ids"]
-            feed = {n: (feats[n].numpy() if n in feats else np.zeros(tuple(ids.shape))).astype(np.int64)
-                    for n in self.inputs}
-            (h,) = self.session.run(["last_hidden_state"], feed)
-            feats["token_embeddings"] = torch.from_numpy(np.ascontiguousarray(h, dtype=np.float32))
-            with torch.inference_mode():
-                for m in self.modules:
-                    feats = m(feats)
-            out.append(feats["sentence_embedding"].float().numpy())
+        threads = torch.get_num_threads()
+        # pooling etc. are tiny: a second OpenMP thread only contends with ONNX Runtime's threads
+        # (measured 0.2 ms on one thread vs 32 ms on two for a batch's mean pooling, 2 busy cores)
+        torch.set_num_threads(1)
+        try:
+            for s in range(0, len(texts), batch_size):
+                feats = self.st.preprocess(texts[s:s + batch_size])
+                ids = feats["input_ids"]
+                feed = {n: (feats[n].numpy() if n in feats else np.zeros(tuple(ids.shape))).astype(np.int64)
+                        for n in self.inputs}
+                (h,) = self.session.run(["last_hidden_state"], feed)
+                feats["token_embeddings"] = torch.from_numpy(np.ascontiguousarray(h, dtype=np.float32))
+                with torch.inference_mode():
+                    for m in self.modules:
+                        feats = m(feats)
+                out.append(feats["sentence_embedding"].float().numpy())
+        finally:
+            torch.set_num_threads(threads)
         return np.concatenate(out)
 
 
