@@ -63,6 +63,7 @@ CALIBRATION_TRAIN_SAMPLE = 512
 #: sentence-transformers sorts them, so chunking does not change the batches.
 CHUNK_BATCHES = 8
 ONNX_OPSET = 17
+_TORCH_THREADS_LOCK = threading.Lock()
 
 
 def speed_order() -> tuple[str, ...]:
@@ -240,9 +241,11 @@ class OnnxBackend:
         import torch
 
         out = []
-        threads = torch.get_num_threads()
         # pooling etc. are tiny: a second OpenMP thread only contends with ONNX Runtime's threads
-        # (measured 0.2 ms on one thread vs 32 ms on two for a batch's mean pooling, 2 busy cores)
+        # (measured 0.2 ms on one thread vs 32 ms on two for a batch's mean pooling, 2 busy cores);
+        # the thread count is process-wide, so concurrent calls (serve) take turns
+        _TORCH_THREADS_LOCK.acquire()
+        threads = torch.get_num_threads()
         torch.set_num_threads(1)
         try:
             for s in range(0, len(texts), batch_size):
@@ -258,6 +261,7 @@ class OnnxBackend:
                 out.append(feats["sentence_embedding"].float().numpy())
         finally:
             torch.set_num_threads(threads)
+            _TORCH_THREADS_LOCK.release()
         return np.concatenate(out)
 
 
