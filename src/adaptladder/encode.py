@@ -18,7 +18,8 @@ chose them):
 * ``bf16``: ``SentenceTransformer`` loaded with bfloat16 weights; ``auto`` only tries it where
   the CPU has native bf16 (AVX512-BF16 or AMX), where it is the fastest.
 * ``int8``: the packaged int8 ONNX graph of all-MiniLM-L6-v2 under ONNX Runtime (only for that
-  model; kept so runs saved with it predict the same; never faster than ``onnx-fp32``).
+  model; kept so runs saved with it predict the same; not among ``auto``'s candidates: no faster
+  than ``onnx-fp32`` when rechecked side by side, and less faithful).
 
 ``precision="auto"`` picks the fastest of these whose embeddings of a sample of the user's own
 texts stay faithful to fp32 (:meth:`Encoder.calibrate`); the choice is a pure function of the
