@@ -365,3 +365,26 @@ def test_lora_sft_and_the_qlora_skip_in_the_generation_ladder(lm_dir, tmp_path):
         assert q["status"] == "skipped" and q["reason"].startswith("needs CUDA")
         assert q["skip_details"]["estimate"]["gpu_memory_gb"] > 0
         assert q["skip_details"]["estimate"]["examples"] == 24 and "the task's 24 training pairs" in q["reason"]
+
+
+class SleepyTeacher(EchoTeacher):
+    """An echo teacher that uses up a tiny real-time budget while labelling."""
+
+    def generate(self, inputs: Sequence[str]) -> list[str]:
+        import time
+
+        time.sleep(0.5)
+        return super().generate(inputs)
+
+
+def test_distill_whose_teacher_spends_the_budget_is_a_budget_skip_not_a_run_error(lm_dir, monkeypatch):
+    """A teacher whose labelling uses the whole budget must not stop the run (AdaptError does): the
+    rung raises BudgetExceeded, which the ladder records as 'skipped: over budget' and climbs on."""
+    from adaptladder.errors import BudgetExceeded
+
+    monkeypatch.setitem(GEN_RUNGS, "sleepy-teacher", f"{__name__}:SleepyTeacher")
+    rung = DistillSFT(lm=lm_dir, teacher="sleepy-teacher", labelled=6, max_unlabelled=16,
+                      **{**FAST, "budget_minutes": 0.005})  # 0.3 s: gone after the teacher's first batch
+    with pytest.raises(BudgetExceeded, match=r"over budget: the distill rung's budget .*distill\.budget_minutes"):
+        rung.fit(_inputs(30, 0), ["no"] * 30, spec=_spec(), val_inputs=_inputs(8, 1), val_targets=["yes"] * 8)
+    assert not issubclass(BudgetExceeded, AdaptError)

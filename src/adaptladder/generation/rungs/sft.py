@@ -53,7 +53,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from adaptladder.errors import AdaptError
+from adaptladder.errors import AdaptError, BudgetExceeded
 from adaptladder.generation.rungs.base import GenRung, GenSpec
 from adaptladder.models import DEFAULT_LM
 
@@ -260,8 +260,10 @@ class LoraSFT(GenRung):
         gen = self._generator(self._student_lm(p), p)
         budget = float(p["budget_minutes"]) - (time.perf_counter() - t0 + reserve_s) / 60
         if budget <= 0:
-            raise AdaptError(f"the {self.name} rung's budget ({p['budget_minutes']} min) was spent before training "
-                             "started: raise budget_minutes.")
+            # a budget problem, not bad input: the ladder records the rung as skipped and climbs on
+            raise BudgetExceeded(f"over budget: the {self.name} rung's budget ({p['budget_minutes']} min) was spent "
+                                 "before training started (e.g. by the teacher's labelling): raise --budget-minutes "
+                                 f"(or --set {self.name}.budget_minutes=...)")
         mnt = spec.max_new_tokens or max_new_tokens_for([y for _, y in train], gen.count_tokens)
         cfg = self._sft_config(p, mnt, budget)
         res = train_sft(gen, train, val, spec.instruction, scorer(spec, metric), config=cfg, method=self.method,
