@@ -690,21 +690,14 @@ def write_gen_results(run_dir: Path, task: GenTask, cfg: Any, results: list[dict
 
 
 def run_gen_audit(task: GenTask, cfg: Any, run_dir: Path, log: Log) -> dict[str, Any] | None:
-    """The generation audit (:mod:`adaptladder.audit.generation`) when it is installed; its errors stop
-    the run unless ``--force``."""
+    """The generation audit (:mod:`adaptladder.audit.generation`, which writes ``run_dir/audit.json``);
+    its errors stop the run unless ``--force``."""
     if cfg.no_audit:
         return None
-    try:
-        from adaptladder.audit.generation import audit_generation
-    except ImportError:
-        log("data audit: no generation audit in this build; skipped")
-        return None
-    kwargs = {"run_dir": run_dir} if "run_dir" in inspect.signature(audit_generation).parameters else {}
+    from adaptladder.audit.generation import audit_generation
+
     with progress.step("data audit"):
-        doc = audit_generation(task, cfg, log, **kwargs)
-    if doc is not None and not kwargs:
-        atomic_write_json(run_dir / "audit.json", doc)
-    return doc
+        return audit_generation(task, cfg, log, run_dir=run_dir)
 
 
 # ------------------------------------------------------------------ the run

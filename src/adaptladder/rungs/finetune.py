@@ -590,7 +590,7 @@ class FinetuneRung(Rung):
                     padded_tokens += int(batch["attention_mask"].numel())
                     running_loss.append(float(loss.detach()))
                     if step == 5:  # first guess of the affordable steps; refined after each evaluation
-                        rate = (run.elapsed()) / step
+                        rate = run.elapsed() / step
                         sched_state["total"] = max(step + 1, min(planned, int(budget / rate * 0.9)))
                     if step % eval_every == 0:
                         evaluate()
@@ -599,7 +599,7 @@ class FinetuneRung(Rung):
                     if val_texts is not None and bad_evals >= p["patience"]:
                         stopped_by, done = "early_stop", True
                         break
-                    if run.elapsed() >= budget:
+                    if run.left() <= 0:
                         stopped_by, done = "budget", True
                         break
                 if done:
