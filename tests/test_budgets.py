@@ -12,7 +12,7 @@ import pytest
 from adaptladder.audit import labels as audit_labels
 from adaptladder.audit import run_audit
 from adaptladder.audit.gate import audit_budget_minutes
-from adaptladder.budget import run_within, stratified_order
+from adaptladder.budget import run_within, spread_by_length, stratified_order
 from adaptladder.commands.run import parse_sample
 from adaptladder.config import RunConfig
 from adaptladder.errors import AdaptError
@@ -56,6 +56,16 @@ def test_stratified_order_prefixes_keep_class_shares() -> None:
         assert np.all(np.abs(counts - m * np.array([0.6, 0.3, 0.1])) <= 1.5), (m, counts)
     assert np.array_equal(order, stratified_order(y, seed=3))
     assert not np.array_equal(order, stratified_order(y, seed=4))
+
+
+def test_spread_by_length_picks_the_length_quantiles() -> None:
+    rng = np.random.default_rng(0)
+    lengths = np.where(rng.random(1000) < 0.9, 20, 400) + rng.integers(0, 5, 1000)
+    pick = spread_by_length(lengths, 10)
+    assert len(set(pick.tolist())) == 10
+    assert np.mean(lengths[pick]) == pytest.approx(np.mean(lengths), rel=0.1)
+    assert sorted(lengths[pick]) == list(lengths[pick])  # shortest first
+    assert spread_by_length([5, 1], 4).tolist() == [1, 0] and spread_by_length([], 3).tolist() == []
 
 
 def test_run_within_stops_before_a_chunk_that_would_not_fit() -> None:

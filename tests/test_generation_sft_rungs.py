@@ -149,6 +149,40 @@ def test_validation_checks_are_sized_to_the_budget(lm_dir, monkeypatch):
         LoraSFT(eval_share=1.5).settings(_spec())
 
 
+def test_training_keeps_time_for_the_ladders_evaluation(lm_dir, monkeypatch):
+    """With the ladder's ``eval_reserve_generations`` in the spec, training stops early enough that
+    that many generations (at the first check's rate) still fit the budget after it."""
+    from adaptladder.generation import sft as sft_mod
+    from adaptladder.generation.ladder import EVAL_RESERVE_GENERATIONS, spec_for
+
+    clock = _FakeClock()
+    monkeypatch.setattr(sft_mod, "_clock", clock)
+    real = Generator.generate
+
+    def slow_generate(self, prompts, **kw):
+        clock.now += 1.0 * len(prompts)  # 1 s per generated pair
+        return real(self, prompts, **kw)
+
+    monkeypatch.setattr(Generator, "generate", slow_generate)
+    params = {**FAST, "budget_minutes": 1.0, "max_epochs": 500, "patience": 500, "eval_every": 2,
+              "gen_batch_size": 8, "val_size": 32}
+    val = _inputs(32, 1)
+    rung = LoraSFT(lm=lm_dir, **params)
+    rung.fit(_inputs(16, 0), ["yes"] * 16, spec=_spec(eval_reserve_generations=30), val_inputs=val,
+             val_targets=["yes"] * 32)
+    tr = rung.extra_info()["training"]
+    assert tr["val_check"]["reserved_for_evaluation_s"] == pytest.approx(30.0, rel=0.05)  # 30 x (9 s / 9 pairs)
+    assert tr["stopped"] == "budget" and tr["steps"] >= 2
+    assert max(h["seconds"] for h in tr["history"] if "seconds" in h) <= 60 - 30
+    # the ladder asks for it whenever the rung has a budget, and not without one
+    from adaptladder.config import RunConfig
+
+    cfg = RunConfig(budget_minutes=3.0)
+    task = type("T", (), {"kind": "rewrite", "instruction": "Reply.", "schema": None})()
+    assert spec_for(task, cfg, "lora-sft").extra["eval_reserve_generations"] == EVAL_RESERVE_GENERATIONS
+    assert "eval_reserve_generations" not in spec_for(task, RunConfig(budget_minutes=None), "lora-sft").extra
+
+
 def test_full_sft_trains_every_weight_and_reloads(lm_dir, tmp_path):
     rung = FullSFT(lm=lm_dir, **{**FAST, "lr": 3e-3})
     val = _inputs(8, 1)

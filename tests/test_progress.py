@@ -188,6 +188,52 @@ def test_budget_too_small_for_a_minimal_sample_raises_with_the_estimate(big_task
         plan_evaluation(_fitted(big_task, clock, 5.0), big_task, 0, clock=clock, budget_s=60)
 
 
+class LengthSlowRung(SlowRung):
+    """Predictions cost ``per_ex`` seconds per 100 characters (long texts cost more)."""
+
+    def predict_proba(self, texts: Any) -> np.ndarray:
+        assert self.clock is not None
+        self.clock.t += self.per_ex * sum(len(t) for t in texts) / 100
+        return MajorityRung.predict_proba(self, texts)
+
+
+def test_the_timing_probe_spreads_over_the_text_lengths(tmp_path: Path) -> None:
+    """One text in ten is 20x longer: a random probe of 8 misses them all 43% of the time and
+    measures a third of the real cost. The probe is spread over the length quantiles: its rate is
+    close to the split's mean (one bin in 8 covers the long tenth: a small overestimate, never under)."""
+    import pandas as pd
+
+    from adaptladder.ladder import plan_evaluation
+    from adaptladder.task import load_task
+
+    rows = [{"text": ("word " * (400 if i % 10 == 0 else 20)) + str(i), "label": ["a", "b"][i % 2]}
+            for i in range(2000)]
+    pd.DataFrame(rows).to_csv(tmp_path / "skew.csv", index=False)
+    task = load_task(str(tmp_path / "skew.csv"))
+    clock = FakeClock()
+    rung = LengthSlowRung(clock, 0.1)
+    rung.fit(*task.part("train"), label_names=task.label_names)
+    plan = plan_evaluation(rung, task, 0, clock=clock, budget_s=60)
+    test = [task.texts[int(i)] for i in task.indices("test")]
+    mean = 0.1 * float(np.mean([len(t) for t in test])) / 100
+    assert 0.95 * mean <= plan.seconds_per_example <= 1.3 * mean
+
+
+def test_a_prompting_rung_keeps_its_evaluation_share_when_its_fit_ran_over(big_task: Any) -> None:
+    """A rung whose fit keeps to FIT_BUDGET_SHARE of the budget (prompting) gets the rest for its
+    evaluation even when the fit overran (others: EVAL_FLOOR_SHARE)."""
+    from adaptladder.ladder import EVAL_FLOOR_SHARE, plan_evaluation
+
+    clock = FakeClock()
+    rung = _fitted(big_task, clock, 0.5)
+    plan = plan_evaluation(rung, big_task, 0, clock=clock, budget_s=300, spent_s=290)
+    assert plan.allowance_s == pytest.approx(EVAL_FLOOR_SHARE * 300)
+    rung.FIT_BUDGET_SHARE = 0.5
+    plan = plan_evaluation(rung, big_task, 0, clock=clock, budget_s=300, spent_s=290)
+    assert plan.allowance_s == pytest.approx(150) and plan.estimate_s <= 150
+    assert plan.caps["validation"] is not None and plan.caps["validation"] >= 30
+
+
 def test_ladder_skips_a_rung_over_its_budget_and_says_why(toy_csv: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import adaptladder

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from adaptladder import progress
+from adaptladder.budget import spread_by_length
 from adaptladder.config import (  # (re-exported: adaptladder.ladder.RunConfig, rung_budget_s)
     METRICS,
     RunConfig,
@@ -151,7 +152,8 @@ def plan_evaluation(rung: Rung, task: Task, seed: int, *, budget_s: float | None
     per_ex = None
     t_probe = 0.0
     if probe_n:
-        pick = np.random.default_rng(seed + 1).choice(len(test_idx), size=probe_n, replace=False)
+        # spread over the split's lengths: a random few can all be short (budget.spread_by_length)
+        pick = spread_by_length([len(task.texts[int(i)]) for i in test_idx], probe_n)
         texts = [task.texts[int(test_idx[i])] for i in pick]
         t0 = clock()
         rung.predict_proba(texts)
@@ -168,7 +170,10 @@ def plan_evaluation(rung: Rung, task: Task, seed: int, *, budget_s: float | None
         reason = f"capped at {rung.eval_cap} per split (slow rung)" if any(caps.values()) else "full splits"
         return EvalPlan(caps, per_ex, probe_n, t_probe, cost(n["validation"], n["test"], batch, single),
                         None, batch, single, reason)
-    allowance = max(budget_s - spent_s, EVAL_FLOOR_SHARE * budget_s)
+    # a rung whose fit keeps to a share of the budget (prompting: FIT_BUDGET_SHARE) leaves the rest to its
+    # evaluation, even when the fit ran over (its timing probe underestimated the validation texts)
+    floor = max(EVAL_FLOOR_SHARE, 1.0 - float(getattr(rung, "FIT_BUDGET_SHARE", 1.0)))
+    allowance = max(budget_s - spent_s, floor * budget_s)
     full = cost(sizes["validation"], sizes["test"], batch, single)
     if full <= allowance or not per_ex:
         return EvalPlan({"validation": None, "test": None}, per_ex, probe_n, t_probe, full, allowance, batch,

@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from adaptladder import progress
+from adaptladder.budget import spread_by_length
 from adaptladder.compare import holm_family
 from adaptladder.config import rung_budget_s
 from adaptladder.decide import Wording, _num, bar_check, choose_rung, margin_of
@@ -56,6 +57,9 @@ N_PROMPTS = 3
 CHUNK = 16
 #: A rung whose fit used up its budget still gets this share of it for its evaluation.
 EVAL_FLOOR_SHARE = 0.25
+#: Generations a budgeted training rung keeps time for after training: the timing probe, the minimal
+#: sample of both splits, the unbatched latency calls, and 10% slack (the probe's rate is not the check's).
+EVAL_RESERVE_GENERATIONS = round(1.1 * (PROBE_N + 2 * MIN_EVAL_N + 1 + 2), 1)
 #: Run-wide values a rung gets when it declares the setting (see :func:`gen_rung_params`).
 RUN_WIDE = ("lm", "budget_minutes", "seed", "encoder")
 
@@ -122,6 +126,8 @@ def spec_for(task: GenTask, cfg: Any, name: str, metric: str | None = None) -> G
     early-stop on, so ``--metric`` reaches them."""
     budget = rung_budget_s(name, cfg)
     extra: dict[str, Any] = {"budget_minutes": budget / 60} if budget else {}
+    if budget:  # a training rung keeps time for the minimal evaluation after it (``train_sft``)
+        extra["eval_reserve_generations"] = EVAL_RESERVE_GENERATIONS
     if metric:
         extra["metric"] = metric
     shape = getattr(get_gen_rung_class(name), "training_shape", None)
@@ -171,7 +177,8 @@ def plan_evaluation(rung: GenRung, task: GenTask, seed: int, *, budget_s: float 
     probe_n = min(probe_n, len(test_idx))
     per_ex, t_probe = None, 0.0
     if probe_n:
-        pick = np.random.default_rng(seed + 1).choice(len(test_idx), size=probe_n, replace=False)
+        # spread over the split's input lengths: a random few can all be short (budget.spread_by_length)
+        pick = spread_by_length([len(task.inputs[int(i)]) for i in test_idx], probe_n)
         t0 = clock()
         rung.generate([task.inputs[int(test_idx[i])] for i in pick])
         t_probe = clock() - t0

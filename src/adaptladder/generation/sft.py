@@ -47,6 +47,9 @@ class SFTConfig:
     seed: int = 0
     #: the most of the budget one validation check may take: its subset is sized to it
     eval_share: float = 0.2
+    #: generations the caller's evaluation needs after training (the ladder's minimal evaluation): their
+    #: time, at the seconds per pair the first check measured, is kept out of the training budget
+    reserve_generations: float = 0.0
 
 
 @dataclass
@@ -170,7 +173,10 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
     each step training stops ("budget") when what is left cannot hold another step and a check (the
     longest step so far + the last check's seconds), so the last steps are still checked and the run
     ends within the budget; a last check that no longer fits is skipped (``unchecked_steps``). The
-    best weights (by validation score; step 0 counts) are restored at the end. ``SFTResult.model`` is
+    best weights (by validation score; step 0 counts) are restored at the end. With
+    ``reserve_generations``, the time of that many generations (at the first check's seconds per pair)
+    is kept out of the training budget for the caller's evaluation (the ladder's minimal evaluation),
+    so a rung that trains to its budget can still be evaluated within it. ``SFTResult.model`` is
     the trained model (the PEFT wrapper for lora/qlora) for saving.
     """
     import torch
@@ -206,8 +212,10 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
     best = (-math.inf, 0, snapshot())
     bad, step, stopped = 0, 0, "epochs"
     check_s, step_s = 0.0, 0.0  # seconds of the last check, of the longest step
+    reserve_s = 0.0  # the caller's evaluation after training (set from the first check's seconds per pair)
 
-    left = run.left
+    def left() -> float:
+        return run.left() - reserve_s
 
     def generate(rows: list[int]) -> list[str]:
         return gen.generate([val_prompts[i] for i in rows], max_new_tokens=cfg.max_new_tokens).texts
@@ -240,6 +248,11 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
 
     evaluate()  # step 0: the base model (so "no improvement" keeps the base behaviour)
     trained.train()
+    if cfg.reserve_generations > 0 and check_rows:
+        reserve_s = cfg.reserve_generations * check_s / len(check_rows)
+        if log:
+            log(f"keeping {reserve_s:.1f} s of the budget for the evaluation after training "
+                f"({cfg.reserve_generations:g} generations at {check_s / len(check_rows):.2f} s each)")
     done = left() < check_s  # no room for even one step and its check (the step's length is not known yet)
     if done:
         stopped = "budget"
@@ -288,7 +301,8 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
         trained.save_pretrained(str(out_dir), safe_serialization=True)
     val_check = {"pairs": len(check_rows), "of": len(val), "seconds": round(check_s, 3),
                  "share_limit_s": round(share_s, 3), "eval_share": cfg.eval_share,
-                 "longest_step_s": round(step_s, 3), "unchecked_steps": unchecked}
+                 "longest_step_s": round(step_s, 3), "unchecked_steps": unchecked,
+                 "reserved_for_evaluation_s": round(reserve_s, 3)}
     return SFTResult(best_score=best[0], best_step=best[1], steps=step, seconds=run.elapsed(),
                      stopped=stopped, history=history, config=asdict(cfg), model=trained, val_check=val_check)
 

@@ -619,6 +619,7 @@ class _PromptingRung(Rung):
         ``budget_minutes`` (a 4-text timing probe gives the cost per text). ``None``: not even
         :attr:`MIN_CHOICE_N` examples fit, so the defaults are used. Raises
         :class:`BudgetExceeded` when not even a minimal evaluation could fit the budget."""
+        from adaptladder.budget import spread_by_length
         from adaptladder.task import stratified_subset
 
         budget = float(self._p("budget_minutes")) * 60
@@ -627,7 +628,8 @@ class _PromptingRung(Rung):
         self._set_format(fmt)
         self._memo = {}
         self.p_cf_ = self._content_free_probs()
-        probe = [vt[i] for i in pos[:4]]
+        # four texts spread over the subset's lengths (a random four can be all short: see spread_by_length)
+        probe = [vt[i] for i in pos[spread_by_length([len(vt[i]) for i in pos], 4)]]
         while True:
             t0 = self._clock()
             self._raw_scores(probe, count=False)

@@ -196,14 +196,16 @@ class LoraSFT(GenRung):
             raise AdaptError(f"{self.name} parameter dropout must be in [0, 1), got {p['dropout']!r}.")
         return p
 
-    def _sft_config(self, p: dict[str, Any], max_new_tokens: int, budget_minutes: float) -> Any:
+    def _sft_config(self, p: dict[str, Any], max_new_tokens: int, budget_minutes: float,
+                    reserve_generations: float = 0.0) -> Any:
         from adaptladder.generation.sft import SFTConfig
 
         return SFTConfig(r=p["r"], alpha=p["alpha"], dropout=float(p["dropout"]), target_modules=p["target_modules"],
                          lr=float(p["lr"]), batch_size=p["batch_size"], max_epochs=p["max_epochs"],
                          max_steps=p["max_steps"], budget_minutes=float(budget_minutes), eval_every=p["eval_every"],
                          patience=p["patience"], max_length=p["max_length"], max_new_tokens=int(max_new_tokens),
-                         seed=int(p["seed"]), eval_share=float(p["eval_share"]))
+                         seed=int(p["seed"]), eval_share=float(p["eval_share"]),
+                         reserve_generations=float(reserve_generations))
 
     def _generator(self, lm: Any, p: dict[str, Any]) -> Any:
         from adaptladder.generation.decode import Generator
@@ -265,7 +267,8 @@ class LoraSFT(GenRung):
                                  "before training started (e.g. by the teacher's labelling): raise --budget-minutes "
                                  f"(or --set {self.name}.budget_minutes=...)")
         mnt = spec.max_new_tokens or max_new_tokens_for([y for _, y in train], gen.count_tokens)
-        cfg = self._sft_config(p, mnt, budget)
+        # the ladder's evaluation after fit (spec.extra, set when the rung has a budget): kept out of training
+        cfg = self._sft_config(p, mnt, budget, (spec.extra or {}).get("eval_reserve_generations", 0.0))
         res = train_sft(gen, train, val, spec.instruction, scorer(spec, metric), config=cfg, method=self.method,
                         log=lambda m: log.info("%s: %s", self.name, m))
         self.gen_, self.model_ = gen, res.model
