@@ -234,6 +234,38 @@ def test_a_prompting_rung_keeps_its_evaluation_share_when_its_fit_ran_over(big_t
     assert plan.caps["validation"] is not None and plan.caps["validation"] >= 30
 
 
+class ShortenableRung(SlowRung):
+    """A prompting-like rung: halving its prompt halves its cost, down to 3 halvings."""
+
+    halvings = 0
+
+    def shorten_prompts(self, why: str) -> int | None:
+        self.why = why
+        if self.halvings == 3:
+            return None
+        self.halvings += 1
+        self.per_ex /= 2
+        return 2048 >> self.halvings
+
+
+def test_a_rung_too_slow_for_its_evaluation_is_shortened_before_it_is_skipped(big_task: Any) -> None:
+    from adaptladder.ladder import BudgetExceeded, _plan_or_shorten
+
+    clock = FakeClock()
+    lines: list[str] = []
+    rung = ShortenableRung(clock, 5.0)
+    rung.fit(*big_task.part("train"), label_names=big_task.label_names)
+    # 5 s per example: a minimal evaluation (~76 examples) needs 380 s of the 300 left; at 2.5 s it fits
+    plan = _plan_or_shorten(rung, "slow", big_task, 0, 300.0, clock.t, lines.append, clock)
+    assert rung.per_ex == 2.5 and plan.seconds_per_example == pytest.approx(2.5) and plan.estimate_s <= 300
+    assert "timing probe measured 5.00 s" in rung.why and "shortened to 1024 tokens" in lines[0]
+    slow = ShortenableRung(clock, 50.0)  # still too slow at its shortest: skipped with the estimate
+    slow.fit(*big_task.part("train"), label_names=big_task.label_names)
+    with pytest.raises(BudgetExceeded, match="over budget"):
+        _plan_or_shorten(slow, "slow", big_task, 0, 300.0, clock.t, lines.append, clock)
+    assert slow.halvings == 3 and slow.per_ex == 50.0 / 8
+
+
 def test_ladder_skips_a_rung_over_its_budget_and_says_why(toy_csv: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     import adaptladder

@@ -634,9 +634,13 @@ def test_prompt_choice_shrinks_to_the_fit_budget(tiny_lm: str) -> None:
     tight.fit(texts, y, label_names=names, val_texts=texts, val_y=y)
     b = tight.calibration_scores_["budget"]
     assert b["seconds_per_text"] == pytest.approx(8.0) and b["planned_validation_examples"] == 10
-    # (6 min for the fit - 7 texts already scored) / 8 s - 12 content-free = 26 texts, over 4 pairs
-    # screened on 60% and 2 finalists: 26 / 3.2 = 8 validation examples
-    assert tight.calibration_scores_["n_validation"] == b["validation_examples"] == 8
+    # a minimal evaluation (76 x 8 s) does not fit the half of the budget the fit leaves it, so the
+    # prompts are halved and re-probed; that does not make a text cheaper here (the fake cost is per
+    # text), so the full window is restored. Spent: probe 4 + content-free 3, twice more content-free
+    # 3 and once the probe 4: 17 texts x 8 s = 136 s. (6 min for the fit - 136 s) / 8 s - 12
+    # content-free = 16 texts, over 4 pairs screened on 60% and 2 finalists: 16 / 3.2 = 5 examples
+    assert b["prompt_window_tokens"] == 1024  # the model's whole context again
+    assert tight.calibration_scores_["n_validation"] == b["validation_examples"] == 5
     assert tight.calibration_scores_["screening"]["n_validation"] == 4
     assert sum(c["chosen"] for c in tight.prompt_choices_) == 1
 

@@ -136,6 +136,23 @@ def _speed_sizes(rung: Rung) -> tuple[int, int]:
     return (64, 20) if rung.eval_cap else (256, 50)
 
 
+def _plan_or_shorten(rung: Rung, name: str, task: Task, seed: int, budget_s: float | None, t_start: float,
+                     log: Callable[[str], None], clock: Callable[[], float] = time.perf_counter) -> EvalPlan:
+    """:func:`plan_evaluation`; when a prompting rung is too slow for even a minimal evaluation in what
+    is left of its budget, its prompts are halved (``shorten_prompts``) and the probe repeated, down to
+    the rung's shortest sensible prompt, before the rung is skipped (:class:`BudgetExceeded`)."""
+    while True:
+        try:
+            with progress.step(f"{name}: timing probe"):
+                return plan_evaluation(rung, task, seed, budget_s=budget_s, spent_s=clock() - t_start, clock=clock)
+        except BudgetExceeded as e:
+            shorten = getattr(rung, "shorten_prompts", None)
+            window = shorten(str(e).split(",")[0]) if callable(shorten) else None
+            if window is None:
+                raise
+            log(f"{name}: too slow for a minimal evaluation in its budget; prompts shortened to {window} tokens")
+
+
 def plan_evaluation(rung: Rung, task: Task, seed: int, *, budget_s: float | None = None,
                     spent_s: float = 0.0, clock: Callable[[], float] = time.perf_counter,
                     probe_n: int = PROBE_N) -> EvalPlan:
@@ -372,9 +389,7 @@ def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
                 else:
                     rung.fit(tr_texts, tr_y, label_names=task.label_names, val_texts=va_texts, val_y=va_y)
             fit_seconds = time.perf_counter() - t0
-        with progress.step(f"{name}: timing probe"):
-            plan = plan_evaluation(rung, task, cfg.seed, budget_s=budget_s,
-                                   spent_s=time.perf_counter() - t_start)
+        plan = _plan_or_shorten(rung, name, task, cfg.seed, budget_s, t_start, log)
         n_eval = {p: plan.caps[p] or len(task.indices(p)) for p in ("validation", "test")}
         per = f"{plan.seconds_per_example * 1000:.0f} ms/example" if plan.seconds_per_example else "no probe"
         log(f"{name}: fit took {fmt_seconds(fit_seconds)}; evaluation ETA {fmt_seconds(plan.estimate_s)} "

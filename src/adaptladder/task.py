@@ -153,7 +153,9 @@ def stratified_subset(y: np.ndarray, n: int, seed: int) -> np.ndarray:
     if n >= len(y):
         return np.arange(len(y))
     counts = np.bincount(y)
-    strat = y if (counts[counts > 0].min() >= 2 and n >= (counts > 0).sum()) else None
+    k = int((counts > 0).sum())
+    # stratifying needs room for every class on both sides (else scikit-learn refuses)
+    strat = y if (counts[counts > 0].min() >= 2 and n >= k and len(y) - n >= k) else None
     pos, _ = train_test_split(np.arange(len(y)), train_size=n, random_state=seed, stratify=strat)
     return np.sort(pos)
 

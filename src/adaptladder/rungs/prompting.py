@@ -611,6 +611,33 @@ class _PromptingRung(Rung):
     #: Texts a minimal evaluation scores (30 validation + 30 test + a small speed measurement).
     MIN_EVAL_TEXTS: ClassVar[int] = 76
 
+    def shorten_prompts(self, why: str) -> int | None:
+        """Halve the prompt window (shots and text are cut to fit it; no shorter than the frame + 64
+        tokens of text + the answer, nor :attr:`MIN_PROMPT_WINDOW`) so each prediction costs less.
+        Returns the new window in tokens, or ``None`` when the prompts cannot get shorter. The fit
+        does it when a minimal evaluation would not fit the budget; the ladder, when its timing
+        probe finds the fitted rung too slow for one (``prompt_window_tokens`` records it)."""
+        window = self._context_window()
+        bk = self.backend
+        floor = bk.count_tokens(bk.format_chat(self.system_prompt_, self._user("", []))) + 64 + self._label_budget()
+        shorter = max(window // 2, floor, self.MIN_PROMPT_WINDOW)
+        if shorter >= window:
+            return None
+        log.info("%s: %s; prompts shortened to %d tokens to fit the budget", self.name, why, shorter)
+        self._set_window(shorter)
+        return shorter
+
+    def _set_window(self, window: int | None) -> None:
+        """Cap prompts at ``window`` tokens (None: the model's context): shots re-cut, scores re-done."""
+        self.prompt_window_ = window
+        record = getattr(self, "calibration_scores_", {}).get("budget")
+        if isinstance(record, dict):  # the report's record of the budget's effect
+            record["prompt_window_tokens"] = self._context_window()
+        if hasattr(self, "shots_"):
+            self.shots_used_ = self._fit_shots_to_window()
+        self._memo = {}
+        self.p_cf_ = self._content_free_probs()
+
     def _size_choices_to_budget(self, pairs: list[tuple[int, str]], verbs: list[tuple[str, dict[str, str]]],
                                 vt: list[str], vy: np.ndarray, pos: np.ndarray, screen: int,
                                 memos: dict[tuple[int, str], tuple[list[float], dict[str, np.ndarray]]],
@@ -630,28 +657,23 @@ class _PromptingRung(Rung):
         self.p_cf_ = self._content_free_probs()
         # four texts spread over the subset's lengths (a random four can be all short: see spread_by_length)
         probe = [vt[i] for i in pos[spread_by_length([len(vt[i]) for i in pos], 4)]]
+        before: tuple[int | None, float] | None = None  # (window, seconds per text) before the last shortening
         while True:
             t0 = self._clock()
             self._raw_scores(probe, count=False)
             per_text = (self._clock() - t0) / max(len(probe), 1)
             spent = self._clock() - getattr(self, "_fit_t0", t0)
-            window = self._context_window()
-            bk = self.backend
-            # the shortest sensible prompt: the frame without shots + 64 tokens of text + the answer
-            floor = (bk.count_tokens(bk.format_chat(self.system_prompt_, self._user("", [])))
-                     + 64 + self._label_budget())
-            shorter = max(window // 2, floor, self.MIN_PROMPT_WINDOW)
-            if per_text * self.MIN_EVAL_TEXTS <= budget - spent or shorter >= window:
+            # the evaluation gets the share of the budget the fit leaves (the ladder keeps it for it);
+            # too slow for a minimal evaluation in it: halve the prompt length and measure again
+            if per_text * self.MIN_EVAL_TEXTS <= (1 - self.FIT_BUDGET_SHARE) * budget:
                 break
-            # too slow for even a minimal evaluation: halve the prompt length (shots and text are
-            # cut to fit it) and measure again
-            self.prompt_window_ = shorter
-            log.info("%s: %.2f s per text; prompts shortened to %d tokens to fit the budget", self.name,
-                     per_text, self.prompt_window_)
-            if hasattr(self, "shots_"):
-                self.shots_used_ = self._fit_shots_to_window()
-            self._memo = {}
-            self.p_cf_ = self._content_free_probs()
+            if before is not None and per_text > 0.9 * before[1]:  # shorter prompts did not help (e.g. an API)
+                self._set_window(before[0])
+                per_text = before[1]
+                break
+            before = (getattr(self, "prompt_window_", None), per_text)
+            if self.shorten_prompts(f"{per_text:.2f} s per text") is None:
+                break
         memos[(vi, fmt)] = (self.p_cf_, self._memo)
         if per_text * self.MIN_EVAL_TEXTS > budget - spent:
             raise BudgetExceeded(
