@@ -88,13 +88,14 @@ UNKNOWN_RUNG = ("{file} names no known rung ({name!r}); the saved rung is damage
                 "re-run it with --fresh.")
 
 
-def read_rung_meta(path: str | Path, registry: Any, *, unknown: str = UNKNOWN_RUNG) -> dict[str, Any]:
+def read_rung_meta(path: str | Path, registry: Any, *, unknown: str = UNKNOWN_RUNG,
+                   required: tuple[str, ...] = ()) -> dict[str, Any]:
     """The checked ``rung.json`` of the saved rung in directory ``path``, before anything else is read.
 
     One-line :class:`AdaptError` when the file is missing or not JSON, when it names no rung of
     ``registry`` (the class always comes from the registry by that name, never from the file; the
-    message is ``unknown`` formatted with ``file`` and ``name``), when the directory holds pickles,
-    or when its files do not match the recorded content hashes.
+    message is ``unknown`` formatted with ``file`` and ``name``), when it lacks a ``required`` key,
+    when the directory holds pickles, or when its files do not match the recorded content hashes.
     """
     import json
 
@@ -108,6 +109,9 @@ def read_rung_meta(path: str | Path, registry: Any, *, unknown: str = UNKNOWN_RU
         raise AdaptError(f"{meta_file} is not valid JSON; the saved rung is damaged: re-run it with --fresh.") from e
     if not isinstance(meta, dict) or not isinstance(meta.get("name"), str) or meta["name"] not in registry:
         raise AdaptError(unknown.format(file=meta_file, name=meta.get("name") if isinstance(meta, dict) else None))
+    missing = [k for k in required if k not in meta]
+    if missing:
+        raise AdaptError(f"{meta_file} lacks {', '.join(missing)}; the saved rung is damaged: re-run it with --fresh.")
     refuse_pickles(path)
     verify_files(path, meta.get("files"), meta_file)
     return meta

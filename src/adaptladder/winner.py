@@ -7,7 +7,6 @@ run's own test score, so a deployment can be gated on "did it get worse?" (drift
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -53,23 +52,14 @@ def _rung_result(doc: dict[str, Any], name: str | None, run_dir: Path) -> dict[s
 def load_saved_rung(model_dir: str | Path) -> Any:
     """:func:`adaptladder.rungs.load_rung` with one line naming the file when a saved model is damaged.
 
-    A deleted or garbled ``rung.json`` or model file would otherwise surface as whatever the
-    reading library raises (JSONDecodeError, KeyError, EOFError, an unpickling error, ...).
+    ``rung.json`` is checked by :func:`adaptladder.artifacts.read_rung_meta` (missing, not JSON, no
+    known rung, keys missing, file hashes); a deleted or garbled model file would otherwise surface
+    as whatever the reading library raises (EOFError, a skops or safetensors error, ...).
     """
     from adaptladder.rungs import load_rung
     from adaptladder.rungs.base import RUNG_FILE
 
     model_dir = Path(model_dir)
-    meta = model_dir / RUNG_FILE
-    if not meta.is_file():
-        raise AdaptError(f"{meta} is missing; the saved model is incomplete: re-run the ladder for this rung.")
-    try:
-        doc = json.loads(meta.read_text(encoding="utf-8"))
-        if not isinstance(doc, dict) or not {"name", "params", "label_names"} <= set(doc):
-            raise ValueError("not a rung description")
-    except (OSError, ValueError) as e:
-        raise AdaptError(f"{meta} is damaged ({type(e).__name__}: {_first_line(e)}); re-run the ladder for "
-                         "this rung.") from e
     try:
         return load_rung(model_dir)
     except AdaptError:

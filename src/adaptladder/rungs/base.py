@@ -185,7 +185,7 @@ def load_rung(path: str | Path) -> Rung:
     from adaptladder.artifacts import read_rung_meta
     from adaptladder.rungs import RUNGS, get_rung_class
 
-    meta = read_rung_meta(path, RUNGS)
+    meta = read_rung_meta(path, RUNGS, required=("name", "params", "label_names"))
     return get_rung_class(meta["name"])._load(Path(path), meta)
 
 
