@@ -91,7 +91,8 @@ class _FakeClock:
         return self.now
 
 
-def test_lora_sft_holds_out_validation_and_respects_the_budget(lm_dir, monkeypatch):
+def _slow_generation(monkeypatch: pytest.MonkeyPatch, seconds_per_pair: float) -> _FakeClock:
+    """The SFT loop's clock replaced by a fake one on which every generated pair costs ``seconds_per_pair``."""
     from adaptladder.generation import sft as sft_mod
 
     clock = _FakeClock()
@@ -99,10 +100,15 @@ def test_lora_sft_holds_out_validation_and_respects_the_budget(lm_dir, monkeypat
     real = Generator.generate
 
     def slow_generate(self, prompts, **kw):
-        clock.now += 2.0 * len(prompts)  # 2 s per generated pair: the 1-pair probe leaves < 1 s of the 3 s budget
+        clock.now += seconds_per_pair * len(prompts)
         return real(self, prompts, **kw)
 
     monkeypatch.setattr(Generator, "generate", slow_generate)
+    return clock
+
+
+def test_lora_sft_holds_out_validation_and_respects_the_budget(lm_dir, monkeypatch):
+    _slow_generation(monkeypatch, 2.0)  # 2 s per generated pair: the 1-pair probe leaves < 1 s of the 3 s budget
     rung = LoraSFT(lm=lm_dir, **{**FAST, "budget_minutes": 0.05, "max_epochs": 50, "val_size": 4})
     rung.fit(_inputs(20, 0), ["yes"] * 20, spec=_spec())
     tr = rung.extra_info()["training"]
@@ -116,17 +122,7 @@ def test_lora_sft_holds_out_validation_and_respects_the_budget(lm_dir, monkeypat
 def test_validation_checks_are_sized_to_the_budget(lm_dir, monkeypatch):
     """A check may take at most eval_share of the budget: its seeded validation subset is sized from
     the timed first check; training stops when a step + a check no longer fit, within the budget."""
-    from adaptladder.generation import sft as sft_mod
-
-    clock = _FakeClock()
-    monkeypatch.setattr(sft_mod, "_clock", clock)
-    real = Generator.generate
-
-    def slow_generate(self, prompts, **kw):
-        clock.now += 1.0 * len(prompts)  # 1 s per generated pair
-        return real(self, prompts, **kw)
-
-    monkeypatch.setattr(Generator, "generate", slow_generate)
+    clock = _slow_generation(monkeypatch, 1.0)
     # 60 s budget, 20% per check: 12 s; a 1-pair probe (1 s) + one batch of 8 (9 s) fits, another would not
     params = {**FAST, "budget_minutes": 1.0, "max_epochs": 500, "patience": 500, "eval_every": 2,
               "gen_batch_size": 8, "val_size": 32}
@@ -152,18 +148,9 @@ def test_validation_checks_are_sized_to_the_budget(lm_dir, monkeypatch):
 def test_training_keeps_time_for_the_ladders_evaluation(lm_dir, monkeypatch):
     """With the ladder's ``eval_reserve_generations`` in the spec, training stops early enough that
     that many generations (at the first check's rate) still fit the budget after it."""
-    from adaptladder.generation import sft as sft_mod
     from adaptladder.generation.ladder import EVAL_RESERVE_GENERATIONS, spec_for
 
-    clock = _FakeClock()
-    monkeypatch.setattr(sft_mod, "_clock", clock)
-    real = Generator.generate
-
-    def slow_generate(self, prompts, **kw):
-        clock.now += 1.0 * len(prompts)  # 1 s per generated pair
-        return real(self, prompts, **kw)
-
-    monkeypatch.setattr(Generator, "generate", slow_generate)
+    _slow_generation(monkeypatch, 1.0)
     params = {**FAST, "budget_minutes": 1.0, "max_epochs": 500, "patience": 500, "eval_every": 2,
               "gen_batch_size": 8, "val_size": 32}
     val = _inputs(32, 1)

@@ -108,9 +108,9 @@ def spread_by_length(lengths: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
     """Positions of ``n`` items at evenly spaced quantiles of ``lengths`` (the middles of ``n`` equal
     bins of the sorted lengths): a timing probe whose mean length tracks the whole set's.
 
-    A few random texts make a biased probe when lengths spread widely (news20: 190 tokens at the
-    median, 556 at the 90th percentile): four short ones timed the zero-shot fit's prompt choice at
-    half its real cost, and the fit ran past its share of the budget.
+    A few random texts make a noisy probe when lengths spread widely (news20: 190 tokens at the
+    median, 556 at the 90th percentile): on a 1,000-text news20 test sample 8 random texts timed
+    1.40 s per text, 8 spread ones 3.14 s, 32 random ones 3.07 s.
     """
     lengths = np.asarray(lengths)
     m = len(lengths)
@@ -118,4 +118,4 @@ def spread_by_length(lengths: Sequence[int] | np.ndarray, n: int) -> np.ndarray:
     if n <= 0:
         return np.zeros(0, dtype=np.int64)
     order = np.argsort(lengths, kind="stable")
-    return order[((np.arange(n) + 0.5) * m / n).astype(np.int64)].astype(np.int64)
+    return order[((np.arange(n) + 0.5) * m / n).astype(np.int64)]

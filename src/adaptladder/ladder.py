@@ -146,8 +146,7 @@ def _plan_or_shorten(rung: Rung, name: str, task: Task, seed: int, budget_s: flo
             with progress.step(f"{name}: timing probe"):
                 return plan_evaluation(rung, task, seed, budget_s=budget_s, spent_s=clock() - t_start, clock=clock)
         except BudgetExceeded as e:
-            shorten = getattr(rung, "shorten_prompts", None)
-            window = shorten(str(e).split(",")[0]) if callable(shorten) else None
+            window = rung.shorten_prompts(str(e))
             if window is None:
                 raise
             log(f"{name}: too slow for a minimal evaluation in its budget; prompts shortened to {window} tokens")
@@ -187,9 +186,9 @@ def plan_evaluation(rung: Rung, task: Task, seed: int, *, budget_s: float | None
         reason = f"capped at {rung.eval_cap} per split (slow rung)" if any(caps.values()) else "full splits"
         return EvalPlan(caps, per_ex, probe_n, t_probe, cost(n["validation"], n["test"], batch, single),
                         None, batch, single, reason)
-    # a rung whose fit keeps to a share of the budget (prompting: FIT_BUDGET_SHARE) leaves the rest to its
-    # evaluation, even when the fit ran over (its timing probe underestimated the validation texts)
-    floor = max(EVAL_FLOOR_SHARE, 1.0 - float(getattr(rung, "FIT_BUDGET_SHARE", 1.0)))
+    # a rung whose fit keeps to a share of the budget (prompting, tfidf, features: FIT_BUDGET_SHARE) leaves
+    # the rest to its evaluation, even when the fit ran over (its timing probe underestimated the texts)
+    floor = max(EVAL_FLOOR_SHARE, 1.0 - rung.FIT_BUDGET_SHARE)
     allowance = max(budget_s - spent_s, floor * budget_s)
     full = cost(sizes["validation"], sizes["test"], batch, single)
     if full <= allowance or not per_ex:

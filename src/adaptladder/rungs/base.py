@@ -47,6 +47,9 @@ class Rung(ABC):
     eval_cap: ClassVar[int | None] = None
     #: The declared settings (type, default, help, checks) of this rung family.
     Settings: ClassVar[type[RungSettings]] = RungSettings
+    #: Share of a time budget the fit keeps to (1.0: it may use all of it, e.g. fine-tuning trains to
+    #: it); the ladder leaves the rest (at least ``EVAL_FLOOR_SHARE``) to the evaluation.
+    FIT_BUDGET_SHARE: ClassVar[float] = 1.0
 
     def __init__(self, **params: Any) -> None:
         # validated (one line naming the rung and setting); values kept as given (sklearn's clone
@@ -109,6 +112,12 @@ class Rung(ABC):
         The ladder reports such a rung as *skipped* with this reason (and whatever
         :meth:`skip_details` adds) instead of failing the run.
         """
+        return None
+
+    def shorten_prompts(self, why: str) -> int | None:
+        """Make each prediction cheaper (a prompting rung halves its prompt window) when the ladder's
+        timing probe finds the fitted rung too slow for a minimal evaluation in its budget (``why``).
+        Returns the new prompt length in tokens, or ``None`` when this rung cannot (the default)."""
         return None
 
     @classmethod
