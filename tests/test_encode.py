@@ -102,6 +102,9 @@ def test_failed_export_falls_back_to_fp32_with_the_reason(tiny_encoder_dir: str,
         raise RuntimeError("exporter exploded")
 
     monkeypatch.setattr(torch.onnx, "export", broken)
+    # auto's candidates depend on the CPU (bf16 comes first where it is native): pin a CPU
+    # without native bf16, so auto reaches the ONNX candidate whose export fails
+    monkeypatch.setattr(enc_mod, "cpu_has_native_bf16", lambda: False)
     ref = Encoder(tiny_encoder_dir, precision="fp32", max_length=64).encode(TEXTS)
     e = Encoder(tiny_encoder_dir, precision="onnx-fp32", max_length=64)
     got = e.encode(TEXTS)
