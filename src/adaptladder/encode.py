@@ -79,21 +79,18 @@ def speed_order() -> tuple[str, ...]:
 
 # --------------------------------------------------------------------------- the CPU
 def cpu_threads() -> int:
-    """Cores this process may use (the affinity mask, not the machine's core count)."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - not Linux
-        return max(1, os.cpu_count() or 1)
+    """Cores this process may use (affinity mask and cgroup quota, not the machine's core count)."""
+    from adaptladder.threads import usable_cores
+
+    return usable_cores()
 
 
 def set_threads(n: int | None = None) -> int:
-    """One intra-op torch thread per available core (oversubscribing 2 cores costs 20-40%)."""
-    import torch
+    """Torch threads for the encoder: ``n``, else the one policy's choice (a thread per usable core
+    that other processes leave free; oversubscribing 2 cores costs 20-40%, see adaptladder.threads)."""
+    from adaptladder.threads import apply
 
-    n = n or cpu_threads()
-    if torch.get_num_threads() != n:
-        torch.set_num_threads(n)
-    return n
+    return apply(n or "auto")
 
 
 def cpu_has_native_bf16() -> bool:

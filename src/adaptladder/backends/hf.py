@@ -53,6 +53,10 @@ class HFBackend(LMBackend):
         self._tok: Any = None
         self._prefix_memo: tuple[tuple[int, ...], Any, Any] | None = None
 
+    def _set_batch_threads(self) -> None:
+        """Re-decide torch's threads before a batch (the machine's load changes during a run)."""
+        _set_threads(self.threads)
+
     # ------------------------------------------------------------------ loading
     def _load(self) -> tuple[Any, Any]:
         if self._model is not None:
@@ -184,6 +188,7 @@ class HFBackend(LMBackend):
         import time
 
         rows = [(self.encode(c, first=True), self.encode(x, first=False)) for c, x in requests]
+        _set_threads(self.threads)
         t0 = time.perf_counter()
         out = self._score_rows(rows)
         n = sum(len(a) + len(b) for a, b in rows)
@@ -212,6 +217,7 @@ class HFBackend(LMBackend):
         if any(not c for c in c_ids):
             raise AdaptError("a label verbalization is empty after tokenization; give every label a non-empty name.")
         n_tok = np.array([len(c) for c in c_ids], dtype=np.int64)
+        _set_threads(self.threads)
         t0 = time.perf_counter()
         if self.prefix_cache and p_ids:
             ok = [i for i in range(len(tails)) if i not in set(odd)]
@@ -381,6 +387,7 @@ class HFBackend(LMBackend):
         model, tok = self._load()
         outs: list[str] = []
         for s in range(0, len(contexts), self.batch_size):
+            _set_threads(self.threads)  # the load may have changed since the last batch
             chunk = [self.encode(c, first=True) for c in contexts[s:s + self.batch_size]]
             width = max(len(c) for c in chunk)
             ids = torch.full((len(chunk), width), tok.pad_token_id, dtype=torch.long)
@@ -408,21 +415,10 @@ class HFBackend(LMBackend):
 
 
 def _set_threads(threads: int | str) -> None:
-    import os
+    """Torch threads for the next batch, from the one policy (:mod:`adaptladder.threads`)."""
+    from adaptladder import threads as thread_policy
 
-    import torch
-
-    if threads == "auto":
-        ncpu = os.cpu_count() or 1
-        try:
-            busy = os.getloadavg()[0] > 1.5 * ncpu
-        except OSError:
-            busy = False
-        if busy and torch.get_num_threads() > 1:
-            log.info("machine load exceeds its %d cores: running the LM on one thread", ncpu)
-            torch.set_num_threads(1)
-    elif int(threads) > 0:
-        torch.set_num_threads(int(threads))
+    thread_policy.apply(threads)
 
 
 def cut_at_stop(text: str, stop: Sequence[str]) -> str:

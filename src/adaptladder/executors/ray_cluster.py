@@ -8,7 +8,6 @@ connect first so a typo does not wait out Ray's own reconnect timeouts.
 from __future__ import annotations
 
 import logging
-import os
 import socket
 from dataclasses import dataclass, field
 from typing import Any
@@ -128,7 +127,9 @@ def ray_init(address: str | None = None, *, num_cpus: int | None = None, num_gpu
                              "start a local Ray instance.") from None
         return RayContext(address=address, started=False)
     if num_cpus is None:
-        num_cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+        from adaptladder.threads import usable_cores
+
+        num_cpus = usable_cores()  # affinity mask and cgroup quota
     try:
         ray.init(address="local", num_cpus=num_cpus, num_gpus=num_gpus, include_dashboard=False, **common)
     except Exception as e:

@@ -344,6 +344,7 @@ class Generator:
         dev = getattr(self.backend, "device", "cpu")
         t0 = time.perf_counter()
         for s in range(0, len(order), bs):
+            self.backend._set_batch_threads()  # the load may have changed since the last batch
             idx = order[s:s + bs]
             width = max(len(encoded[i]) for i in idx)
             ids = torch.full((len(idx), width), pad, dtype=torch.long)

@@ -731,26 +731,17 @@ def _quiet_peft(model: Any, cfg: Any) -> Any:
 
 @contextlib.contextmanager
 def _torch_threads(setting: Any) -> Iterator[int]:
-    """Torch CPU threads for this block; ``auto`` uses 1 when the machine is oversubscribed.
+    """Torch CPU threads for this block, from the one policy (:func:`adaptladder.threads.compute`).
 
     Measured on the shared 2-core machine at load average ~23 (benchmarks/bench_finetune.py
     --threads-probe, BENCHMARKS.md): one MiniLM training step took ~5.5 s wall / 0.3 s CPU
     with 1 thread and 23-37 s wall / 2.3-3.3 s CPU with 2, because OpenMP threads spin-wait
-    for siblings that are descheduled. On an idle machine torch's default is kept.
+    for siblings that are descheduled: ``auto`` gives up the cores other processes hold.
     """
-    import torch
+    from adaptladder import threads as thread_policy
 
-    before = torch.get_num_threads()
-    if setting == "auto":
-        cores = os.cpu_count() or 1
-        n = 1 if os.getloadavg()[0] > cores else before
-    else:
-        n = int(setting)
-    torch.set_num_threads(n)
-    try:
+    with thread_policy.compute(setting) as n:
         yield n
-    finally:
-        torch.set_num_threads(before)
 
 
 @contextlib.contextmanager
