@@ -94,7 +94,13 @@ def set_threads(n: int | None = None) -> int:
 
 
 def cpu_has_native_bf16() -> bool:
-    """True where bf16 matmuls run in hardware (AVX512-BF16 / AMX-BF16); else bf16 is emulated."""
+    """True where bf16 matmuls run in hardware (AVX512-BF16 / AMX-BF16); else bf16 is emulated.
+
+    ``ADAPTLADDER_NATIVE_BF16=0`` (or ``1``) overrides the detection: the test suite sets 0 so that
+    its results do not depend on the CPU it runs on (tests of the bf16 paths patch it on)."""
+    forced = os.environ.get("ADAPTLADDER_NATIVE_BF16", "").strip()
+    if forced in ("0", "1"):
+        return forced == "1"
     try:
         import torch
 

@@ -265,11 +265,11 @@ class Generator:
     """Greedy batched generation. ``model``: an LM alias/path/id, a ``(model, tokenizer)`` pair or an HFBackend."""
 
     def __init__(self, model: Any = DEFAULT_LM, *, batch_size: int = 8, threads: int | str = "auto",
-                 device: str = "auto") -> None:
+                 device: str = "auto", dtype: str = "float32") -> None:
         from adaptladder.backends.hf import HFBackend
 
         self.backend = model if isinstance(model, HFBackend) else HFBackend(
-            model, batch_size=batch_size, threads=threads, device=device)
+            model, batch_size=batch_size, threads=threads, device=device, dtype=dtype)
         self.batch_size = int(batch_size)
         self._constraints: dict[str, JsonConstraint] = {}
 

@@ -41,6 +41,9 @@ import numpy as np
 from adaptladder.errors import AdaptError
 from adaptladder.generation.rungs.base import GenRung, GenSpec
 from adaptladder.models import DEFAULT_LM
+from adaptladder.precision import DTYPE as PRECISION_DTYPE
+from adaptladder.precision import GENERATION_CHECK_PAIRS as PRECISION_CHECK_PAIRS
+from adaptladder.precision import check_setting as check_precision
 
 STATE_FILE = "prompting_state.json"
 
@@ -69,6 +72,7 @@ DEFAULTS: dict[str, Any] = {
     "seed": None,               # None: the spec's seed
     "threads": "auto",
     "device": "auto",
+    "precision": "auto",        # LM weights (hf): auto (bf16 where native and faithful on validation), fp32, bf16
     "base_url": None,           # openai
     "api_key_env": "OPENAI_API_KEY",
     "timeout": None,
@@ -78,19 +82,20 @@ DEFAULTS: dict[str, Any] = {
     "budget_minutes": None,     # accepted for a uniform --set; no training loop here (the ladder budgets generation)
 }
 
-#: loaded local generators by (lm, device, threads), so the prompting rungs of one run share one model
-_GENERATORS: dict[tuple[str, str, str], Any] = {}
+#: loaded local generators by (lm, device, threads, dtype), so the prompting rungs of one run share one model
+_GENERATORS: dict[tuple[str, str, str, str], Any] = {}
 
 
-def local_generator(lm: str, *, batch_size: int = 8, threads: Any = "auto", device: str = "auto") -> Any:
+def local_generator(lm: str, *, batch_size: int = 8, threads: Any = "auto", device: str = "auto",
+                    dtype: str = "float32") -> Any:
     """A :class:`Generator` for ``lm``, shared between rungs (the last two kept loaded)."""
     from adaptladder.generation.decode import Generator
 
-    key = (str(lm), str(device), str(threads))
+    key = (str(lm), str(device), str(threads), str(dtype))
     if key not in _GENERATORS:
         while len(_GENERATORS) >= 2:
             _GENERATORS.pop(next(iter(_GENERATORS)))
-        _GENERATORS[key] = Generator(lm, batch_size=batch_size, threads=threads, device=device)
+        _GENERATORS[key] = Generator(lm, batch_size=batch_size, threads=threads, device=device, dtype=dtype)
     return _GENERATORS[key]
 
 
@@ -126,11 +131,14 @@ class _PromptGen(GenRung):
         _positive_int("max_new_tokens", p("max_new_tokens"), allow_none=True)
         _positive_int("max_context", p("max_context"), 16, allow_none=True)
         _positive_int("unconstrained_check", p("unconstrained_check"), 0)
+        check_precision(p("precision"), self.name)
         if p("shot_pick") not in ("random", "shortest"):
             raise AdaptError(f"shot_pick={p('shot_pick')!r} is not valid: use random or shortest.")
         if not p("lm"):
             raise AdaptError(f"the {self.name} rung needs an LM: set lm to an alias, a folder or a model name.")
         self._backend: Any = None
+        self.precision_ = "fp32"  # decided at fit (see _choose_precision)
+        self.precision_record_: dict[str, Any] | None = None
         self._fitting = {"queries": 0, "shots_dropped": 0, "queries_truncated": 0}
         self.shots_: list[tuple[str, str]] = []
         self.shot_rows_: list[int] = []
@@ -167,7 +175,8 @@ class _PromptGen(GenRung):
                 self._backend = OpenAIBackend(**kw)
             else:
                 self._backend = local_generator(str(self.p("lm")), batch_size=int(self.p("batch_size")),
-                                                threads=self.p("threads"), device=str(self.p("device")))
+                                                threads=self.p("threads"), device=str(self.p("device")),
+                                                dtype=PRECISION_DTYPE[self.precision_])
         return self._backend
 
     def count_tokens(self, text: str) -> int:
@@ -294,8 +303,58 @@ class _PromptGen(GenRung):
             self.bounded_schema_ = bound_schema(spec.schema, max_string=string_cap_from_targets(targets))
         if int(self.p("k")) > 0 and inputs:
             self._select(inputs, targets)
+        self._choose_precision(list(val_inputs or []), list(val_targets or []))
         self._after_fit(list(val_inputs or []), list(val_targets or []))
         return self
+
+    def _device(self) -> str:
+        dev = str(self.p("device"))
+        if dev == "auto":
+            import torch
+
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        return dev
+
+    def _choose_precision(self, val_inputs: list[str], val_targets: list[str]) -> None:
+        """fp32 or bf16 weights (:mod:`adaptladder.precision`): ``auto`` generates a seeded sample of
+        validation pairs with both and keeps bf16 only where it is native and passes the rule."""
+        if self.is_openai:
+            self.precision_, self.precision_record_ = "fp32", {"requested": self.p("precision"), "used": "server"}
+            return
+        assert self.spec_ is not None
+        spec = self.spec_
+
+        def check() -> dict[str, Any]:
+            from adaptladder.generation.metrics import PRIMARY_METRIC, per_example_scores
+            from adaptladder.precision import generation_fidelity, sample_rows
+
+            rows = sample_rows(len(val_inputs), PRECISION_CHECK_PAIRS, int(self.p("seed")))
+            xs, refs = [val_inputs[i] for i in rows], [val_targets[i] for i in rows]
+            kind = "json" if spec.schema is not None else "text"
+            metric = str(spec.extra.get("metric") or ("field_f1" if kind == "json" else
+                                                       PRIMARY_METRIC.get(spec.kind, "chrf")))
+            saved = dict(self._fitting)
+            outs: dict[str, list[str]] = {}
+            for prec in ("fp32", "bf16"):
+                self.precision_, self._backend = prec, None
+                outs[prec] = self.generate(xs)
+            self._fitting = saved
+            refs_k: list[Any] = refs
+            if kind == "json":
+                from adaptladder.generation.metrics import parse_json
+
+                refs_k = [parse_json(r)[1] for r in refs]
+            sc = {p: per_example_scores(outs[p], refs_k, kind=kind, schema=spec.schema, metrics=[metric])[0]
+                  for p in outs}
+            if metric not in sc["fp32"]:
+                raise AdaptError(f"metric {metric!r} is not scored for this task")
+            return generation_fidelity(outs["fp32"], outs["bf16"], sc["fp32"][metric], sc["bf16"][metric],
+                                       metric, seed=int(self.p("seed")))
+
+        from adaptladder.precision import decide
+
+        rec = decide(str(self.p("precision")), self._device(), check if val_inputs else None)
+        self.precision_, self._backend, self.precision_record_ = rec["used"], None, rec
 
     def _after_fit(self, val_inputs: list[str], val_targets: list[str]) -> None:
         pass
@@ -369,6 +428,7 @@ class _PromptGen(GenRung):
             "k": int(self.p("k")), "instruction": self.instruction(),
             "context_window": self.context_window(), "shot_tokens": int(self.p("shot_tokens")),
             "prompt_fitting": dict(self._fitting),
+            "precision": self.precision_record_ or {"used": self.precision_},
         }
         info.update(self._shot_info())
         if self.is_openai:
@@ -388,7 +448,8 @@ class _PromptGen(GenRung):
     def _state(self) -> dict[str, Any]:
         return {"max_new_tokens": self.max_new_tokens_, "bounded_schema": self.bounded_schema_,
                 "shots": [list(s) for s in self.shots_], "shot_rows": self.shot_rows_,
-                "prompt_fitting": self._fitting}
+                "prompt_fitting": self._fitting, "precision": self.precision_,
+                "precision_record": self.precision_record_}
 
     def _save(self, path: Path) -> None:
         self._check_fitted()
@@ -403,6 +464,13 @@ class _PromptGen(GenRung):
         rung.bounded_schema_ = state.get("bounded_schema")
         rung.shots_ = [(str(x), str(y)) for x, y in state.get("shots", [])]
         rung.shot_rows_ = [int(i) for i in state.get("shot_rows", [])]
+        precision = state.get("precision", "fp32")  # runs saved before bf16 existed: fp32
+        if precision not in PRECISION_DTYPE:
+            raise AdaptError(f"{path / STATE_FILE}: precision {precision!r} is not one of fp32, bf16; re-run the "
+                             "ladder for this rung.")
+        rung.precision_ = precision
+        rung.precision_record_ = state.get("precision_record") if isinstance(state.get("precision_record"),
+                                                                             dict) else None
         # the counts of shots dropped / queries cut so far (reported in extra_info), as saved
         rung._fitting.update({k: int(v) for k, v in (state.get("prompt_fitting") or {}).items()
                               if k in rung._fitting})
