@@ -7,6 +7,7 @@ import pytest
 
 from adaptladder import precision
 from adaptladder.errors import AdaptError
+from test_prompting import tiny_lm  # noqa: F401  (the tiny LM fixture)
 
 
 def _passing() -> dict:
@@ -92,3 +93,30 @@ def test_bf16_set_generates_with_bf16_weights(tiny_causal_lm_dir: str) -> None:
     model, _ = r.backend._load()
     assert next(model.parameters()).dtype == torch.bfloat16
     assert len(r.generate(["hello there"])) == 1
+
+
+@pytest.mark.parametrize("native", ["0", "1"])
+def test_label_scoring_records_and_keeps_its_precision(native: str, tiny_lm: str, tmp_path: Path,  # noqa: F811
+                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+    import numpy as np
+
+    from adaptladder.rungs import load_rung, make_rung
+    from test_prompting import _toy_task
+
+    monkeypatch.setenv("ADAPTLADDER_NATIVE_BF16", native)
+    texts, y, names, _ = _toy_task()
+    r = make_rung("zero-shot", model=tiny_lm, threads=1, calibrate=False)
+    r.fit(texts, y, label_names=names, val_texts=texts[:6], val_y=y[:6])
+    rec = r.extra_info()["precision"]
+    if native == "0":
+        assert rec["used"] == "fp32" and "fidelity" not in rec
+    else:
+        fid = rec["fidelity"]
+        assert fid["n"] == 6 and fid["rule"].startswith("identical label choices")
+        assert rec["used"] == ("bf16" if fid["passed"] else "fp32")
+    assert r.backend.dtype == precision.DTYPE[rec["used"]]
+    before = r.predict_proba(["free cash now", "lunch at the station"])
+    r.save(tmp_path)
+    back = load_rung(tmp_path)
+    assert back.precision_ == rec["used"]
+    np.testing.assert_allclose(back.predict_proba(["free cash now", "lunch at the station"]), before, atol=1e-6)

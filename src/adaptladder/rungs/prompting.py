@@ -29,6 +29,7 @@ import numpy as np
 
 from adaptladder.backends.base import parse_label  # noqa: F401  (re-exported: it lived here)
 from adaptladder.errors import AdaptError, BudgetExceeded
+from adaptladder.precision import DTYPE as PRECISION_DTYPE
 from adaptladder.rungs.base import Rung, check_inputs
 from adaptladder.rungs.settings import RungSettings, SettingError, positive_int, positive_number, setting
 
@@ -138,6 +139,9 @@ class PromptingSettings(RungSettings):
     choice_screen: int = setting(60, help="validation examples each candidate is first screened on")
     encoder: str = setting("minilm", help="sentence encoder of knn-few-shot's retrieval (the run's --encoder)")
     device: str = setting("auto", help="torch device of the hf backend: auto, cpu, cuda, mps")
+    precision: Literal["auto", "fp32", "bf16"] = setting("auto", help="LM weights (backend hf): auto = bf16 where "
+                                                                      "the CPU/GPU computes it natively and >= 99% "
+                                                                      "of validation label choices match fp32's")
     threads: int | Literal["auto"] = setting("auto", help="torch CPU threads (backend hf): auto or an integer")
     prompt_format: Literal["auto", "chat", "plain"] = setting("auto", help="chat template or plain text; auto: "
                                                                             "measured on validation")
@@ -159,6 +163,8 @@ class PromptingSettings(RungSettings):
                      "choice_screen")
         if self.threads != "auto":
             positive_int(self, "threads")
+        if self.precision not in ("auto", "fp32", "bf16"):
+            raise SettingError("precision", self.precision, "auto, fp32 or bf16")
         if self.scoring not in ("auto", "echo", "logprobs", "generate"):
             raise SettingError("scoring", self.scoring, "auto, echo, logprobs or generate")
         positive_number(self, "timeout", "budget_minutes", allow_none=True)
@@ -184,6 +190,8 @@ class _PromptingRung(Rung):
         self._backend: Any = None
         self._memo: dict[str, np.ndarray] = {}
         self._trunc = {"queries_seen": 0, "queries_truncated": 0}
+        self.precision_ = "fp32"  # decided at fit (see _choose_precision)
+        self.precision_record_: dict[str, Any] | None = None
 
     def _settings_changed(self) -> None:
         self._backend = None
@@ -209,7 +217,8 @@ class _PromptingRung(Rung):
                 self._backend = get_backend("hf", model=self._p("model"), device=self._p("device"),
                                             batch_size=int(self._p("batch_size")),
                                             prefix_cache=bool(self._p("prefix_cache")),
-                                            max_context=int(self._p("max_context")), threads=self._p("threads"))
+                                            max_context=int(self._p("max_context")), threads=self._p("threads"),
+                                            dtype=PRECISION_DTYPE[self.precision_])
             elif kind == "openai":
                 kwargs: dict[str, Any] = {"model": self._p("model"), "api_key_env": self._p("api_key_env"),
                                           "scoring": self._p("scoring"), "max_context": int(self._p("max_context"))}
@@ -377,9 +386,41 @@ class _PromptingRung(Rung):
         self.shot_shape_ = None
         self.shot_choice_: dict[str, Any] | None = None
         self._select(texts, y)
+        self._choose_precision(val_texts)
         self._choose_prompt(val_texts, val_y, verbs)
         self._choose_shot_shape(texts, y, val_texts, val_y)
         return self
+
+    def _choose_precision(self, val_texts: Sequence[str] | None) -> None:
+        """fp32 or bf16 LM weights (:mod:`adaptladder.precision`), decided before the prompt choice so
+        that the choice runs at the chosen precision: ``auto`` scores a seeded sample of validation
+        texts with the default prompt at both and keeps bf16 where native and >= 99% of the label
+        choices are fp32's."""
+        if self._p("backend") != "hf":
+            self.precision_, self.precision_record_ = "fp32", {"requested": self._p("precision"), "used": "server"}
+            return
+        from adaptladder.precision import CHOICE_CHECK_TEXTS, choice_fidelity, decide, sample_rows
+
+        vt = [str(t) for t in (val_texts or [])]
+
+        def check() -> dict[str, Any]:
+            rows = sample_rows(len(vt), CHOICE_CHECK_TEXTS, int(self._p("seed")))
+            sample = [vt[i] for i in rows]
+            trunc = dict(self._trunc)
+            choices = {}
+            for prec in ("fp32", "bf16"):
+                self.precision_, self._backend, self._memo = prec, None, {}
+                choices[prec] = self._raw_scores(sample).argmax(1)
+            self._trunc = trunc
+            return choice_fidelity(choices["fp32"], choices["bf16"])
+
+        dev = str(self._p("device"))
+        if dev == "auto":
+            import torch
+
+            dev = "cuda" if torch.cuda.is_available() else "cpu"
+        rec = decide(str(self._p("precision")), dev, check if vt else None)
+        self.precision_, self._backend, self._memo, self.precision_record_ = rec["used"], None, {}, rec
 
     # ------------------------------------------------------------------ (k, tokens per shot)
     #: Validation examples the (k, tokens per shot) candidates are compared on (at most).
@@ -843,6 +884,7 @@ class _PromptingRung(Rung):
             "context_window": self._context_window(),
             "truncation": dict(self._trunc),
             "usage": self.backend.usage.summary(),
+            "precision": self.precision_record_ or {"used": self.precision_},
         }
         info.update(self._shot_info())
         if getattr(self, "shot_choice_", None):
@@ -881,7 +923,8 @@ class _PromptingRung(Rung):
                 "descriptions_source": self.descriptions_source_, "verbalizer": self.verbalizer_,
                 "verbalizer_source": self.verbalizer_source_, "prompt_choices": self.prompt_choices_,
                 "prompt_window": getattr(self, "prompt_window_", None),
-                "shot_shape": getattr(self, "shot_shape_", None), "shot_choice": getattr(self, "shot_choice_", None)}
+                "shot_shape": getattr(self, "shot_shape_", None), "shot_choice": getattr(self, "shot_choice_", None),
+                "precision": self.precision_, "precision_record": self.precision_record_}
 
     def _save(self, path: Path) -> None:
         self._check_fitted()
@@ -910,6 +953,13 @@ class _PromptingRung(Rung):
             rung.prompt_window_ = int(state["prompt_window"])
         rung.shot_shape_ = state.get("shot_shape")  # older runs: the configured (k, tokens per shot)
         rung.shot_choice_ = state.get("shot_choice")
+        precision = state.get("precision", "fp32")  # runs saved before bf16 existed: fp32
+        if precision not in PRECISION_DTYPE:
+            raise AdaptError(f"{path / 'prompting_state.json'}: precision {precision!r} is not one of fp32, bf16; "
+                             "re-run the ladder for this rung.")
+        rung.precision_ = precision
+        record = state.get("precision_record")
+        rung.precision_record_ = record if isinstance(record, dict) else None
         rung._set_format(state["prompt_format"])
         rung._load_shots(path, state)
         return rung
