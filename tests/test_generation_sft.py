@@ -66,3 +66,48 @@ def test_early_stopping_and_bad_inputs(tmp_path):
         train_lora_sft(gen, _pairs(2, 0), [], "Reply.", _em)
     with pytest.raises(AdaptError, match=r"adapter_model\.safetensors"):
         load_lora_adapters(gen, tmp_path)
+
+
+def test_length_batches_cover_every_row_once_and_pad_less():
+    import torch
+
+    from adaptladder.generation.sft import length_batches, padding_share
+
+    lengths = [int(x) for x in np.random.default_rng(0).integers(5, 300, 200)]
+    plain = length_batches(lengths, 8, torch.Generator().manual_seed(1), bucket=False)
+    bucketed = length_batches(lengths, 8, torch.Generator().manual_seed(1))
+    for batches in (plain, bucketed):
+        assert sorted(i for b in batches for i in b) == list(range(200)) and all(len(b) <= 8 for b in batches)
+    assert padding_share(bucketed, lengths) < padding_share(plain, lengths) / 4
+    again = length_batches(lengths, 8, torch.Generator().manual_seed(1))
+    assert again == bucketed  # seeded
+    nxt = length_batches(lengths, 8, torch.Generator().manual_seed(2))
+    assert nxt != bucketed  # another epoch (another draw) sees another order
+
+
+def test_training_precision_follows_the_hardware(monkeypatch):
+    from adaptladder.precision import training_precision
+
+    monkeypatch.setenv("ADAPTLADDER_NATIVE_BF16", "1")
+    assert training_precision("auto", "cpu")[0] == "bf16"
+    assert training_precision("fp32", "cpu") == ("fp32", "set")
+    monkeypatch.setenv("ADAPTLADDER_NATIVE_BF16", "0")
+    used, why = training_precision("auto", "cpu")
+    assert used == "fp32" and "no native bf16" in why
+    assert training_precision("bf16", "cpu") == ("bf16", "set (emulated here: slower than fp32)")
+    with pytest.raises(AdaptError, match="precision='fp16'"):
+        training_precision("fp16", "cpu")
+
+
+def test_bf16_autocast_training_records_its_throughput(monkeypatch):
+    monkeypatch.setenv("ADAPTLADDER_NATIVE_BF16", "1")
+    tok = _byte_bpe_tokenizer()
+    gen = Generator((_tiny_lm(tok, init=0.5), tok), batch_size=8, threads=1)
+    cfg = SFTConfig(r=4, dropout=0.0, lr=5e-2, batch_size=4, max_epochs=2, eval_every=50, patience=9,
+                    max_new_tokens=2, max_length=64)
+    res = train_lora_sft(gen, _pairs(12, 0), _pairs(4, 1), "Reply.", _em, config=cfg)
+    tp = res.val_check["throughput"]
+    assert tp["precision"] == "bf16" and tp["examples_seen"] == 24 and tp["epochs"] == 2.0
+    assert tp["training_tokens"] > 0 and tp["tokens_per_s"] > 0 and 0 <= tp["padding_share"] < 1
+    model, _ = gen._load()
+    assert next(model.parameters()).dtype.is_floating_point and str(next(model.parameters()).dtype) == "torch.float32"

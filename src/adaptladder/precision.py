@@ -104,3 +104,18 @@ def generation_fidelity(fp32_outputs: Sequence[str], bf16_outputs: Sequence[str]
             "n": len(fp32_outputs), "fp32_mean": round(s32["mean"], 4), "fp32_ci": [round(lo, 4), round(hi, 4)],
             "bf16_mean": round(m16, 4), "identical_share": round(same / max(1, len(fp32_outputs)), 4),
             "passed": bool(lo - 1e-12 <= m16 <= hi + 1e-12)}
+
+
+def training_precision(setting: str, device: str) -> tuple[str, str]:
+    """``(used, why)`` for training: bf16 autocast of the forward pass where the hardware computes bf16
+    natively (master weights and optimizer stay fp32, as ``Trainer(bf16=True)`` does), else fp32. No
+    fidelity check: autocast is the standard mixed-precision recipe, and the rung's validation score
+    is its evidence either way."""
+    from adaptladder.errors import AdaptError
+
+    if setting not in PRECISIONS:
+        raise AdaptError(f"precision={setting!r} is not valid for training: use auto, fp32 or bf16.")
+    native, why = native_bf16(device)
+    if setting != "auto":
+        return setting, "set" + ("" if setting == "fp32" or native else " (emulated here: slower than fp32)")
+    return ("bf16" if native else "fp32"), why

@@ -26,6 +26,7 @@ from typing import Any
 
 from adaptladder.errors import AdaptError
 from adaptladder.generation.decode import Generator
+from adaptladder.precision import training_precision
 from adaptladder.rungs.finetune import start_training
 
 
@@ -50,6 +51,10 @@ class SFTConfig:
     #: generations the caller's evaluation needs after training (the ladder's minimal evaluation): their
     #: time, at the seconds per pair the first check measured, is kept out of the training budget
     reserve_generations: float = 0.0
+    #: forward passes under bf16 autocast (fp32 master weights): auto = where bf16 is native
+    precision: str = "auto"
+    #: batches of similar length (shuffled batch order), so little compute goes to padding
+    bucket_by_length: bool = True
 
 
 @dataclass
@@ -80,6 +85,30 @@ def build_example(tokenizer: Any, prompt_ids: Sequence[int], target: str, stop_i
     keep = max(0, max_length - len(t_ids))
     p_ids = list(prompt_ids)[-keep:] if keep else []
     return p_ids + t_ids, [-100] * len(p_ids) + t_ids
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, rng: Any, bucket: bool = True) -> list[list[int]]:
+    """One epoch's batches: a seeded shuffle; with ``bucket``, rows sorted by length within windows of
+    50 batches and cut into batches whose order is shuffled again, so a batch pads little while
+    every epoch still sees the rows in a new order."""
+    import torch
+
+    order = torch.randperm(len(lengths), generator=rng).tolist()
+    if not bucket:
+        return [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+    window = 50 * batch_size
+    batches: list[list[int]] = []
+    for w in range(0, len(order), window):
+        part = sorted(order[w:w + window], key=lambda i: lengths[i])
+        batches += [part[s:s + batch_size] for s in range(0, len(part), batch_size)]
+    perm = torch.randperm(len(batches), generator=rng).tolist()
+    return [batches[i] for i in perm]
+
+
+def padding_share(batches: Sequence[Sequence[int]], lengths: Sequence[int]) -> float:
+    """The share of a padded batch's positions that are padding, over ``batches``."""
+    total = sum(len(b) * max(lengths[i] for i in b) for b in batches if b)
+    return 1 - sum(lengths[i] for b in batches for i in b) / total if total else 0.0
 
 
 def check_order(n: int, seed: int) -> list[int]:
@@ -194,6 +223,16 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
     stop = gen.stop_ids()[0]
     pad = tok.pad_token_id if tok.pad_token_id is not None else stop
     dev = getattr(gen.backend, "device", "cpu")
+    amp_used, amp_why = training_precision(cfg.precision, str(dev))
+    dev_type = str(dev).split(":")[0]
+
+    def autocast() -> Any:
+        import contextlib
+
+        if amp_used == "bf16":
+            return torch.autocast(device_type=dev_type, dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
     examples = [build_example(tok, gen.backend.encode(gen.build_prompt(x, instruction), first=True), y, stop,
                               cfg.max_length) for x, y in train]
     val_prompts = [gen.build_prompt(x, instruction) for x, _ in val]
@@ -259,13 +298,15 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
     # evaluate every ``eval_every`` steps, or every epoch when an epoch is shorter (small data
     # sets): never both, so ``patience`` counts evaluations at a steady pace
     every = max(1, min(cfg.eval_every, math.ceil(len(examples) / cfg.batch_size)))
+    lengths = [len(ids) for ids, _ in examples]
+    pad_positions = real_positions = seen = 0
+    train_s = 0.0  # seconds in training steps (checks excluded)
     for _epoch in range(cfg.max_epochs):
         if done:
             break
-        order = torch.randperm(len(examples), generator=rng).tolist()
-        for s in range(0, len(order), cfg.batch_size):
+        for rows in length_batches(lengths, cfg.batch_size, rng, cfg.bucket_by_length):
             t_step = _clock()
-            batch = [examples[i] for i in order[s:s + cfg.batch_size]]
+            batch = [examples[i] for i in rows]
             width = max(len(ids) for ids, _ in batch)
             ids = torch.full((len(batch), width), pad, dtype=torch.long)
             labels = torch.full((len(batch), width), -100, dtype=torch.long)
@@ -274,12 +315,16 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
                 ids[r, :len(x)] = torch.tensor(x)
                 labels[r, :len(y)] = torch.tensor(y)
                 mask[r, :len(x)] = 1
-            out = trained(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev))
+            pad_positions += len(batch) * width
+            real_positions += sum(len(x) for x, _ in batch)
+            with autocast():
+                out = trained(input_ids=ids.to(dev), attention_mask=mask.to(dev), labels=labels.to(dev))
             out.loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
             step += 1
-            step_s = max(step_s, _clock() - t_step)
+            dt_step = _clock() - t_step
+            step_s, train_s, seen = max(step_s, dt_step), train_s + dt_step, seen + len(batch)
             history.append({"step": step, "loss": round(float(out.loss.detach()), 5)})
             if cfg.max_steps is not None and step >= cfg.max_steps:
                 stopped, done = "max_steps", True
@@ -303,6 +348,14 @@ def train_sft(gen: Generator, train: Sequence[tuple[str, str]], val: Sequence[tu
                  "share_limit_s": round(share_s, 3), "eval_share": cfg.eval_share,
                  "longest_step_s": round(step_s, 3), "unchecked_steps": unchecked,
                  "reserved_for_evaluation_s": round(reserve_s, 3)}
+    trained_tokens = real_positions
+    throughput = {"precision": amp_used, "precision_reason": amp_why, "bucket_by_length": cfg.bucket_by_length,
+                  "training_tokens": trained_tokens, "examples_seen": seen,
+                  "epochs": round(seen / len(examples), 4), "training_seconds": round(train_s, 3),
+                  "tokens_per_s": round(trained_tokens / train_s, 2) if train_s > 0 else None,
+                  "examples_per_min": round(seen / train_s * 60, 2) if train_s > 0 else None,
+                  "padding_share": round(1 - real_positions / pad_positions, 4) if pad_positions else 0.0}
+    val_check["throughput"] = throughput
     return SFTResult(best_score=best[0], best_step=best[1], steps=step, seconds=run.elapsed(),
                      stopped=stopped, history=history, config=asdict(cfg), model=trained, val_check=val_check)
 

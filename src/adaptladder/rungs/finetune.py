@@ -95,7 +95,9 @@ class FinetuneSettings(RungSettings):
                                                 "(50-100)")
     max_eval: int = setting(1000, help="validation examples used for early stopping (stratified sample)")
     seed: int = setting(0, help="seed of the head, the batches and dropout (the run's --seed)")
-    precision: Literal["fp32", "bf16"] = setting("fp32", help="fp32, or bf16 autocast")
+    precision: Literal["auto", "fp32", "bf16"] = setting("auto", help="bf16 autocast (fp32 master weights) or "
+                                                                      "fp32; auto: bf16 where the CPU/GPU computes "
+                                                                      "it natively")
     progress: bool = setting(True, help="show a progress bar while training")
     threads: int | Literal["auto"] = setting("auto", help="torch CPU threads: auto or an integer")
 
@@ -474,7 +476,8 @@ class FinetuneRung(Rung):
             "class_weights": None if weights is None else [round(float(w), 4) for w in weights],
             "class_weighting": weight_desc, "validation": val_source,
             "lr": p["lr"], "batch_size": p["batch_size"], "max_epochs": p["max_epochs"],
-            "patience": p["patience"], "budget_minutes": p["budget_minutes"], "precision": p["precision"],
+            "patience": p["patience"], "budget_minutes": p["budget_minutes"],
+            "precision": dict(zip(("used", "reason"), _precision_used(p, device), strict=True)),
             "seed": p["seed"], "load_seconds": round(load_seconds, 2),
             "peak_rss_mb": round(mem.peak_mb, 1), "rss_before_fit_mb": round(mem.start_mb, 1),
             "torch_threads": threads_used,
@@ -494,8 +497,11 @@ class FinetuneRung(Rung):
     def _autocast(self, p: dict[str, Any], device: str) -> contextlib.AbstractContextManager[Any]:
         import torch
 
-        if p["precision"] == "bf16":
-            return torch.autocast(device_type=device, dtype=torch.bfloat16)
+        from adaptladder.precision import training_precision
+
+        used, _ = training_precision(str(p["precision"]), device)
+        if used == "bf16":
+            return torch.autocast(device_type=str(device).split(":")[0], dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     def _train(self, p: dict[str, Any], texts: list[str], y: np.ndarray, val_texts: list[str] | None,
@@ -727,6 +733,12 @@ def _quiet_peft(model: Any, cfg: Any) -> Any:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         return get_peft_model(model, cfg)
+
+
+def _precision_used(p: dict[str, Any], device: str) -> tuple[str, str]:
+    from adaptladder.precision import training_precision
+
+    return training_precision(str(p["precision"]), device)
 
 
 @contextlib.contextmanager

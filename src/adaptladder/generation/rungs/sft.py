@@ -155,7 +155,7 @@ class LoraSFT(GenRung):
         "lm": DEFAULT_LM, "r": 8, "alpha": 16, "dropout": 0.05, "target_modules": None, "lr": None,
         "batch_size": 8, "max_epochs": 3, "max_steps": None, "budget_minutes": None, "eval_every": 25,
         "patience": 3, "max_length": 512, "seed": None, "val_size": 32, "gen_batch_size": 8, "eval_share": 0.2,
-        "threads": "auto", "n_examples": None}
+        "threads": "auto", "precision": "auto", "n_examples": None}
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.DEFAULTS))
@@ -192,6 +192,8 @@ class LoraSFT(GenRung):
         v = p["eval_share"]
         if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
             raise AdaptError(f"{self.name} parameter eval_share must be in (0, 1], got {v!r}.")
+        if p["precision"] not in ("auto", "fp32", "bf16"):
+            raise AdaptError(f"{self.name} parameter precision must be auto, fp32 or bf16, got {p['precision']!r}.")
         if not (isinstance(p["dropout"], (int, float)) and 0 <= p["dropout"] < 1):
             raise AdaptError(f"{self.name} parameter dropout must be in [0, 1), got {p['dropout']!r}.")
         return p
@@ -205,7 +207,7 @@ class LoraSFT(GenRung):
                          max_steps=p["max_steps"], budget_minutes=float(budget_minutes), eval_every=p["eval_every"],
                          patience=p["patience"], max_length=p["max_length"], max_new_tokens=int(max_new_tokens),
                          seed=int(p["seed"]), eval_share=float(p["eval_share"]),
-                         reserve_generations=float(reserve_generations))
+                         reserve_generations=float(reserve_generations), precision=str(p["precision"]))
 
     def _generator(self, lm: Any, p: dict[str, Any]) -> Any:
         from adaptladder.generation.decode import Generator
@@ -279,6 +281,7 @@ class LoraSFT(GenRung):
         self.info_ = {
             "method": self.method, "metric": metric, "train_pairs": len(train), "val_pairs": len(val),
             "val_check_pairs": res.val_check.get("pairs"), "val_check": res.val_check,
+            "throughput": res.val_check.get("throughput"),
             "best_val_score": res.best_score, "best_step": res.best_step, "steps": res.steps,
             "stopped": res.stopped, "seconds": round(time.perf_counter() - t0, 2),
             "train_seconds": round(res.seconds, 2), "budget_minutes": p["budget_minutes"],
