@@ -161,3 +161,31 @@ def test_constrained_valid_with_smollm2_tokenizer():
     v = schema_validator(CITY_SCHEMA)
     assert not any(out.truncated) and all(v.is_valid(json.loads(t)) for t in out.texts), out.texts
     assert gen.generate(prompts, max_new_tokens=8, schema=schema, batch_size=1).texts == out.texts
+
+
+def test_shared_prefix_length() -> None:
+    from adaptladder.generation.decode import shared_prefix_length
+
+    a, b = [*list(range(40)), 1, 2], [*list(range(40)), 3]
+    assert shared_prefix_length([a, b]) == 40
+    assert shared_prefix_length([a]) == 0  # one prompt: nothing to share
+    assert shared_prefix_length([a, a]) == 41  # identical prompts keep one token each to compute
+    assert shared_prefix_length([[*a[:10], 7], a]) == 0  # under the minimum: not worth a pass
+    assert shared_prefix_length([[5, *a], a]) == 0
+
+
+@pytest.mark.parametrize("schema", [None, SCHEMA])
+def test_shared_prefix_cache_changes_no_output(schema) -> None:
+    tok = _byte_bpe_tokenizer()
+    gen = Generator((_tiny_lm(tok, seed=3, init=0.3), tok), batch_size=3, threads=1)
+    shots = [("the quick brown fox", CORPUS[0]), ("Kelso, Washington: population", CORPUS[0])]
+    prompts = [gen.build_prompt(x, "Reply to the message in one line.", shots) for x in INPUTS]
+    bound = bound_schema(SCHEMA, max_string=8) if schema else None
+    cached = gen.generate(prompts, max_new_tokens=8, schema=bound)
+    gen.backend.prefix_cache = False
+    plain = gen.generate(prompts, max_new_tokens=8, schema=bound)
+    assert cached.texts == plain.texts and cached.new_tokens == plain.new_tokens
+    pc, pp = cached.settings["prefix_cache"], plain.settings["prefix_cache"]
+    assert pc["shared_prefix_tokens"] > 50 and pp["shared_prefix_tokens"] == 0
+    assert pc["prompt_tokens_served"] == pp["prompt_tokens_served"] == pp["prompt_tokens_computed"]
+    assert pc["prompt_tokens_computed"] < pc["prompt_tokens_served"] / 2

@@ -261,6 +261,25 @@ def render_prompt(tok: Any, text: str, instruction: str, shots: Sequence[tuple[s
     return "\n\n".join(parts)
 
 
+#: a shared prefix shorter than this is not worth a separate forward pass
+MIN_SHARED_PREFIX = 16
+
+
+def shared_prefix_length(encoded: Sequence[Sequence[int]], minimum: int = MIN_SHARED_PREFIX) -> int:
+    """Tokens every prompt starts with, leaving each at least one token of its own (0: fewer than
+    two prompts, or a shared part shorter than ``minimum``)."""
+    if len(encoded) < 2:
+        return 0
+    first = encoded[0]
+    n = min(len(e) for e in encoded) - 1
+    for k in range(max(0, n)):
+        t = first[k]
+        if any(e[k] != t for e in encoded):
+            n = k
+            break
+    return n if n >= minimum else 0
+
+
 class Generator:
     """Greedy batched generation. ``model``: an LM alias/path/id, a ``(model, tokenizer)`` pair or an HFBackend."""
 
@@ -306,6 +325,18 @@ class Generator:
             self._constraints[key] = JsonConstraint(tok, schema, vocab_size=vocab, stop_ids=self.stop_ids())
         return self._constraints[key]
 
+    def _prefix_layers(self, prefix: list[int]) -> list[tuple[Any, Any]]:
+        """The KV cache of ``prefix`` as (keys, values) per layer (batch 1). Computed per call, never kept:
+        the weights may change between calls (SFT generates for its validation checks while it trains)."""
+        import torch
+
+        model, _ = self._load()
+        dev = getattr(self.backend, "device", "cpu")
+        ids = torch.tensor([prefix], device=dev)
+        with torch.inference_mode():
+            cache = model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=True).past_key_values
+        return [(layer.keys, layer.values) for layer in cache.layers]
+
     # -------------------------------------------------------------- decoding
     def generate(self, prompts: Sequence[str], *, max_new_tokens: int, schema: dict[str, Any] | None = None,
                  batch_size: int | None = None, processor_factory: Any = None) -> GenerationOutput:
@@ -343,16 +374,28 @@ class Generator:
         truncated = [False] * len(encoded)
         dev = getattr(self.backend, "device", "cpu")
         t0 = time.perf_counter()
+        # the prompts' shared token prefix (instruction, few-shot examples) is run once; each batch
+        # continues from a copy of its KV cache and computes only the rest of its prompts
+        n_shared = shared_prefix_length(encoded) if getattr(self.backend, "prefix_cache", True) else 0
+        prefix_layers = self._prefix_layers(encoded[0][:n_shared]) if n_shared else None
         for s in range(0, len(order), bs):
             self.backend._set_batch_threads()  # the load may have changed since the last batch
             idx = order[s:s + bs]
-            width = max(len(encoded[i]) for i in idx)
-            ids = torch.full((len(idx), width), pad, dtype=torch.long)
+            width = max(len(encoded[i]) - n_shared for i in idx)
+            ids = torch.full((len(idx), n_shared + width), pad, dtype=torch.long)
             mask = torch.zeros_like(ids)
+            if n_shared:  # [shared prefix][left padding][the rest of the prompt]
+                ids[:, :n_shared] = torch.tensor(encoded[idx[0]][:n_shared])
+                mask[:, :n_shared] = 1
             for r, i in enumerate(idx):
-                ids[r, width - len(encoded[i]):] = torch.tensor(encoded[i])
-                mask[r, width - len(encoded[i]):] = 1
+                rest = encoded[i][n_shared:]
+                ids[r, n_shared + width - len(rest):] = torch.tensor(rest)
+                mask[r, n_shared + width - len(rest):] = 1
+            width += n_shared
             kwargs: dict[str, Any] = {}
+            if prefix_layers is not None:
+                kwargs["past_key_values"] = self.backend._new_cache(
+                    [(k.expand(len(idx), -1, -1, -1), v.expand(len(idx), -1, -1, -1)) for k, v in prefix_layers])
             if constraint is not None or processor_factory is not None:
                 from transformers import LogitsProcessorList
 
@@ -371,9 +414,12 @@ class Generator:
                 texts[i] = tok.decode(gen, skip_special_tokens=True).strip()
         dt = time.perf_counter() - t0
         n_prompt = [len(e) for e in encoded]
+        computed = sum(n_prompt) - n_shared * (len(encoded) - 1) if n_shared else sum(n_prompt)
         self.backend.usage.add(requests=len(encoded), prompt=sum(n_prompt), completion=sum(new_tokens),
-                               computed=sum(n_prompt) + sum(new_tokens), seconds=dt)
+                               computed=computed + sum(new_tokens), seconds=dt)
         return GenerationOutput(texts, new_tokens, n_prompt, truncated, dt, settings={
+            "prefix_cache": {"shared_prefix_tokens": n_shared, "prompt_tokens_served": sum(n_prompt),
+                             "prompt_tokens_computed": computed},
             "decoding": "greedy", "max_new_tokens": budget, "batch_size": bs,
             "constrained": ("custom" if processor_factory is not None else
                             None if constraint is None else XGRAMMAR_SPEC.split("==")[0]),
