@@ -61,6 +61,8 @@ def test_rungs_fit_generate_and_reload_identically(name: str, tiny_causal_lm_dir
     assert all(p.count("<|im_start|>assistant") == k + 1 for p in prompts)
     info = r.extra_info()
     assert info["decoding"]["decoding"] == "greedy" and info["decoding"]["max_new_tokens"] == 6
+    pt = info["prompt_tokens"]  # the shared instruction (+ shots) run once per call
+    assert pt["served"] >= sum(r.backend.count_tokens(p) for p in prompts) and pt["computed"] < pt["served"]
     assert info["decoding"]["chat_template"] is True and info["k"] == k
     r.save(tmp_path / "m")
     assert not list((tmp_path / "m").glob("*.safetensors"))  # no weights: the LM is referenced by path

@@ -139,6 +139,7 @@ class _PromptGen(GenRung):
         self._backend: Any = None
         self.precision_ = "fp32"  # decided at fit (see _choose_precision)
         self.precision_record_: dict[str, Any] | None = None
+        self._prompt_tokens = {"served": 0, "computed": 0}
         self._fitting = {"queries": 0, "shots_dropped": 0, "queries_truncated": 0}
         self.shots_: list[tuple[str, str]] = []
         self.shot_rows_: list[int] = []
@@ -374,7 +375,7 @@ class _PromptGen(GenRung):
         out = self.backend.generate(prompts, max_new_tokens=int(self.max_new_tokens_), schema=schema,
                                     batch_size=int(self.p("batch_size")))
         return {"texts": out.texts, "new_tokens": out.new_tokens, "prompt_tokens": out.prompt_tokens,
-                "truncated": out.truncated, "seconds": out.seconds}
+                "truncated": out.truncated, "seconds": out.seconds, "prefix_cache": out.settings.get("prefix_cache")}
 
     def _generate(self, inputs: list[str], schema: dict[str, Any] | None) -> list[str]:
         stats = self._fitting
@@ -385,6 +386,10 @@ class _PromptGen(GenRung):
                            "seconds": float(r["seconds"]), "requests": len(inputs),
                            "new_tokens_per_example": [int(n) for n in r["new_tokens"]],
                            "hit_max_new_tokens": int(sum(bool(t) for t in r["truncated"]))}
+        pc = r.get("prefix_cache")
+        if pc:  # prompt tokens the shared-prefix cache saved computing, over this rung's calls
+            self._prompt_tokens["served"] += int(pc["prompt_tokens_served"])
+            self._prompt_tokens["computed"] += int(pc["prompt_tokens_computed"])
         return list(r["texts"])
 
     def generate(self, inputs: Sequence[str]) -> list[str]:
@@ -430,6 +435,9 @@ class _PromptGen(GenRung):
             "prompt_fitting": dict(self._fitting),
             "precision": self.precision_record_ or {"used": self.precision_},
         }
+        if self._prompt_tokens["served"]:
+            info["prompt_tokens"] = dict(self._prompt_tokens, note="computed < served: the prompts' shared prefix "
+                                                                   "(instruction, examples) was run once per call")
         info.update(self._shot_info())
         if self.is_openai:
             from adaptladder.pricing import api_price
