@@ -408,3 +408,31 @@ def test_ray_predict_refuses_a_generation_run(tmp_path: Path) -> None:
     with pytest.raises(AdaptError, match="generation run"):
         predict_file_ray(tmp_path / "run", tmp_path / "in.csv", tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
+
+
+def test_a_too_slow_prompting_rung_is_shortened_before_it_is_skipped(tmp_path: Path,
+                                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    """The timing probe finds the rung too slow: its prompts are halved and the probe repeated (the rung
+    is evaluated), and a rung that cannot shorten any more is skipped as over budget."""
+    windows: list[int] = []
+    monkeypatch.setattr(EchoGen, "shorten_prompts", lambda self, why: (windows.append(1024 // 2 ** len(windows))
+                                                                      or windows[-1]) if len(windows) < 2 else None)
+    real = gl.plan_evaluation
+
+    def slow_until_short(rung: GenRung, *a: Any, **k: Any) -> Any:
+        if rung.name == "echo" and len(windows) < 2:
+            raise BudgetExceeded("over budget: too slow")
+        return real(rung, *a, **k)
+
+    monkeypatch.setattr(gl, "plan_evaluation", slow_until_short)
+    logs: list[str] = []
+    res = gl.run_generation(cfg_for(tmp_path, rungs=["echo"], budget_minutes=5), text_task(), logs.append)
+    assert res.result("echo")["status"] == "done" and windows == [1024, 512]
+    assert sum("prompts shortened to" in m for m in logs) == 2
+
+    def always_slow(rung: GenRung, *a: Any, **k: Any) -> Any:
+        raise BudgetExceeded("over budget: too slow")
+
+    monkeypatch.setattr(gl, "plan_evaluation", always_slow)
+    res = gl.run_generation(cfg_for(tmp_path, rungs=["constant"], budget_minutes=5, fresh=True), text_task())
+    assert res.result("constant")["status"] == "skipped" and "over budget" in res.result("constant")["reason"]

@@ -292,3 +292,23 @@ def test_unconstrained_check_stays_within_a_quarter_of_the_budget(fake: _FakeSer
                       api_key_env="FAKE_KEY", batch_size=2)
     r.fit(TRAIN_X, JSON_Y, spec=JSON_SPEC, val_inputs=TEST_X + VAL_X, val_targets=JSON_Y[:5])
     assert r.extra_info()["unconstrained"]["n"] == 5 and not r.extra_info()["unconstrained"]["stopped_by_budget"]
+
+
+def test_shorten_prompts_halves_the_window_down_to_a_floor(tiny_causal_lm_dir: str, tmp_path: Path) -> None:
+    long_x = [" ".join(["the quick brown fox jumps over the lazy dog"] * 60) + f" {i}" for i in range(4)]
+    r = make_gen_rung("few-shot", lm=tiny_causal_lm_dir, threads=1, batch_size=2, max_new_tokens=4,
+                      shot_tokens=400).fit(long_x * 2, TRAIN_Y, spec=TEXT_SPEC)
+    full = r.context_window()
+    before = max(r.count_tokens(p) for p in r.prompts_used(long_x))
+    windows = []
+    while (w := r.shorten_prompts("too slow")) is not None:
+        windows.append(w)
+        assert max(r.count_tokens(p) for p in r.prompts_used(long_x)) <= w
+    assert windows and windows[0] == max(full // 2, r.MIN_PROMPT_WINDOW) and windows[-1] >= r.MIN_PROMPT_WINDOW
+    assert max(r.count_tokens(p) for p in r.prompts_used(long_x)) < before
+    info = r.extra_info()
+    assert info["prompt_window_tokens"] == windows[-1] and "too slow" in info["prompt_window_reason"]
+    out = r.generate(long_x[:2])
+    r.save(tmp_path / "m")
+    r2 = load_gen_rung(tmp_path / "m")
+    assert r2.context_window() == windows[-1] and r2.generate(long_x[:2]) == out

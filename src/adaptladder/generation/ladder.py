@@ -437,8 +437,17 @@ def run_gen_rung(name: str, task: GenTask, cfg: Any, store: RunStore, *, metric:
             with progress.step(f"{name}: fit", eta_s=budget_s if params.get("budget_minutes") else None):
                 rung.fit(tr_x, tr_y, spec=spec, val_inputs=va_x, val_targets=va_y)
             fit_seconds = time.perf_counter() - t0
-        with progress.step(f"{name}: timing probe"):
-            plan = plan_evaluation(rung, task, cfg.seed, budget_s=budget_s, spent_s=time.perf_counter() - t_start)
+        while True:  # a prompting rung too slow for a minimal evaluation halves its prompts, then re-probes
+            try:
+                with progress.step(f"{name}: timing probe"):
+                    plan = plan_evaluation(rung, task, cfg.seed, budget_s=budget_s,
+                                           spent_s=time.perf_counter() - t_start)
+                break
+            except BudgetExceeded as e:
+                window = rung.shorten_prompts(str(e))
+                if window is None:
+                    raise
+                log(f"{name}: too slow for a minimal evaluation in its budget; prompts shortened to {window} tokens")
         n_eval = {p: plan.caps[p] or len(task.indices(p)) for p in ("validation", "test")}
         per = f", {plan.seconds_per_example:.2f} s/generation" if plan.seconds_per_example else ""
         eta = f"; evaluation ETA {fmt_seconds(plan.estimate_s)}" if plan.estimate_s is not None else ""

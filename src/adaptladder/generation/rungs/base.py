@@ -77,6 +77,12 @@ class GenRung(ABC):
         """The exact prompts the rung would send for ``inputs`` (empty for rungs without prompts)."""
         return []
 
+    def shorten_prompts(self, why: str) -> int | None:
+        """Make each generation cheaper (a prompting rung halves its prompt window) when the ladder's
+        timing probe finds the fitted rung too slow for a minimal evaluation in its budget (``why``).
+        Returns the new prompt length in tokens, or ``None`` when this rung cannot (the default)."""
+        return None
+
     @classmethod
     def unavailable_reason(cls, params: dict[str, Any], spec: GenSpec | None = None) -> str | None:
         """Why this rung cannot run here (e.g. needs CUDA, needs a schema), or None."""

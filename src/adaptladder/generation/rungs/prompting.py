@@ -196,7 +196,28 @@ class _PromptGen(GenRung):
         model, _ = self.backend._load()
         n = int(getattr(model.config, "max_position_embeddings", 2048) or 2048)
         cap = self.p("max_context")
-        return min(n, int(cap)) if cap else n
+        n = min(n, int(cap)) if cap else n
+        short = getattr(self, "prompt_window_", None)  # shortened to fit a time budget (shorten_prompts)
+        return min(n, int(short)) if short else n
+
+    #: prompts are never shortened below this many tokens by the budget
+    MIN_PROMPT_WINDOW: ClassVar[int] = 256
+
+    def shorten_prompts(self, why: str) -> int | None:
+        """Halve the prompt window (shots dropped first, then the input cut, as :meth:`_fit_prompt` does)
+        when the ladder's timing probe finds the rung too slow for a minimal evaluation in its budget
+        (``why``): no shorter than the frame + 64 tokens of input + the output budget, nor
+        :attr:`MIN_PROMPT_WINDOW`. Returns the new window in tokens, or ``None`` when it cannot shrink."""
+        if self.is_openai or self.spec_ is None:
+            return None
+        window = self.context_window()
+        frame = self.count_tokens(self._render("", [])) + 64 + self._budget()
+        shorter = max(window // 2, frame, self.MIN_PROMPT_WINDOW)
+        if shorter >= window:
+            return None
+        self.prompt_window_ = shorter
+        self.prompt_window_reason_ = f"{why}; prompts shortened to {shorter} tokens"
+        return shorter
 
     # ------------------------------------------------------------------ prompts
     def instruction(self) -> str:
@@ -433,6 +454,8 @@ class _PromptGen(GenRung):
             "k": int(self.p("k")), "instruction": self.instruction(),
             "context_window": self.context_window(), "shot_tokens": int(self.p("shot_tokens")),
             "prompt_fitting": dict(self._fitting),
+            "prompt_window_tokens": getattr(self, "prompt_window_", None),
+            "prompt_window_reason": getattr(self, "prompt_window_reason_", None),
             "precision": self.precision_record_ or {"used": self.precision_},
         }
         if self._prompt_tokens["served"]:
@@ -457,6 +480,7 @@ class _PromptGen(GenRung):
         return {"max_new_tokens": self.max_new_tokens_, "bounded_schema": self.bounded_schema_,
                 "shots": [list(s) for s in self.shots_], "shot_rows": self.shot_rows_,
                 "prompt_fitting": self._fitting, "precision": self.precision_,
+                "prompt_window": getattr(self, "prompt_window_", None),
                 "precision_record": self.precision_record_}
 
     def _save(self, path: Path) -> None:
@@ -477,6 +501,8 @@ class _PromptGen(GenRung):
             raise AdaptError(f"{path / STATE_FILE}: precision {precision!r} is not one of fp32, bf16; re-run the "
                              "ladder for this rung.")
         rung.precision_ = precision
+        window = state.get("prompt_window")
+        rung.prompt_window_ = int(window) if isinstance(window, int) and window > 0 else None
         rung.precision_record_ = state.get("precision_record") if isinstance(state.get("precision_record"),
                                                                              dict) else None
         # the counts of shots dropped / queries cut so far (reported in extra_info), as saved
