@@ -436,3 +436,44 @@ def test_a_too_slow_prompting_rung_is_shortened_before_it_is_skipped(tmp_path: P
     monkeypatch.setattr(gl, "plan_evaluation", always_slow)
     res = gl.run_generation(cfg_for(tmp_path, rungs=["constant"], budget_minutes=5, fresh=True), text_task())
     assert res.result("constant")["status"] == "skipped" and "over budget" in res.result("constant")["reason"]
+
+
+class SlowsDownGen(EchoGen):
+    """2 s per example (on a fake clock) for the timing probe, then 4x slower: a machine that got busy."""
+
+    name, family, cost_rank = "slows-down", "prompting", 11
+    calls = 0
+    now = 0.0
+
+    def generate(self, inputs: Sequence[str]) -> list[str]:
+        type(self).calls += 1
+        type(self).now += (2.0 if type(self).calls == 1 else 8.0) * len(inputs)
+        return super().generate(inputs)
+
+
+def test_a_rung_slowed_4x_after_the_probe_ends_within_its_budget(tmp_path: Path,
+                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    monkeypatch.setitem(GEN_RUNGS, "slows-down", f"{__name__}:SlowsDownGen")
+    SlowsDownGen.calls, SlowsDownGen.now = 0, 0.0
+    import time
+
+    fake = types.SimpleNamespace(**{k: getattr(time, k) for k in dir(time) if not k.startswith("_")})
+    fake.perf_counter = lambda: SlowsDownGen.now
+    monkeypatch.setattr(gl, "time", fake)
+    budget_s = 120.0  # the probe says the full splits (15 + 15) fit: ~68 s at 2 s each; at 8 s they need 240 s
+    logs: list[str] = []
+    res = gl.run_generation(cfg_for(tmp_path, rungs=["slows-down"], budget_minutes=budget_s / 60), text_task(),
+                            logs.append)
+    r = res.result("slows-down")
+    assert r["status"] == "done", r.get("reason")
+    took = SlowsDownGen.now  # the rung's whole time on the fake clock: fit, probe, generation, latency calls
+    assert took <= budget_s * 1.1, took
+    n = r["validation"]["n"] + r["test"]["n"]
+    assert 2 <= n < 30 and r["test"]["n"] >= 1 and r["validation"]["n"] >= 1
+    assert any("stopped at its share of the budget" in m for m in logs)
+    for part in ("validation", "test"):
+        rec = r[part]
+        assert rec["indices"] == sorted(rec["indices"])  # the record keeps row order
+        assert rec["sampled"] and rec["stopped_early"]["planned"] == 15 and rec["n"] < 15

@@ -312,16 +312,34 @@ def score_part(task: GenTask, idx: np.ndarray, outputs: list[str], *, encode: Ca
     return out
 
 
-def _generate_chunked(rung: GenRung, inputs: list[str], done0: int) -> tuple[list[str], dict[str, float], float]:
-    """Generate in chunks (progress between them); summed usage and wall seconds."""
+def _generate_chunked(rung: GenRung, inputs: list[str], done0: int, deadline: float | None = None,
+                      clock: Callable[[], float] = time.perf_counter, rate: float | None = None
+                      ) -> tuple[list[str], dict[str, float], float]:
+    """Generate in chunks (progress between them); summed usage and wall seconds. With ``deadline``
+    (a ``clock()`` time), each chunk holds only the examples that the seconds per example measured so
+    far (at first ``rate``, the probe's) say end by then, and generation stops when not one more
+    does: the outputs are those of a prefix of ``inputs`` (at least one)."""
     outs: list[str] = []
     usage = {"new_tokens": 0.0, "prompt_tokens": 0.0, "seconds": 0.0}
     wall = 0.0
-    for s in range(0, len(inputs), CHUNK):
-        batch = inputs[s:s + CHUNK]
-        t0 = time.perf_counter()
+    s = 0
+    while s < len(inputs):
+        size = CHUNK
+        if deadline is not None:
+            per = wall / len(outs) if outs else rate
+            if not outs:  # the probe's rate may be stale (the machine got busy): measure on a small chunk
+                size = max(1, CHUNK // 4)
+            if per:
+                size = min(size, int(max(0.0, deadline - clock()) / per))
+                if size < 1:
+                    if outs:
+                        break
+                    size = 1  # a split is never empty
+        batch = inputs[s:s + size]
+        s += len(batch)
+        t0 = clock()
         got = rung.generate(batch)
-        wall += time.perf_counter() - t0
+        wall += clock() - t0
         if len(got) != len(batch):
             raise RuntimeError(f"{rung.name} returned {len(got)} outputs for {len(batch)} inputs")
         outs.extend("" if o is None else str(o) for o in got)
@@ -351,8 +369,16 @@ def measure_latency(rung: GenRung, inputs: list[str], n_single: int, seed: int) 
 
 
 def evaluate_gen_rung(rung: GenRung, task: GenTask, plan: GenEvalPlan, *, metric: str, seed: int,
-                      encode: Callable[[list[str]], Any] | None, log: Log, judge: Any = None) -> dict[str, Any]:
-    """Generate on validation and test (sized by ``plan``), score, and time it."""
+                      encode: Callable[[list[str]], Any] | None, log: Log, judge: Any = None,
+                      deadline: float | None = None, clock: Callable[[], float] = time.perf_counter
+                      ) -> dict[str, Any]:
+    """Generate on validation and test (sized by ``plan``), score, and time it.
+
+    Each split is generated in a seeded random order, so any prefix of it is a random sample. With
+    ``deadline`` (a ``clock()`` time: the end of the rung's budget) the evaluation holds its budget
+    whatever the load: each split gets the share of the time left that its planned examples are of
+    those left (validation first, then test, each with its own cut-off), stops at that time with the
+    examples done, and says so (``stopped_early`` in the split's record, and a log line)."""
     picked = {p: eval_indices(task, p, plan.caps.get(p), seed) for p in ("validation", "test")}
     total = sum(len(i) for i, _ in picked.values())
     out: dict[str, Any] = {}
@@ -361,11 +387,31 @@ def evaluate_gen_rung(rung: GenRung, task: GenTask, plan: GenEvalPlan, *, metric
     wall_all, n_all = 0.0, 0
     with progress.step(f"{rung.name}: generate", total, eta_s=plan.estimate_s):
         done = 0
+        planned_left = total
         for part in ("validation", "test"):
             idx, sampled = picked[part]
             progress.update(detail=part)
+            # a seeded random order (any prefix is a random sample); the record keeps row order
+            perm = np.random.default_rng(seed + (11 if part == "validation" else 17)).permutation(len(idx))
+            part_deadline = None
+            if deadline is not None:
+                left_s = max(0.0, deadline - clock())
+                part_deadline = clock() + left_s * len(idx) / max(planned_left, 1)
+            planned_left -= len(idx)
             with PeakMemory() as pm:
-                outputs, usage, wall = _generate_chunked(rung, [task.inputs[int(i)] for i in idx], done)
+                outputs, usage, wall = _generate_chunked(rung, [task.inputs[int(idx[j])] for j in perm], done,
+                                                         part_deadline, clock, plan.seconds_per_example)
+            if len(outputs) < len(idx):
+                log(f"{rung.name}: {part} stopped at its share of the budget after {len(outputs)} of {len(idx)} "
+                    f"examples ({wall / max(len(outputs), 1):.2f} s each, against the probe's "
+                    f"{plan.seconds_per_example or 0:.2f} s); the {len(outputs)} done are a random sample")
+                sampled = True
+                progress.update(total=total - (len(idx) - len(outputs)))
+            kept = np.sort(perm[:len(outputs)])
+            rank = {int(j): r for r, j in enumerate(perm[:len(outputs)])}
+            outputs = [outputs[rank[int(j)]] for j in kept]
+            stopped = len(outputs) < len(idx)
+            idx = idx[kept]
             done += len(idx)
             mem[part] = pm.delta_mb
             for k in usage_all:
@@ -376,9 +422,16 @@ def evaluate_gen_rung(rung: GenRung, task: GenTask, plan: GenEvalPlan, *, metric
                 out[part] = score_part(task, idx, outputs, encode=encode, metric=metric, seed=seed, log=log,
                                        sampled=sampled, judge=judge if part == "test" else None,
                                        texts=part == "test")
+            if stopped:
+                out[part]["stopped_early"] = {"planned": len(perm), "done": len(idx),
+                                              "reason": "time allowance of the rung's budget reached"}
         progress.update(detail="latency")
         test_inputs = [task.inputs[int(i)] for i in out["test"]["indices"]]
-        lat = measure_latency(rung, test_inputs, plan.n_single, seed)
+        n_single = plan.n_single
+        if deadline is not None and n_all:  # single calls only while the budget holds them
+            per = wall_all / n_all
+            n_single = min(n_single, max(0, int((deadline - clock()) / max(per, 1e-9))))
+        lat = measure_latency(rung, test_inputs, n_single, seed)
     gen_s = usage_all["seconds"] or wall_all
     out["predict"] = {
         **lat,
@@ -441,7 +494,7 @@ def run_gen_rung(name: str, task: GenTask, cfg: Any, store: RunStore, *, metric:
             try:
                 with progress.step(f"{name}: timing probe"):
                     plan = plan_evaluation(rung, task, cfg.seed, budget_s=budget_s,
-                                           spent_s=time.perf_counter() - t_start)
+                                           spent_s=time.perf_counter() - t_start, clock=time.perf_counter)
                 break
             except BudgetExceeded as e:
                 window = rung.shorten_prompts(str(e))
@@ -454,6 +507,7 @@ def run_gen_rung(name: str, task: GenTask, cfg: Any, store: RunStore, *, metric:
         log(f"{name}: fit took {fmt_seconds(fit_seconds)}{eta} ({n_eval['validation']} validation + "
             f"{n_eval['test']} test{per}; {plan.reason})")
         evaluation = evaluate_gen_rung(rung, task, plan, metric=metric, seed=cfg.seed, encode=encode, log=log,
+                                       deadline=(t_start + budget_s) if budget_s else None, clock=time.perf_counter,
                                        judge=judge)
         store.save_model(name, rung)  # the complete model first; result.json (written after) marks it finished
     except BudgetExceeded as e:
