@@ -226,3 +226,42 @@ def test_task_sample_dict_accepts_missing_splits() -> None:
     t = Task("t", ["a b"] * 20 + ["c d"] * 20, np.array([0, 1] * 20), ["x", "y"],
              np.array(["train"] * 30 + ["test"] * 10, dtype=object), {})
     assert t.sample({"train": 10}, seed=0).summary()["split_sizes"] == {"train": 10, "validation": 0, "test": 10}
+
+
+def test_an_evaluation_slowed_4x_after_the_probe_ends_within_its_allowance() -> None:
+    """The probe measures 1 s per text; then every text costs 4 s (the machine got busy): the evaluation
+    stops each split at its share of the allowance with a random sample, instead of running 4x over."""
+    from adaptladder.ladder import eval_deadline, evaluate_rung, plan_evaluation
+
+    task = clean_task(n_per_class=60)  # 27 validation + 27 test texts
+    clock = FakeClock()
+    rung = make_rung("majority")
+    tr_x, tr_y = task.part("train")
+    rung.fit(tr_x, tr_y, label_names=task.label_names)
+    real = rung.predict_proba
+    calls = {"n": 0}
+
+    def slow(texts):
+        calls["n"] += 1
+        clock.t += (1.0 if calls["n"] == 1 else 4.0) * len(texts)
+        return real(texts)
+
+    rung.predict_proba = slow
+    budget = 150.0  # the probe says the whole evaluation fits: ~(27 + 27 + speed) s at 1 s each
+    plan = plan_evaluation(rung, task, 0, budget_s=budget, clock=clock)
+    assert plan.caps == {"validation": None, "test": None} and plan.estimate_s <= budget
+    start = clock.t - plan.probe_seconds
+    logs: list[str] = []
+    out = evaluate_rung(rung, task, 0, plan, deadline=eval_deadline(plan, clock.t), clock=clock, log=logs.append)
+    assert clock.t - start <= plan.allowance_s * 1.1, clock.t - start
+    for part in ("validation", "test"):
+        rec = out[part]
+        assert rec["indices"] == sorted(rec["indices"]) and 1 <= rec["n"] < 27
+        assert rec["stopped_early"] == {"planned": 27, "done": rec["n"],
+                                        "reason": "time allowance of the rung's budget reached"}
+        assert rec["sampled"] and len(rec["predictions"]) == rec["n"] == len(rec["labels"])
+    assert sum("stopped at its share of the budget" in m for m in logs) == 2
+    # without a deadline the same evaluation runs whole, nearly twice its allowance
+    clock.t, calls["n"] = 0.0, 1
+    whole = evaluate_rung(rung, task, 0, plan, clock=clock)
+    assert whole["test"]["n"] == 27 and clock.t > 1.5 * budget

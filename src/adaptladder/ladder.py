@@ -221,8 +221,57 @@ def plan_evaluation(rung: Rung, task: Task, seed: int, *, budget_s: float | None
                     f"stratified sample sized to the budget (full splits: ~{full / 60:.1f} min)")
 
 
-def evaluate_rung(rung: Rung, task: Task, seed: int, plan: EvalPlan | None = None) -> dict[str, Any]:
-    """Score a fitted rung on validation and test (sized by ``plan``; default: ``eval_cap``) and time it."""
+#: The largest chunk a deadline-bound evaluation predicts at once (the first is a quarter of it).
+EVAL_CHUNK = 64
+
+
+#: An evaluation planned to take less than this is not cut by its deadline (predicted whole, in
+#: one call, as without a budget): seconds cannot overrun a budget of minutes by much.
+DEADLINE_MIN_ESTIMATE_S = 10.0
+
+
+def eval_deadline(plan: EvalPlan, now: float) -> float | None:
+    """When a budgeted evaluation must end: the plan's allowance, counted from the probe's start
+    (None without a budget, or for an evaluation planned to take seconds)."""
+    if plan.allowance_s is None or (plan.estimate_s or 0.0) < DEADLINE_MIN_ESTIMATE_S:
+        return None
+    return now - (plan.probe_seconds or 0.0) + plan.allowance_s
+
+
+def _predict_until(rung: Rung, texts: list[str], deadline: float, rate: float | None,
+                   clock: Callable[[], float]) -> np.ndarray:
+    """``predict_proba`` of a prefix of ``texts`` in chunks, each holding only the texts that the
+    seconds per text measured so far (at first ``rate``, the probe's) say end by ``deadline``; stops
+    when not one more does (at least one text is predicted)."""
+    parts: list[np.ndarray] = []
+    done, spent = 0, 0.0
+    while done < len(texts):
+        per = spent / done if done else rate
+        size = EVAL_CHUNK if done else max(1, EVAL_CHUNK // 4)  # the probe's rate may be stale: measure small
+        if per:
+            size = min(size, int(max(0.0, deadline - clock()) / per))
+            if size < 1:
+                if done:
+                    break
+                size = 1
+        t0 = clock()
+        parts.append(np.asarray(rung.predict_proba(texts[done:done + size])))
+        spent += clock() - t0
+        done += len(texts[done:done + size])
+        progress.update(advance=size)
+    return np.concatenate(parts) if parts else np.zeros((0, 0))
+
+
+def evaluate_rung(rung: Rung, task: Task, seed: int, plan: EvalPlan | None = None, *,
+                  deadline: float | None = None, clock: Callable[[], float] = time.perf_counter,
+                  log: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Score a fitted rung on validation and test (sized by ``plan``; default: ``eval_cap``) and time it.
+
+    With ``deadline`` (a ``clock()`` time: the end of the rung's evaluation allowance) the evaluation
+    holds its budget whatever the load: each split is predicted in a seeded random order, in chunks,
+    with the share of the time left that its planned examples are of those left, and stops at it with
+    the examples done (a random sample; ``stopped_early`` in the split's record); the speed
+    measurement shrinks to what is left."""
     if plan is None:
         plan = EvalPlan({p: rung.eval_cap for p in ("validation", "test")}, speed_batch=_speed_sizes(rung)[0],
                         n_single=_speed_sizes(rung)[1])
@@ -230,24 +279,63 @@ def evaluate_rung(rung: Rung, task: Task, seed: int, plan: EvalPlan | None = Non
     mem: dict[str, float] = {}
     picked = {part: _eval_indices(task, part, plan.caps.get(part), seed) for part in ("validation", "test")}
     total = sum(len(idx) for idx, _ in picked.values())
+    spent, n_done = 0.0, 0
     with progress.step(f"{rung.name}: evaluate", total, eta_s=plan.estimate_s):
         done = 0
+        planned_left = total
         for part in ("validation", "test"):
             idx, sampled = picked[part]
-            texts = [task.texts[i] for i in idx]
             progress.update(detail=part)
+            stopped = None
+            t0 = clock()
             with PeakMemory() as pm:
-                proba = rung.predict_proba(texts)
-            done += len(idx)
-            progress.update(done=done)
+                if deadline is None:
+                    proba = rung.predict_proba([task.texts[i] for i in idx])
+                    done += len(idx)
+                    progress.update(done=done)
+                else:
+                    perm = np.random.default_rng(seed + (11 if part == "validation" else 17)).permutation(len(idx))
+                    part_deadline = clock() + max(0.0, deadline - clock()) * len(idx) / max(planned_left, 1)
+                    proba = _predict_until(rung, [task.texts[int(idx[j])] for j in perm], part_deadline,
+                                           plan.seconds_per_example, clock)
+                    keep = np.argsort(perm[:len(proba)])  # back to row order
+                    if len(proba) < len(idx):
+                        stopped = {"planned": len(idx), "done": len(proba),
+                                   "reason": "time allowance of the rung's budget reached"}
+                        if log:
+                            log(f"{rung.name}: {part} stopped at its share of the budget after {len(proba)} of "
+                                f"{len(idx)} examples; the {len(proba)} done are a random sample")
+                        total -= len(idx) - len(proba)
+                        progress.update(total=total)
+                        sampled = True
+                    idx, proba = idx[perm[:len(proba)][keep]], proba[keep]
+                    done += len(idx)
+            planned_left -= len(picked[part][0])
+            spent += clock() - t0
+            n_done += len(idx)
             mem[part] = pm.delta_mb
             out[part] = score(task.labels[idx], proba, task.label_names, seed=seed, sampled=sampled)
             out[part]["predictions"] = [int(p) for p in np.asarray(proba).argmax(axis=1)]
             out[part]["indices"] = [int(i) for i in idx]
             out[part]["labels"] = [int(v) for v in task.labels[idx]]  # so pairs can be compared from the file alone
+            if stopped:
+                out[part]["stopped_early"] = stopped
         progress.update(detail="speed")
-        out["predict"] = measure_speed(rung, [task.texts[i] for i in out["test"]["indices"]], seed,
-                                       batch=plan.speed_batch or _speed_sizes(rung)[0], n_single=plan.n_single)
+        batch, n_single = plan.speed_batch or _speed_sizes(rung)[0], plan.n_single
+        afford = None
+        if deadline is not None and n_done and spent > 0:  # what the time left holds, at the measured rate
+            afford = int(max(0.0, deadline - clock()) / (spent / n_done))
+            batch = max(2, min(batch, afford // 2))
+            n_single = max(1, min(n_single if n_single is not None else _speed_sizes(rung)[1], afford // 4))
+        if afford is not None and afford < batch + n_single + 4:  # no time left to time it apart
+            per_ms = spent / n_done * 1000
+            out["predict"] = {"throughput_per_s": n_done / spent, "throughput_batch": None, "batch_seconds": spent,
+                              "latency_ms_p50": per_ms, "latency_ms_p95": per_ms, "n_latency": 0,
+                              "source": "the evaluation's own rate (its budget left no time for a separate "
+                                        "speed measurement)"}
+        else:
+            out["predict"] = measure_speed(rung, [task.texts[i] for i in out["test"]["indices"]], seed,
+                                           batch=batch, n_single=n_single)
     out["predict_memory_mb"] = max(mem.values())
     return out
 
@@ -393,7 +481,8 @@ def run_rung(name: str, task: Task, cfg: RunConfig, store: RunStore,
         per = f"{plan.seconds_per_example * 1000:.0f} ms/example" if plan.seconds_per_example else "no probe"
         log(f"{name}: fit took {fmt_seconds(fit_seconds)}; evaluation ETA {fmt_seconds(plan.estimate_s)} "
             f"({n_eval['validation']} validation + {n_eval['test']} test, {per}; {plan.reason})")
-        evaluation = evaluate_rung(rung, task, cfg.seed, plan)
+        evaluation = evaluate_rung(rung, task, cfg.seed, plan, deadline=eval_deadline(plan, time.perf_counter()),
+                                   log=log)
         store.save_model(name, rung)  # complete model dir first; result.json (written after) marks it finished
     except BudgetExceeded as e:
         log(f"[yellow]rung {name} skipped[/yellow]: {e}")

@@ -213,6 +213,14 @@ def plan_evaluation(rung: GenRung, task: GenTask, seed: int, *, budget_s: float 
                        f"random sample sized to the budget (full splits: ~{full / 60:.1f} min)")
 
 
+def eval_deadline(plan: Any, now: float) -> float | None:
+    """When a budgeted evaluation must end: the plan's allowance, counted from the probe's start
+    (None without a budget)."""
+    if plan.allowance_s is None:
+        return None
+    return now - (plan.probe_seconds or 0.0) + plan.allowance_s
+
+
 def eval_indices(task: GenTask, part: str, cap: int | None, seed: int) -> tuple[np.ndarray, bool]:
     """The split's row positions, or a seeded random sample of ``cap`` of them (sorted).
 
@@ -507,7 +515,7 @@ def run_gen_rung(name: str, task: GenTask, cfg: Any, store: RunStore, *, metric:
         log(f"{name}: fit took {fmt_seconds(fit_seconds)}{eta} ({n_eval['validation']} validation + "
             f"{n_eval['test']} test{per}; {plan.reason})")
         evaluation = evaluate_gen_rung(rung, task, plan, metric=metric, seed=cfg.seed, encode=encode, log=log,
-                                       deadline=(t_start + budget_s) if budget_s else None, clock=time.perf_counter,
+                                       deadline=eval_deadline(plan, time.perf_counter()), clock=time.perf_counter,
                                        judge=judge)
         store.save_model(name, rung)  # the complete model first; result.json (written after) marks it finished
     except BudgetExceeded as e:
