@@ -24,6 +24,15 @@ def _hermetic_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
         tmp_path_factory.mktemp("adaptladder-cache"))
 
 
+@pytest.fixture(autouse=True)
+def _no_leaked_trust_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The CLI's --base-url / --api-key-env / --trust-run-dir set environment variables for the rest of
+    the process (so serve's workers inherit them); in-process CLI tests must not pass them on."""
+    for k in ("ADAPTLADDER_BASE_URL", "ADAPTLADDER_API_KEY_ENV", "ADAPTLADDER_TRUST_RUN_DIR"):
+        monkeypatch.setenv(k, "")  # recorded as absent before: undone (deleted) after the test
+        monkeypatch.delenv(k)
+
+
 SPAM = ["win a free prize now", "free cash click here", "claim your free reward today", "urgent prize waiting",
         "cheap loans approved instantly", "you won a lottery call now", "exclusive offer free gift",
         "limited time free money", "act now to win cash", "free entry to win a car"]

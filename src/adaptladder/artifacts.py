@@ -89,17 +89,24 @@ UNKNOWN_RUNG = ("{file} names no known rung ({name!r}); the saved rung is damage
 
 
 def read_rung_meta(path: str | Path, registry: Any, *, unknown: str = UNKNOWN_RUNG,
-                   required: tuple[str, ...] = ()) -> dict[str, Any]:
+                   required: tuple[str, ...] = (), run_root: Path | None = None) -> dict[str, Any]:
     """The checked ``rung.json`` of the saved rung in directory ``path``, before anything else is read.
 
-    One-line :class:`AdaptError` when the file is missing or not JSON, when it names no rung of
-    ``registry`` (the class always comes from the registry by that name, never from the file; the
-    message is ``unknown`` formatted with ``file`` and ``name``), when it lacks a ``required`` key,
-    when the directory holds pickles, or when its files do not match the recorded content hashes.
+    One-line :class:`AdaptError` when the folder or anything in it is a symlink, when the file is
+    missing or not JSON, when it names no rung of ``registry`` (the class always comes from the
+    registry by that name, never from the file; the message is ``unknown`` formatted with ``file``
+    and ``name``), when it lacks a ``required`` key, when the directory holds pickles, or when its
+    files do not match the recorded content hashes. With ``run_root`` (the rung is read from a run
+    directory: untrusted input, :mod:`adaptladder.trust`), also when its files differ from the run's
+    manifest, and its saved settings get the person's endpoint policy (no saved server, key variable
+    or outside path is used unconfirmed).
     """
     import json
 
+    from adaptladder.trust import check_saved_params, refuse_symlinks, verify_manifest
+
     path = Path(path)
+    refuse_symlinks(path)
     meta_file = path / RUNG_FILE
     if not meta_file.is_file():
         raise AdaptError(f"{path} holds no saved rung ({RUNG_FILE} is missing): pass a rung's model directory.")
@@ -114,6 +121,9 @@ def read_rung_meta(path: str | Path, registry: Any, *, unknown: str = UNKNOWN_RU
         raise AdaptError(f"{meta_file} lacks {', '.join(missing)}; the saved rung is damaged: re-run it with --fresh.")
     refuse_pickles(path)
     verify_files(path, meta.get("files"), meta_file)
+    if run_root is not None:
+        verify_manifest(run_root, path)
+        meta["params"] = check_saved_params(meta.get("params"), meta_file, run_root)
     return meta
 
 
@@ -219,7 +229,10 @@ def load_encoder_source(src: dict[str, Any], path: Path) -> str | None:
 
     kind = src.get("kind")
     if kind == "copied":
-        folder = path / str(src.get("dir", ENCODER_DIR))
+        if src.get("dir", ENCODER_DIR) != ENCODER_DIR:  # never a folder the file chooses (../.., /abs)
+            raise AdaptError(f"{path} says its encoder is in {src.get('dir')!r}, not {ENCODER_DIR}/ inside the saved "
+                             "rung; refusing to load an encoder from elsewhere: re-run with --fresh.")
+        folder = path / ENCODER_DIR
         if not folder.is_dir():
             raise AdaptError(f"{folder} is missing: the saved rung's encoder did not travel with it; re-run with "
                              "--fresh.")

@@ -164,7 +164,7 @@ def export_run(run_dir: str | Path, out: str | Path, rung: str | None = None) ->
                          "written).")
     if not out.parent.is_dir():
         raise AdaptError(f"{out.parent} does not exist; create it first or choose another OUT.")
-    model = load_rung(src)  # refuses a tampered or old (pickle) model before anything is copied
+    model = load_rung(src, run_root=run_dir)  # refuses a tampered or old model before anything is copied
     prov = read_json(run_dir / PROVENANCE_FILE) if (run_dir / PROVENANCE_FILE).is_file() else None
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp"))
     try:

@@ -84,7 +84,11 @@ def system_prompt_from_run(run_dir: str | Path, rung: str | None = None) -> tupl
     run = Path(run_dir)
     if not run.is_dir():
         raise AdaptError(f"{run} is not a run directory; pass the folder `adaptladder run` wrote (runs/<name>).")
+    from adaptladder.trust import refuse_symlinks
+
     files = sorted((run / "rungs").glob(f"*/model/{SYSTEM_PROMPT_FILE}"))
+    for p in files:  # a linked folder or file would read from outside the run directory
+        refuse_symlinks(p.parent)
     found = {p.parent.parent.name: _read_prompt(p) for p in files}
     if not found:
         raise AdaptError(f"{run} holds no prompting rung with a saved {SYSTEM_PROMPT_FILE} (looked in rungs/*/model/); "
@@ -105,7 +109,12 @@ def system_prompt_from_run(run_dir: str | Path, rung: str | None = None) -> tupl
 
 def user_template_from_run(run_dir: str | Path, rung: str) -> str:
     """The user-message template (Jinja2) the run's prompting rung ``rung`` saved."""
+    from adaptladder.trust import refuse_symlinks
+
     path = Path(run_dir) / "rungs" / rung / "model" / TEMPLATE_FILE
+    if "/" in rung or "\\" in rung or rung in ("", ".", ".."):
+        raise AdaptError(f"{rung!r} is not a rung name; choose one of the run's prompting rungs.")
+    refuse_symlinks(path.parent)
     if not path.is_file():
         raise AdaptError(f"{path} not found: the {rung} rung of {run_dir} saved no user-message template.")
     return path.read_text(encoding="utf-8")

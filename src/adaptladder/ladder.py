@@ -843,6 +843,9 @@ def write_results(run_dir: Path, task: Task, cfg: RunConfig, results: list[dict[
 
 
 def _write_record(run_dir: Path, doc: dict[str, Any]) -> None:
+    from adaptladder.trust import write_manifest
+
+    write_manifest(run_dir)  # the saved rungs' files, rung.json included, as readers will verify them
     atomic_write_json(run_dir / "results.json", doc)
     atomic_write_text(run_dir / "summary.md", summary_markdown(doc))
 

@@ -135,6 +135,17 @@ def _log_run(run_dir: str | Path, uri: str | None) -> dict[str, Any]:
 
     run_dir = Path(run_dir).resolve()
     doc = _results(run_dir)
+    # a run directory is untrusted input: every check passes before a store is created or written
+    from adaptladder.winner import _is_generation, rung_records
+
+    records = rung_records(doc, run_dir)
+    rec0 = doc.get("recommendation")
+    winner0 = rec0.get("rung") if isinstance(rec0, dict) else None
+    preloaded = None
+    if winner0 in {r["name"] for r in records} and not _is_generation(doc):
+        from adaptladder.rungs import load_rung
+
+        preloaded = load_rung(run_dir / "rungs" / winner0 / "model", run_root=run_dir)
     uri = resolve_uri(uri)
     _check_reachable(uri)
     os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
@@ -196,20 +207,19 @@ def _log_run(run_dir: str | Path, uri: str | None) -> dict[str, Any]:
                 result_file = run_dir / "rungs" / r["name"] / "result.json"
                 if result_file.is_file():
                     mlflow.log_artifact(str(result_file))
-        if winner in by_name:
-            out["model_uri"] = _log_model(run_dir, winner)
+        if winner in by_name and preloaded is not None:
+            out["model_uri"] = _log_model(run_dir, winner, preloaded)
     return out
 
 
-def _log_model(run_dir: Path, rung: str) -> str:
+def _log_model(run_dir: Path, rung: str, model: Any) -> str:
+    """Log the recommended rung (``model``: loaded, and so checked, before anything was logged)."""
     import mlflow
     import pandas as pd
 
-    from adaptladder.rungs import load_rung
     from adaptladder.winner import _prediction_frame
 
     model_dir = run_dir / "rungs" / rung / "model"
-    model = load_rung(model_dir)  # refuses a tampered directory before it is copied anywhere
     example = pd.DataFrame({"text": ["an example text"]})
     signature = mlflow.models.infer_signature(example, _prediction_frame(model, ["an example text"]))
     code = Path(__file__).with_name("mlflow_model.py")

@@ -30,13 +30,39 @@ def _results(run_dir: str | Path) -> dict[str, Any]:
     return load_results(run_dir)
 
 
+def rung_records(doc: Any, run_dir: Path) -> list[dict[str, Any]]:
+    """``results.json``'s rung records, each naming a registered rung of the run's kind (a run directory is
+    untrusted input: a name never becomes a path unchecked, :mod:`adaptladder.trust`)."""
+    from adaptladder.trust import check_rung_name
+
+    where = Path(run_dir) / "results.json"
+    rungs = doc.get("rungs") if isinstance(doc, dict) else None
+    if not isinstance(rungs, list) or not all(isinstance(r, dict) for r in rungs):
+        raise AdaptError(f"{where} holds no list of rung records; the run directory is damaged: re-run the ladder.")
+    registry = _registry(doc)
+    for r in rungs:
+        check_rung_name(r.get("name"), registry, where)
+    return rungs
+
+
+def _registry(doc: dict[str, Any]) -> Any:
+    if _is_generation(doc):
+        from adaptladder.generation.rungs import GEN_RUNGS
+
+        return GEN_RUNGS
+    from adaptladder.rungs import RUNGS
+
+    return RUNGS
+
+
 def _rung_result(doc: dict[str, Any], name: str | None, run_dir: Path) -> dict[str, Any]:
-    rungs = {r["name"]: r for r in doc.get("rungs") or []}
+    rungs = {r["name"]: r for r in rung_records(doc, run_dir)}
     if name is None:
-        name = (doc.get("recommendation") or {}).get("rung")
+        rec = doc.get("recommendation")
+        name = rec.get("rung") if isinstance(rec, dict) else None
         if name is None:
             raise AdaptError(f"{run_dir} has no recommended rung (none finished); pass --rung NAME.")
-    if name not in rungs:
+    if not isinstance(name, str) or name not in rungs:
         raise AdaptError(f"rung {name!r} did not run in {run_dir} (it has: {', '.join(rungs) or 'none'}); "
                          "pass one of those with --rung.")
     res = rungs[name]
@@ -49,7 +75,7 @@ def _rung_result(doc: dict[str, Any], name: str | None, run_dir: Path) -> dict[s
     return res
 
 
-def load_saved_rung(model_dir: str | Path) -> Any:
+def load_saved_rung(model_dir: str | Path, run_root: str | Path | None = None) -> Any:
     """:func:`adaptladder.rungs.load_rung` with one line naming the file when a saved model is damaged.
 
     ``rung.json`` is checked by :func:`adaptladder.artifacts.read_rung_meta` (missing, not JSON, no
@@ -61,7 +87,7 @@ def load_saved_rung(model_dir: str | Path) -> Any:
 
     model_dir = Path(model_dir)
     try:
-        return load_rung(model_dir)
+        return load_rung(model_dir, run_root=run_root)
     except AdaptError:
         raise
     except FileNotFoundError as e:
@@ -102,7 +128,7 @@ def load_model(run_dir: str | Path, rung: str | None = None) -> Any:
     res = _rung_result(doc, rung, run_dir)
     if _is_generation(doc):
         return load_gen_model(run_dir, res)
-    return load_saved_rung(run_dir / "rungs" / res["name"] / "model")
+    return load_saved_rung(run_dir / "rungs" / res["name"] / "model", run_dir)
 
 
 def _is_generation(doc: dict[str, Any]) -> bool:
@@ -319,7 +345,7 @@ def evaluate(run_dir: str | Path, data: str | Path, *, rung: str | None = None, 
     split_labels = None
     out: list[Evaluation] = []
     for res in chosen:
-        model = load_saved_rung(run_dir / "rungs" / res["name"] / "model")
+        model = load_saved_rung(run_dir / "rungs" / res["name"] / "model", run_dir)
         proba = np.asarray(model.predict_proba(texts))
         new = score(y, proba, names, seed=seed)
         test = res["test"]
@@ -370,7 +396,7 @@ def _chosen(doc: dict[str, Any], rung: str | None, all_rungs: bool, run_dir: Pat
     if all_rungs:
         if rung is not None:
             raise AdaptError("pass either --rung NAME or --all-rungs, not both.")
-        chosen = [r for r in doc["rungs"] if r.get("status") == "done"
+        chosen = [r for r in rung_records(doc, run_dir) if r.get("status") == "done"
                   and (run_dir / "rungs" / r["name"] / "model" / "rung.json").is_file()]
         if not chosen:
             raise AdaptError(f"{run_dir} has no finished rung with a saved model; re-run the ladder.")
@@ -401,7 +427,7 @@ def load_gen_model(run_dir: Path, res: dict[str, Any]) -> Any:
 
     model_dir = run_dir / "rungs" / res["name"] / "model"
     try:
-        return load_gen_rung(model_dir)
+        return load_gen_rung(model_dir, run_root=run_dir)
     except AdaptError:
         raise
     except FileNotFoundError as e:

@@ -28,6 +28,25 @@ RunDirArg = Annotated[Path, typer.Argument(help="Run directory written by `adapt
                                             show_default=False)]
 
 
+# A run directory chooses no endpoint, credential or outside path (adaptladder.trust): the person running
+# a command that loads a saved rung gives them, or confirms the saved ones.
+BaseUrlOpt = Annotated[str | None, typer.Option(
+    "--base-url", help="OpenAI-compatible server for a saved prompting rung with backend openai (a run directory "
+    "never chooses it; also ADAPTLADDER_BASE_URL).")]
+ApiKeyEnvOpt = Annotated[str | None, typer.Option(
+    "--api-key-env", help="Environment variable holding that server's API key (default OPENAI_API_KEY; also "
+    "ADAPTLADDER_API_KEY_ENV).")]
+TrustOpt = Annotated[bool, typer.Option(
+    "--trust-run-dir", help="Use the run directory's saved server, key variable and model paths outside it (only "
+    "for a run directory you trust; also ADAPTLADDER_TRUST_RUN_DIR=1).")]
+
+
+def apply_trust(base_url: str | None, api_key_env: str | None, trust_run_dir: bool) -> None:
+    from adaptladder.trust import set_policy
+
+    set_policy(base_url=base_url, api_key_env=api_key_env, trust_run_dir=trust_run_dir)
+
+
 def print_json(obj: Any) -> None:
     """One JSON document on stdout (everything else a command says goes to stderr)."""
     sys.stdout.write(json.dumps(obj, indent=2, default=str, ensure_ascii=False) + "\n")

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from adaptladder.commands import RunDirArg, print_json
+from adaptladder.commands import ApiKeyEnvOpt, BaseUrlOpt, RunDirArg, TrustOpt, apply_trust, print_json
 
 console = Console()
 if not console.is_terminal:
@@ -57,12 +57,16 @@ def register(app: typer.Typer) -> None:
                                               "file, rows in input order).")] = "local",
         ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (HOST:PORT) for --executor "
                                                         "ray; default: start a local Ray instance.")] = None,
+        base_url: BaseUrlOpt = None,
+        api_key_env: ApiKeyEnvOpt = None,
+        trust_run_dir: TrustOpt = False,
     ) -> None:
         """Label new texts with the run's recommended (or named) rung; adds label and per-class probabilities
         (a generation run: one generated text per row, column ``generation``, row order kept)."""
         from adaptladder.errors import AdaptError
         from adaptladder.winner import predict_file
 
+        apply_trust(base_url, api_key_env, trust_run_dir)
         if executor not in ("local", "ray"):
             raise AdaptError(f"--executor {executor!r} is unknown: use local or ray.")
         if ray_address and executor != "ray":
@@ -103,6 +107,9 @@ def register(app: typer.Typer) -> None:
         metric: Annotated[str | None, typer.Option(help="macro_f1 or accuracy; for a generation run one of its "
                                                    "metrics (default: the run's).")] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the evaluation as JSON.")] = False,
+        base_url: BaseUrlOpt = None,
+        api_key_env: ApiKeyEnvOpt = None,
+        trust_run_dir: TrustOpt = False,
     ) -> None:
         """Score saved rungs on new labelled data against the run's test score (drift / before-after check).
 
@@ -112,6 +119,7 @@ def register(app: typer.Typer) -> None:
         from adaptladder.store import load_results
         from adaptladder.winner import evaluate, gate_failed
 
+        apply_trust(base_url, api_key_env, trust_run_dir)
         evals = evaluate(run_dir, data, rung=rung, all_rungs=all_rungs, tolerance=tolerance, text_col=text_col,
                          label_col=label_col, metric=metric, target_col=target_col)
         deployed = rung or (load_results(run_dir).get("recommendation") or {}).get("rung")

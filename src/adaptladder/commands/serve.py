@@ -7,6 +7,8 @@ from typing import Annotated
 
 import typer
 
+from adaptladder.commands import ApiKeyEnvOpt, BaseUrlOpt, TrustOpt, apply_trust
+
 RunDirArg = Annotated[Path, typer.Argument(help="Run directory written by `adaptladder run` (e.g. runs/sms-spam).",
                                             show_default=False)]
 
@@ -23,8 +25,12 @@ def export_cmd(
     rung: Annotated[str | None, typer.Option("--rung", help="Export this rung instead of the recommended one.")]
     = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print what was exported as JSON.")] = False,
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    trust_run_dir: TrustOpt = False,
 ) -> None:
     """Write the chosen rung as a shippable folder: model files, README.md model card, loading example."""
+    apply_trust(base_url, api_key_env, trust_run_dir)
     from rich.console import Console
 
     from adaptladder.bundle import export_run
@@ -44,8 +50,12 @@ def track_cmd(
                                             "runs/mlflow.db).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the MLflow run id, experiment and URIs as JSON.")]
     = False,
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    trust_run_dir: TrustOpt = False,
 ) -> None:
     """Log a finished run directory to MLflow (as `run --track` does): child run per rung, recommended model."""
+    apply_trust(base_url, api_key_env, trust_run_dir)
     from rich.console import Console
 
     from adaptladder.commands import print_json
@@ -77,8 +87,12 @@ def serve_cmd(
     max_text_chars: Annotated[int, typer.Option("--max-text-chars", help="Longest text in characters (422 above).")]
     = 20_000,
     timeout: Annotated[float, typer.Option("--timeout", help="Seconds a request may take (504 after).")] = 30.0,
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
+    trust_run_dir: TrustOpt = False,
 ) -> None:
     """Serve the run's recommended (or --rung) model: POST /predict, GET /health, /metrics, /docs."""
+    apply_trust(base_url, api_key_env, trust_run_dir)
     from adaptladder.serve import ServeSettings, serve
 
     settings = ServeSettings(run_dir=str(run_dir), rung=rung, batching=batching, max_batch_size=max_batch_size,

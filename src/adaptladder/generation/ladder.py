@@ -750,6 +750,9 @@ def write_gen_results(run_dir: Path, task: GenTask, cfg: Any, results: list[dict
     """results.json + summary.md, then the report (a failure to draw it is a warning only)."""
     doc = gen_results_document(task, cfg, results, rec, audit, metric, partial=partial)
     try:
+        from adaptladder.trust import write_manifest
+
+        write_manifest(run_dir)  # the saved rungs' files, rung.json included, as readers will verify them
         atomic_write_json(run_dir / "results.json", doc)
         atomic_write_text(run_dir / "summary.md", gen_summary_markdown(doc))
     except OSError as e:
@@ -951,5 +954,8 @@ def write_gen_partial(run_dir: str | Path) -> None:
     """results.json + summary.md of a killed generation run, from its finished rungs."""
     run_dir = Path(run_dir)
     doc = assemble_gen_partial(run_dir)
+    from adaptladder.trust import write_manifest
+
+    write_manifest(run_dir)
     atomic_write_json(run_dir / "results.json", doc)
     atomic_write_text(run_dir / "summary.md", gen_summary_markdown(doc))

@@ -114,6 +114,12 @@ class Rung(ABC):
         """
         return None
 
+    def n_model_classes(self) -> int | None:
+        """The number of classes the fitted model itself predicts (a head's ``classes_``, a prior's
+        length), checked against ``rung.json``'s label names on load; ``None`` where the label names
+        are all the model has (prompting)."""
+        return None
+
     def shorten_prompts(self, why: str) -> int | None:
         """Make each prediction cheaper (a prompting rung halves its prompt window) when the ladder's
         timing probe finds the fitted rung too slow for a minimal evaluation in its budget (``why``).
@@ -184,7 +190,7 @@ class Rung(ABC):
             raise AdaptError(f"the {self.name} rung is not fitted yet: call fit() before predicting.")
 
 
-def load_rung(path: str | Path) -> Rung:
+def load_rung(path: str | Path, *, run_root: str | Path | None = None) -> Rung:
     """Load any saved rung from its directory, safely.
 
     The class comes from the registry by the rung's ``name`` (a ``"class"`` string in
@@ -194,8 +200,24 @@ def load_rung(path: str | Path) -> Rung:
     from adaptladder.artifacts import read_rung_meta
     from adaptladder.rungs import RUNGS, get_rung_class
 
-    meta = read_rung_meta(path, RUNGS, required=("name", "params", "label_names"))
-    return get_rung_class(meta["name"])._load(Path(path), meta)
+    meta = read_rung_meta(path, RUNGS, required=("name", "params", "label_names"),
+                          run_root=Path(run_root) if run_root is not None else None)
+    rung = get_rung_class(meta["name"])._load(Path(path), meta)
+    check_label_shape(rung, meta, Path(path) / "rung.json")
+    return rung
+
+
+def check_label_shape(rung: Rung, meta: dict[str, Any], meta_file: Path) -> None:
+    """The label names in ``rung.json`` against the fitted model's own number of classes, where the
+    model has one (a head's ``classes_`` or output size): an edited name list is one line, not a
+    silent extra column."""
+    names = meta.get("label_names")
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names) or len(set(names)) != len(names):
+        raise AdaptError(f"{meta_file}: label_names must be a list of distinct strings; the saved rung is damaged.")
+    n = rung.n_model_classes()
+    if n is not None and n != len(names):
+        raise AdaptError(f"{meta_file} names {len(names)} labels but the saved model predicts {n} classes; the "
+                         "saved rung was edited or damaged: re-run the ladder for it.")
 
 
 def check_inputs(texts: Sequence[str], y: np.ndarray | None = None) -> tuple[list[str], np.ndarray | None]:

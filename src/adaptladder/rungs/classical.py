@@ -78,9 +78,16 @@ class MajorityRung(Rung):
     def _load(cls, path: Path, meta: dict[str, Any]) -> MajorityRung:
         rung = cls(**meta["params"])
         rung.label_names_ = meta["label_names"]
-        rung.prior_ = np.load(path / "prior.npy")
+        prior = np.load(path / "prior.npy", allow_pickle=False)
+        if prior.ndim != 1 or not len(prior) or not np.isfinite(prior).all() or (prior < 0).any():
+            raise AdaptError(f"{path / 'prior.npy'} is not a vector of class shares; the saved rung is damaged: "
+                             "re-run it with --fresh.")
+        rung.prior_ = prior
         rung.majority_ = int(rung.prior_.argmax())
         return rung
+
+    def n_model_classes(self) -> int | None:
+        return len(self.prior_)
 
     def extra_info(self) -> dict[str, Any]:
         return {"majority_label": self.label_names_[self.majority_], "majority_share": float(self.prior_.max())}
@@ -210,6 +217,9 @@ class TfidfRung(Rung):
         (path / STATE_FILE).write_text(json.dumps({"C": self.C_, "selection": self.selection_,
                                                    "selection_budget": getattr(self, "selection_budget_", None)},
                                                   indent=2))
+
+    def n_model_classes(self) -> int | None:
+        return len(self.pipeline_.steps[-1][1].classes_)
 
     @classmethod
     def _load(cls, path: Path, meta: dict[str, Any]) -> TfidfRung:

@@ -229,6 +229,10 @@ class FeaturesRung(Rung):
         rung.label_names_ = meta["label_names"]
         return rung
 
+    def n_model_classes(self) -> int | None:
+        classes = getattr(self.head_, "classes_", None)
+        return None if classes is None else len(classes)
+
     def extra_info(self) -> dict[str, Any]:
         return {
             "head": self.head_kind_,

@@ -704,10 +704,9 @@ class FinetuneRung(Rung):
         if self.uses_peft:
             from peft import PeftModel
 
-            # the base comes from where it was at fit time, or (moved machine) from the alias again
-            self.source_ = fmeta["model_source"]
-            if not Path(self.source_).exists():
-                self.source_ = resolve_model(p["model"])
+            # the base comes from the saved setting (an alias, a hub id, or a path the trust policy
+            # allowed), never from a path recorded in the model folder (a run directory chooses no files)
+            self.source_ = resolve_model(p["model"])
             base, _ = self._load_base(self.source_, len(self.label_names_), p["seed"],
                                       quantize=cls.method == "qlora")
             if base.config.pad_token_id is None:

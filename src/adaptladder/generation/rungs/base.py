@@ -137,11 +137,13 @@ class GenRung(ABC):
         return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
 
 
-def load_gen_rung(path: str | Path) -> GenRung:
-    """Load a saved generation rung safely: class from the registry, no pickle, hashes checked."""
+def load_gen_rung(path: str | Path, *, run_root: str | Path | None = None) -> GenRung:
+    """Load a saved generation rung safely: class from the registry, no pickle, hashes checked (and, read
+    from a run directory ``run_root``, its manifest and the person's endpoint policy)."""
     from adaptladder.artifacts import read_rung_meta
     from adaptladder.generation.rungs import GEN_RUNGS, get_gen_rung_class
 
     meta = read_rung_meta(path, GEN_RUNGS, unknown="{file} names no known generation rung; the saved rung is damaged: "
-                                                  "re-run it with --fresh.")
+                                                  "re-run it with --fresh.",
+                          run_root=Path(run_root) if run_root is not None else None)
     return get_gen_rung_class(meta["name"])._load(Path(path), meta)
