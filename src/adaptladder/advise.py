@@ -20,7 +20,6 @@ when both exist, and the reasons say which was used.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,12 +103,16 @@ class Advice:
 
 # ----------------------------------------------------------------------------- evidence
 def _read_json(path: Path) -> dict[str, Any]:
+    from adaptladder.store import read_json
+
     try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise AdaptError(f"{path} could not be read as JSON ({e}); re-run the ladder or fix the file.") from e
+        data = read_json(path)  # one reader for run files (too deep, not UTF-8, not JSON: one line)
+    except OSError as e:
+        raise AdaptError(f"{path} could not be read ({e}); re-run the ladder or fix the file.") from e
     if not isinstance(data, dict):
         raise AdaptError(f"{path} must hold a JSON object; re-run the ladder.")
+    if "rungs" in data and not (isinstance(data["rungs"], list) and all(isinstance(r, dict) for r in data["rungs"])):
+        raise AdaptError(f"{path}: 'rungs' is not a list of rung records; the run directory is damaged.")
     return data
 
 

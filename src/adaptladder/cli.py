@@ -11,7 +11,7 @@ import errno
 import importlib
 import os
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -104,6 +104,28 @@ def _quiet_libraries() -> None:
 _ENVIRONMENT_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
+def _one_line_usage_errors(argv: list[str]) -> None:
+    """A bad option value or a missing argument is one line (exit 2, click's code for usage errors),
+    not typer's boxed usage panel: the same shape as every other user error."""
+    from typer import rich_utils
+
+    cmd = f"adaptladder {argv[0]} --help" if argv and not argv[0].startswith("-") else "adaptladder --help"
+
+    original = getattr(rich_utils, "_adaptladder_original_format_error", rich_utils.rich_format_error)
+    rich_utils._adaptladder_original_format_error = original  # type: ignore[attr-defined]
+
+    def one_line(e: Any) -> None:
+        from rich.markup import escape
+
+        if type(e).__name__ == "NoArgsIsHelpError" or not e.format_message().strip():
+            original(e)  # `adaptladder` alone: the help, as before
+            return
+        err_console.print(f"[bold red]error:[/bold red] {escape(e.format_message())} (see `{escape(cmd)}`)",
+                          highlight=False, soft_wrap=True)
+
+    rich_utils.rich_format_error = one_line
+
+
 def main(argv: list[str] | None = None) -> None:
     """Console-script entry point: one line and exit 2 for user errors."""
     _quiet_libraries()
@@ -112,6 +134,7 @@ def main(argv: list[str] | None = None) -> None:
     from adaptladder.tracking import expand_track_flag
 
     argv = expand_track_flag(list(sys.argv[1:] if argv is None else argv))  # `--track` with an optional URI
+    _one_line_usage_errors(argv)
     try:
         app(args=argv, standalone_mode=True)
     except AdaptError as e:

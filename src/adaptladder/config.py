@@ -197,8 +197,8 @@ def check_types(values: dict[str, Any], *, where: str) -> None:
             continue
         if key in ("seed", "sample", "cv_folds") and not _is_int(v):
             raise bad(key, "an integer")
-        if key == "seed" and v < 0:
-            raise bad(key, "an integer >= 0")
+        if key == "seed" and not 0 <= v < 2**32:  # numpy's and torch's seeds: anything larger fails deep inside
+            raise bad(key, "an integer from 0 to 4294967295")
         if key in ("bar", "budget_minutes", "audit_budget_minutes", "margin", "cv_max_fit_seconds") \
                 and not _is_number(v):
             raise bad(key, "a number")

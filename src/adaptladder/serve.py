@@ -431,6 +431,7 @@ def serve(settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8000,
     from adaptladder.winner import load_model
 
     load_model(settings.run_dir, settings.rung)
+    _check_port_free(host, port)
     grace = int(settings.timeout_s) + 5
     if workers == 1:
         app = create_app(settings)
@@ -439,6 +440,28 @@ def serve(settings: ServeSettings, *, host: str = "127.0.0.1", port: int = 8000,
     os.environ[ENV_CONFIG] = json.dumps(asdict(settings))
     uvicorn.run("adaptladder.serve:app_from_env", factory=True, host=host, port=port, workers=workers,
                 log_level=log_level, timeout_graceful_shutdown=grace)
+
+
+def _check_port_free(host: str, port: int) -> None:
+    """A port taken by another program, or an address this machine does not have, is one line (exit 2)
+    before the server starts (uvicorn would log and exit 1 or 3)."""
+    import socket
+
+    if not 1 <= int(port) <= 65535:
+        raise AdaptError(f"--port {port} is not a TCP port: use 1-65535 (e.g. 8000).")
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as e:
+        raise AdaptError(f"--host {host} is not an address of this machine ({e.strerror or e}); use 127.0.0.1 or "
+                         "0.0.0.0.") from e
+    family, _, _, _, addr = infos[0]
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind(addr)
+        except OSError as e:
+            raise AdaptError(f"cannot listen on {host}:{port} ({e.strerror or e}): another program uses the port; "
+                             "pick another with --port.") from e
 
 
 def run_in_thread(app: Any, host: str = "127.0.0.1", port: int = 0) -> tuple[Any, threading.Thread, int]:

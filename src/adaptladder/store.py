@@ -77,11 +77,24 @@ def read_json(path: Path) -> Any:
         raise AdaptError(f"{path} not found; is this a run directory written by `adaptladder run`?") from e
     except json.JSONDecodeError as e:
         raise AdaptError(f"{path} is not valid JSON (line {e.lineno}); the run directory is damaged.") from e
+    except RecursionError as e:  # a document nested thousands deep: no run of adaptladder writes one
+        raise AdaptError(f"{path} is nested too deeply to be a file adaptladder wrote; the run directory is "
+                         "damaged.") from e
+    except UnicodeDecodeError as e:
+        raise AdaptError(f"{path} is not UTF-8 text; the run directory is damaged.") from e
 
 
 def load_results(run_dir: str | Path) -> dict[str, Any]:
     """The ``results.json`` of a run directory (one-line error when it is missing, damaged or too old)."""
-    doc = read_json(Path(run_dir) / "results.json")
+    path = Path(run_dir) / "results.json"
+    doc = read_json(path)
+    if not isinstance(doc, dict):
+        raise AdaptError(f"{path} is not a results document (a JSON object); the run directory is damaged.")
+    rungs = doc.get("rungs")
+    if rungs is not None and (not isinstance(rungs, list) or not all(
+            isinstance(r, dict) and isinstance(r.get("name"), str) for r in rungs)):
+        raise AdaptError(f"{path}: 'rungs' is not a list of rung records; the run directory is damaged: re-run "
+                         "the ladder.")
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise AdaptError(f"{run_dir} was written by another adaptladder version (schema "
                          f"{doc.get('schema_version')}); re-run it.")

@@ -203,6 +203,8 @@ def register(app: typer.Typer) -> None:
             cfg = RunConfig.from_yaml(config, **values)
         else:
             cfg = RunConfig(**{k: v for k, v in values.items() if v is not None})
+        if metric is not None:  # given on the command line: a classification metric is then never swapped
+            cfg.metric_given = True  # type: ignore[attr-defined]
         for rung, params in overrides.items():
             cfg.rung_params.setdefault(rung, {}).update(params)
         if sweep:

@@ -93,6 +93,10 @@ def serve_cmd(
 ) -> None:
     """Serve the run's recommended (or --rung) model: POST /predict, GET /health, /metrics, /docs."""
     apply_trust(base_url, api_key_env, trust_run_dir)
+    from adaptladder.errors import AdaptError
+
+    if not 1 <= port <= 65535:
+        raise AdaptError(f"--port {port} is not a TCP port: use 1-65535 (e.g. 8000).")
     from adaptladder.serve import ServeSettings, serve
 
     settings = ServeSettings(run_dir=str(run_dir), rung=rung, batching=batching, max_batch_size=max_batch_size,

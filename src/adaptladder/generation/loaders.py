@@ -486,8 +486,8 @@ def resolve_generation_metric(cfg: Any, task: GenTask) -> str:
     from adaptladder.generation.metrics import JSON_METRICS
 
     m = cfg.metric
-    if m in (None, "macro_f1"):
-        return task.default_metric
+    if m is None or (m == "macro_f1" and not getattr(cfg, "metric_given", False)):
+        return task.default_metric  # left at the (classification) default
     if m not in GENERATION_METRICS:
         raise AdaptError(f"--metric {m} is a classification metric; for a generation task use one of "
                          f"{', '.join(GENERATION_METRICS)} (default for this task: {task.default_metric}).")
