@@ -95,3 +95,126 @@ def test_a_classification_metric_on_a_generation_task_is_refused_at_start(tmp_pa
                          "--out", str(tmp_path / "r")], capsys)
     _one_line(code, err)
     assert "classification metric" in err
+
+
+@pytest.mark.parametrize(("data", "opt"), [("sms-spam", "--text-col"), ("sms-spam", "--label-col"),
+                                           ("sms-abbreviations", "--target-col"), ("sms-abbreviations", "--text-col")])
+def test_a_built_in_set_refuses_columns_it_does_not_have(data: str, opt: str, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(["run", data, opt, "[/x]", "--no-audit", "--out", str(tmp_path / "r")], capsys)
+    _one_line(code, err)
+    assert "is a built-in set with the columns" in err and not (tmp_path / "r").exists()
+
+
+def test_parquet_bytes_are_decoded_or_refused(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from adaptladder.errors import AdaptError
+    from adaptladder.task import read_table
+
+    pd.DataFrame({"text": ["café".encode(), b"ok"], "label": ["a", "b"]}).to_parquet(tmp_path / "b.parquet")
+    assert read_table(tmp_path / "b.parquet")["text"].tolist() == ["café", "ok"]
+    pd.DataFrame({"text": [b"ok", b"\xff\xfe"], "label": ["a", "b"]}).to_parquet(tmp_path / "bad.parquet")
+    with pytest.raises(AdaptError, match=r"record 2 of column 'text' holds bytes that are not UTF-8"):
+        read_table(tmp_path / "bad.parquet")
+
+
+def test_a_chat_turn_whose_content_is_not_text_is_refused(tmp_path: Path) -> None:
+    from adaptladder.errors import AdaptError
+    from adaptladder.generation.loaders import parse_chat
+
+    good = [{"role": "user", "content": [{"type": "text", "text": "hi"}]}, {"role": "assistant", "content": "yo"}]
+    assert parse_chat([good], tmp_path / "c.jsonl", "messages")[:2] == (["hi"], ["yo"])
+    for content in (["x", 1], 5, [{"type": "image_url", "image_url": {"url": "u"}}]):
+        bad = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": content}]
+        with pytest.raises(AdaptError, match=r"c\.jsonl: record 2 \('messages', turn 2\)"):
+            parse_chat([good, bad], tmp_path / "c.jsonl", "messages")
+
+
+def test_a_constant_target_is_an_audit_error() -> None:
+    import numpy as np
+
+    from adaptladder.audit.generation import audit_generation
+    from adaptladder.generation.task import GenTask
+    from test_generation_audit import _cfg
+
+    split = np.array(["train"] * 40 + ["validation"] * 10 + ["test"] * 10, dtype=object)
+    task = GenTask("same", [f"input number {i}" for i in range(60)], ["always this"] * 60, split, "rewrite")
+    from adaptladder.errors import AdaptError
+
+    with pytest.raises(AdaptError, match="constant_target: every one of the 60 targets is the same text"):
+        audit_generation(task, _cfg())  # an error finding stops the run (--force overrides)
+
+
+@pytest.mark.parametrize("command", ["audit", "validate-jsonl"])
+def test_report_files_are_not_overwritten_without_overwrite(command: str, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    import json as _json
+
+    if command == "audit":
+        from conftest import HAM, SPAM
+
+        data = tmp_path / "d.csv"
+        data.write_text("text,label\n" + "".join(f"{t} {i},spam\n" for i, t in enumerate(SPAM * 3))
+                        + "".join(f"{t} {i},ham\n" for i, t in enumerate(HAM * 3)))
+    else:
+        data = tmp_path / "d.jsonl"
+        data.write_text("".join(_json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                                          {"role": "assistant", "content": f"a{i}"}]}) + "\n"
+                                for i in range(12)))
+    mine = tmp_path / "mine.json"
+    mine.write_text("my notes")
+    code, _, err = _cli([command, str(data), "-o", str(mine)], capsys)
+    _one_line(code, err)
+    assert "already exists; pass --overwrite" in err and mine.read_text() == "my notes"
+    code, _, err = _cli([command, str(data), "-o", str(mine), "--overwrite"], capsys)
+    assert code == 0, err
+    assert mine.read_text() != "my notes"
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_row_numbers_are_the_users_for_jsonl_and_parquet(suffix: str, tmp_path: Path) -> None:
+    import pandas as pd
+
+    from adaptladder.errors import AdaptError
+    from adaptladder.task import load_task
+
+    df = pd.DataFrame({"text": ["a", "b", "", "d"] * 3, "label": ["x", "y"] * 6})
+    path = tmp_path / f"d{suffix}"
+    if suffix == ".jsonl":
+        df.to_json(path, orient="records", lines=True)
+    else:
+        df.to_parquet(path)
+    with pytest.raises(AdaptError, match="row 3 has an empty text"):  # the third record, line 3 of the JSONL
+        load_task(str(path))
+
+
+def test_a_device_file_is_not_called_empty(capsys: pytest.CaptureFixture[str]) -> None:
+    code, _, err = _cli(["audit", "/dev/zero"], capsys)
+    _one_line(code, err)
+    assert "not a regular file" in err
+
+
+def test_serve_answers_413_for_a_large_chunked_body_and_422_for_deep_json(run: Path) -> None:
+    import httpx
+
+    from adaptladder.serve import ServeSettings, create_app, run_in_thread
+
+    server, _, port = run_in_thread(create_app(ServeSettings(run_dir=str(run))))
+    url = f"http://127.0.0.1:{port}/predict"
+    try:
+        def chunks():
+            yield b'{"texts": ["'
+            for _ in range(5):
+                yield b"a" * 1_000_000
+            yield b'"]}'
+
+        r = httpx.post(url, content=chunks(), headers={"content-type": "application/json"}, timeout=60)
+        assert r.status_code == 413 and r.json()["limit"] == "max_body_bytes"
+        deep = ('{"texts": ' + "[" * 200_000 + "]" * 200_000 + "}").encode()
+        r = httpx.post(url, content=deep, headers={"content-type": "application/json"}, timeout=60)
+        assert r.status_code == 422 and "nested too deeply" in r.json()["error"]
+        r = httpx.post(url, json={"texts": ["free cash now"]}, timeout=60)
+        assert r.status_code == 200
+    finally:
+        server.should_exit = True

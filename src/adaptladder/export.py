@@ -251,13 +251,11 @@ def _check_outputs(out: str | Path, val_out: str | Path | None, test_out: str | 
     paths = [p.resolve() for _, p in targets]
     if len(set(paths)) != len(paths):
         raise AdaptError("the output files must differ: give --output, --val-output and --test-output different paths.")
-    for _, p in targets:
-        if p.exists() and not overwrite:
-            raise AdaptError(f"{p} already exists; pass --overwrite to replace it or choose another path.")
-        if p.exists() and p.is_dir():
-            raise AdaptError(f"{p} is a directory; pass a file path such as {p / 'train.jsonl'}.")
-        if not p.parent.exists():
-            raise AdaptError(f"the folder {p.parent} does not exist; create it or choose another path.")
+    from adaptladder.store import check_output_file
+
+    for which, p in targets:
+        check_output_file(p, overwrite=overwrite, option={"train": "--output", "validation": "--val-output",
+                                                          "test": "--test-output"}.get(which, "--output"))
     return targets
 
 

@@ -198,28 +198,31 @@ class Predictor:
 
 
 # ---------------------------------------------------------------------------- the app
-class _BodyTooLarge(Exception):
-    pass
-
-
 class BodyLimit:
-    """ASGI middleware: refuse a request body over ``limit`` bytes with 413, before it is parsed."""
+    """ASGI middleware: the request body is read here first (at most ``limit`` bytes, chunked or not) and
+    refused with 413 above it, or with 422 when it is JSON nested too deeply to parse, before the app
+    parses it (FastAPI would answer either with a generic 400); the app then reads the buffered body."""
 
     def __init__(self, app: Any, limit: int, metrics: Metrics) -> None:
         self.app, self.limit, self.metrics = app, limit, metrics
 
-    async def _refuse(self, send: Any) -> None:
-        body = json.dumps(LimitExceeded(413, "max_body_bytes", self.limit,
-                                        f"request body larger than max_body_bytes={self.limit}").body()).encode()
-        await send({"type": "http.response.start", "status": 413,
+    async def _answer(self, send: Any, status: int, body_doc: dict[str, Any], kind: str, path: str) -> None:
+        body = json.dumps(body_doc).encode()
+        await send({"type": "http.response.start", "status": status,
                     "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
         await send({"type": "http.response.body", "body": body})
-        self.metrics.errors.labels("max_body_bytes").inc()
-        self.metrics.requests.labels("/predict", "413").inc()
+        self.metrics.errors.labels(kind).inc()
+        self.metrics.requests.labels(path if path in ("/predict",) else "other", str(status)).inc()
+
+    async def _refuse(self, send: Any, path: str = "/predict") -> None:
+        await self._answer(send, 413, LimitExceeded(413, "max_body_bytes", self.limit,
+                                                    f"request body larger than max_body_bytes={self.limit}").body(),
+                           "max_body_bytes", path)
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
             return await self.app(scope, receive, send)
+        path = scope.get("path", "")
         headers = dict(scope.get("headers") or [])
         length = headers.get(b"content-length")
         try:
@@ -227,30 +230,41 @@ class BodyLimit:
         except ValueError:
             too_big = False
         if too_big:
-            return await self._refuse(send)
+            return await self._refuse(send, path)
+        if scope.get("method") not in ("POST", "PUT", "PATCH"):
+            return await self.app(scope, receive, send)
+        chunks: list[bytes] = []
         seen = 0
-        started = False
-
-        async def limited_receive() -> Any:
-            nonlocal seen
+        while True:
             msg = await receive()
-            if msg["type"] == "http.request":
-                seen += len(msg.get("body", b""))
-                if seen > self.limit:
-                    raise _BodyTooLarge
-            return msg
+            if msg["type"] == "http.disconnect":
+                return
+            chunk = msg.get("body", b"")
+            seen += len(chunk)
+            if seen > self.limit:
+                return await self._refuse(send, path)
+            chunks.append(chunk)
+            if not msg.get("more_body", False):
+                break
+        body = b"".join(chunks)
+        if b"json" in headers.get(b"content-type", b"json") and body.count(b"[") + body.count(b"{") > 1000:
+            try:
+                json.loads(body)
+            except RecursionError:
+                return await self._answer(send, 422, {"error": "the request body is JSON nested too deeply; send "
+                                                               "{\"texts\": [\"...\"]}"}, "invalid_request", path)
+            except ValueError:
+                pass  # malformed JSON: the app's own 422
+        sent = False
 
-        async def tracking_send(msg: Any) -> None:
-            nonlocal started
-            if msg["type"] == "http.response.start":
-                started = True
-            await send(msg)
+        async def replay() -> Any:
+            nonlocal sent
+            if not sent:
+                sent = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
 
-        try:
-            await self.app(scope, limited_receive, tracking_send)
-        except _BodyTooLarge:
-            if not started:
-                await self._refuse(send)
+        await self.app(scope, replay, send)
 
 
 def _load_predict_fn(settings: ServeSettings) -> tuple[Any, Callable[[list[str]], np.ndarray], dict[str, Any]]:

@@ -70,6 +70,19 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_default).encode()).hexdigest()[:16]
 
 
+def check_output_file(path: str | Path, *, overwrite: bool, option: str = "--output") -> Path:
+    """The one rule for every file a command writes for the user: an existing file is replaced only with
+    ``--overwrite`` (nothing the user had is lost), never a folder, and its folder must exist."""
+    path = Path(path)
+    if path.is_dir():
+        raise AdaptError(f"{path} is a directory; pass a file path to {option}.")
+    if path.exists() and not overwrite:
+        raise AdaptError(f"{path} already exists; pass --overwrite to replace it or choose another {option}.")
+    if not path.parent.exists():
+        raise AdaptError(f"the folder {path.parent} does not exist; create it or choose another {option}.")
+    return path
+
+
 def read_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text(encoding="utf-8"))

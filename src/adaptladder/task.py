@@ -218,6 +218,8 @@ def read_table(path: str | Path) -> pd.DataFrame:
         raise AdaptError(f"{path}: file not found; check the path.")
     if path.is_dir():
         raise AdaptError(f"{path} is a directory; pass a CSV, TSV, JSONL or Parquet file.")
+    if not path.is_file():  # /dev/zero, a FIFO, a socket: no table, and maybe no end
+        raise AdaptError(f"{path} is not a regular file; pass a CSV, TSV, JSONL or Parquet file.")
     if path.stat().st_size == 0:
         raise AdaptError(f"{path} is empty; pass a file with a header row and labelled examples.")
     compressed = path.suffix.lower() in {".gz", ".bz2", ".zst"}
@@ -246,7 +248,7 @@ def read_table(path: str | Path) -> pd.DataFrame:
             except ValueError:
                 df = _read_jsonl(path)
         elif kind in ("parquet", "pq"):
-            df = pd.read_parquet(path)
+            df = _decoded(pd.read_parquet(path), path)
         else:
             raise AdaptError(f"{path}: unknown file type {path.suffix!r}; use .csv, .tsv, .jsonl or .parquet.")
     except UnicodeDecodeError as e:
@@ -268,6 +270,29 @@ def read_table(path: str | Path) -> pd.DataFrame:
     if len(df) == 0:
         raise AdaptError(f"{path} has a header but no rows; add labelled examples.")
     df.columns = [str(c) for c in df.columns]
+    return df
+
+
+def _decoded(df: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Parquet binary columns as text: UTF-8 bytes are decoded (never ``str(b"caf\\xc3\\xa9")``), other
+    bytes are a one-line error naming the record."""
+    for col in df.columns:
+        if df[col].dtype != object:
+            continue
+        values = df[col].tolist()
+        if not any(isinstance(v, (bytes, bytearray, memoryview)) for v in values):
+            continue
+        out = []
+        for i, v in enumerate(values):
+            if isinstance(v, (bytes, bytearray, memoryview)):
+                try:
+                    v = bytes(v).decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise AdaptError(f"{path}: record {i + 1} of column {col!r} holds bytes that are not UTF-8 text "
+                                     f"(byte 0x{bytes(v)[e.start]:02x} at offset {e.start}); store the column as "
+                                     "UTF-8 strings.") from e
+            out.append(v)
+        df[col] = pd.Series(out, index=df.index, dtype=object)
     return df
 
 
@@ -361,6 +386,13 @@ def pick_column(df: pd.DataFrame, wanted: str | None, candidates: Sequence[str],
 
 TEXT_CANDIDATES = ("text", "sentence", "content", "message", "review", "question", "document", "input")
 LABEL_CANDIDATES = ("label", "labels", "category", "class", "target", "sentiment", "y", "intent")
+
+
+def row_offset(path: Path) -> int:
+    """Row numbers as the user sees them: data row i is line i + 2 of a CSV/TSV (the header is line 1),
+    record i + 1 of a JSONL or Parquet file."""
+    suffix = "".join(s for s in Path(path).suffixes if s.lower() not in (".gz", ".bz2", ".zst")).lower()
+    return 2 if suffix.endswith((".csv", ".tsv", ".tab", ".txt")) else 1
 
 
 def clean_labels(raw: pd.Series, path: Path, col: str, offset: int = 2) -> list[str]:
@@ -467,6 +499,11 @@ def load_task(
     if data is None and train is None:
         raise AdaptError("no data given: pass a built-in data set name, a file, or --train and --test files.")
     if data is not None and str(data) in BUILTIN and not Path(str(data)).exists():
+        for opt, given, has in (("--text-col", text_col, "text"), ("--label-col", label_col, "label"),
+                                ("--split-col", split_col, None)):
+            if given is not None and given != has:
+                raise AdaptError(f"{data} is a built-in set with the columns text and label; {opt} {given!r} is for "
+                                 "your own files: drop it, or pass a file.")
         return load_builtin(str(data), seed=seed, fractions=fractions)
 
     if data is not None:
@@ -476,8 +513,8 @@ def load_task(
         lcol = pick_column(df, label_col, LABEL_CANDIDATES, "labels", path, "--label-col")
         if tcol == lcol:
             raise AdaptError(f"{path}: the text and label columns are both {tcol!r}; pass --text-col and --label-col.")
-        texts = clean_texts(df[tcol], path, tcol)
-        label_strs = clean_labels(df[lcol], path, lcol)
+        texts = clean_texts(df[tcol], path, tcol, row_offset(path))
+        label_strs = clean_labels(df[lcol], path, lcol, row_offset(path))
         codes, names = encode_labels(label_strs)
         check_classes(names, path, lcol)
         source: dict[str, Any] = {"kind": "file", "path": str(path.resolve()), "text_col": tcol, "label_col": lcol,
@@ -513,8 +550,8 @@ def load_task(
         tcol_p = pick_column(df, text_col, TEXT_CANDIDATES, "text", path, "--text-col")
         lcol_p = pick_column(df, label_col, LABEL_CANDIDATES, "labels", path, "--label-col")
         tcol, lcol = tcol or tcol_p, lcol or lcol_p
-        all_texts += clean_texts(df[tcol_p], path, tcol_p)
-        all_labels += clean_labels(df[lcol_p], path, lcol_p)
+        all_texts += clean_texts(df[tcol_p], path, tcol_p, row_offset(path))
+        all_labels += clean_labels(df[lcol_p], path, lcol_p, row_offset(path))
         all_split += [part] * len(df)
     train_labels = {s for s, p in zip(all_labels, all_split, strict=True) if p == "train"}
     unseen = sorted({s for s, p in zip(all_labels, all_split, strict=True) if p != "train"} - train_labels)
@@ -600,7 +637,8 @@ def parse_split_column(raw: pd.Series, path: Path, col: str) -> np.ndarray:
         key = str(v).strip().lower()
         if key not in SPLIT_ALIASES:
             raise AdaptError(
-                f"{path}: row {i + 2} has split value {v!r} in {col!r}; use train, validation or test."
+                f"{path}: row {i + row_offset(path)} has split value {v!r} in {col!r}; use train, validation or "
+                "test."
             )
         out.append(SPLIT_ALIASES[key])
     return np.array(out, dtype=object)

@@ -197,14 +197,12 @@ def read_texts(path: str | Path, text_col: str | None, run_dir: Path) -> tuple[p
 
 def write_table(df: pd.DataFrame, path: str | Path, *, overwrite: bool = False) -> Path:
     """Write by suffix (.csv/.tsv/.jsonl/.parquet) atomically; refuse to clobber unless ``overwrite``."""
-    path = Path(path)
-    if path.exists() and not overwrite:
-        raise AdaptError(f"{path} already exists; pass --overwrite to replace it or choose another --output.")
+    from adaptladder.store import check_output_file
+
+    path = check_output_file(path, overwrite=overwrite)
     kind = path.suffix.lower()
     if kind not in (".csv", ".tsv", ".jsonl", ".parquet"):
         raise AdaptError(f"{path}: unknown output type {path.suffix!r}; use .csv, .tsv, .jsonl or .parquet.")
-    if not path.parent.exists():
-        raise AdaptError(f"{path.parent} does not exist; create the folder or choose another --output.")
     tmp = path.with_name(f".{path.name}.tmp")
     if kind == ".csv":
         df.to_csv(tmp, index=False)

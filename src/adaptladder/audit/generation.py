@@ -179,6 +179,13 @@ def audit_generation(task: GenTask, cfg: Any = None, log: Callable[[str], None] 
         findings.append(Finding("error", "empty_targets", f"{len(empty):,} empty target(s)", len(empty),
                                 [_ex(task, i) for i in empty[:max_ex]],
                                 advice="fill in or drop these rows; an empty reference scores every output 0."))
+    distinct = {t.strip() for t in task.targets if t.strip()}
+    if len(distinct) == 1 and n > 1:
+        findings.append(Finding("error", "constant_target",
+                                f"every one of the {n:,} targets is the same text ({next(iter(distinct))[:60]!r})",
+                                n, [_ex(task, 0)],
+                                advice="a generation task whose answer never changes has nothing to learn or "
+                                       "measure: check the target column (is it the right one?)."))
     one = [i for i, t in enumerate(task.targets) if len(t.split()) == 1]
     if one and task.output == "text":
         share = len(one) / max(n, 1)

@@ -58,6 +58,8 @@ def audit_cmd(
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON report on stdout (the tables go to "
                                                          "stderr).")] = False,
     old_out: Annotated[Path | None, typer.Option("--out", hidden=True)] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace existing --output / --markdown files.")]
+    = False,
     task: Annotated[str | None, typer.Option("--task", help="classification or generation [default: detected, as "
                                              "in `run`].")] = None,
     target_col: Annotated[str | None, typer.Option("--target-col", help="Generation: column holding the target "
@@ -74,6 +76,11 @@ def audit_cmd(
     from adaptladder.errors import AdaptError
 
     out = renamed(output, old_out, "--output", "--out")
+    from adaptladder.store import check_output_file
+
+    for opt, path in (("--output", out), ("--markdown", markdown)):  # checked before any work: nothing is lost
+        if path is not None:
+            check_output_file(path, overwrite=overwrite, option=opt)
     console = Console(stderr=as_json)  # with --json, stdout holds the JSON document only
     if dedupe is not None and drop_from not in ("train", "test"):
         raise AdaptError(f"--drop-from {drop_from!r}: use train or test.")

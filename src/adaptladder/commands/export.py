@@ -179,6 +179,7 @@ def validate_jsonl_cmd(
         "--tokenizer", help="Token counter: smollm2 (BPE, default), minilm or chars4 (approximations).")] = "smollm2",
     output: Annotated[Path | None, typer.Option("--output", "-o", help="Also write the report to this JSON "
                                                 "file.")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --output file.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON (problems still exit 2).")]
     = False,
     old_system_from: Annotated[Path | None, typer.Option("--system-from", hidden=True)] = None,
@@ -191,6 +192,10 @@ def validate_jsonl_cmd(
     system_from = one_run_dir(run_dir, old_system_from, "--system-from")
     model = renamed(price_model, old_model, "--price-model", "--model") or "gpt-4o-mini"
     report = renamed(output, old_report, "--output", "--report")
+    if report is not None:
+        from adaptladder.store import check_output_file
+
+        check_output_file(report, overwrite=overwrite)
     expected = expected_from = None
     if system_from is not None:
         expected, used = system_prompt_from_run(system_from, rung)

@@ -149,9 +149,10 @@ def detect_task(cfg: Any, log: Log | None = None) -> str:
 
 # ------------------------------------------------------------------ columns and values
 def _offset(path: Path) -> int:
-    """Row numbers as the user sees them: the header is line 1 of a CSV/TSV."""
-    suffix = "".join(s for s in path.suffixes if s.lower() not in (".gz", ".bz2", ".zst")).lower()
-    return 2 if suffix.endswith((".csv", ".tsv", ".tab", ".txt")) else 1
+    """Row numbers as the user sees them (:func:`adaptladder.task.row_offset`)."""
+    from adaptladder.task import row_offset
+
+    return row_offset(path)
 
 
 def _where(path: Path, i: int, offset: int) -> str:
@@ -182,14 +183,25 @@ def clean_targets(raw: Sequence[Any], path: Path, col: str, offset: int = 2) -> 
     return out
 
 
-def _content(v: Any) -> str:
-    """A turn's content: a string, or OpenAI-style parts ``[{"type": "text", "text": ...}]``."""
+def _content(v: Any, where: str = "a chat message") -> str:
+    """A turn's content: a string, or OpenAI-style text parts ``[{"type": "text", "text": ...}]``;
+    anything else (a number, a list of plain values, an image part) is a one-line error, never text
+    made up from its repr."""
     if isinstance(v, str):
         return v
+    if v is None:
+        return ""
     if isinstance(v, (list, np.ndarray)):
-        parts = [p.get("text", "") if isinstance(p, dict) else str(p) for p in v]
+        parts = []
+        for p in (v.tolist() if isinstance(v, np.ndarray) else v):
+            if isinstance(p, dict) and p.get("type", "text") == "text" and isinstance(p.get("text"), str):
+                parts.append(p["text"])
+            else:
+                raise AdaptError(f"{where}: the content part {str(p)[:60]!r} is not a text part; write content as "
+                                 'a string or as [{"type": "text", "text": "..."}].')
         return "\n".join(p for p in parts if p)
-    return "" if v is None else str(v)
+    raise AdaptError(f"{where}: the content {str(v)[:60]!r} is a {type(v).__name__}, not text; write content as a "
+                     "string.")
 
 
 def as_turn_list(cell: Any) -> Any:
@@ -233,14 +245,17 @@ def parse_chat(raw: Sequence[Any], path: Path, col: str, offset: int = 1
             raise AdaptError(f"{where} has no assistant turn in {col!r}; the last assistant turn is the target, so "
                              "add one or drop the line.")
         last = len(roles) - 1 - roles[::-1].index("assistant")
-        target = _content(msgs[last]["content"])
+        target = _content(msgs[last]["content"], f"{where} ({col!r}, turn {last + 1})")
         if not target.strip():
             raise AdaptError(f"{where} has an empty target (its last assistant turn in {col!r}); fill it in or "
                              "drop the line.")
         before = msgs[:last]
-        system = "\n".join(_content(m["content"]) for m in before if str(m["role"]).lower() == "system").strip()
+        texts = [_content(m["content"], f"{where} ({col!r}, turn {k + 1})") for k, m in enumerate(before)]
+        system = "\n".join(t for t, m in zip(texts, before, strict=True)
+                           if str(m["role"]).lower() == "system").strip()
         turns = [m for m in before if str(m["role"]).lower() != "system"]
-        if not turns or not any(_content(m["content"]).strip() for m in turns):
+        if not turns or not any(t.strip() for t, m in zip(texts, before, strict=True)
+                                if str(m["role"]).lower() != "system"):
             raise AdaptError(f"{where} has no user turn before its last assistant turn in {col!r}; the turns "
                              "before the reply are the input, so add the user's message or drop the line.")
         systems.append(system)
@@ -374,6 +389,11 @@ def load_generation_data(
     if data is not None and str(data) in GENERATION_BUILTINS and not Path(str(data)).exists():
         if schema is not None:
             raise AdaptError(f"{data} is a built-in set with its own schema; --schema is for your own files.")
+        for opt, given, has in (("--text-col", text_col, "input"), ("--target-col", target_col, "target"),
+                                ("--split-col", split_col, None)):
+            if given is not None and given != has:
+                raise AdaptError(f"{data} is a built-in set with the columns input and target; {opt} {given!r} is "
+                                 "for your own files: drop it, or pass a file.")
         task = load_generation_task(str(data), seed=seed, fractions=fractions)
         if instruction:
             task.instruction = instruction
