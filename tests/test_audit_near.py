@@ -165,3 +165,63 @@ def test_paraphrases_the_encoder_read_whole_still_count() -> None:
     r = run_audit(task, encoder=WholeTextEncoder({texts[85]: texts[0]}), label_errors=False)
     assert r.stats["leakage"]["test_in_train"]["near"] == 1
     assert r.stats["near_duplicates"]["confirmed_as_read_whole"] == 1
+
+
+def _rfc822(i: int, body: str, rng: np.random.Generator) -> str:
+    """A full message as a public spam/ham corpus stores it: mbox line, long folded headers, a quoted
+    reply with its attribution, and the list's footer after a rule."""
+    return (f"From list-bounces@example-list.org  Mon Sep  2 10:{i % 60:02d}:00 2002\n"
+            "Return-Path: <list-bounces@example-list.org>\n"
+            "Received: from mail.example-list.org (mail.example-list.org [10.0.0.1])\n"
+            f"\tby mx.example.com (Postfix) with ESMTP id {i:05X}\n"
+            "\tfor <me@example.com>; Mon, 2 Sep 2002 10:00:00 +0100\n"
+            f"From: user{int(rng.integers(0, 9))}@example.org\nTo: list@example-list.org\n"
+            f"Subject: Re: [example-list] thread {i % 7}\nMessage-ID: <{i}@example.org>\n"
+            "X-Spam-Status: No, hits=-2.6 required=5.0 tests=IN_REP_TO,KNOWN_MAILING_LIST,QUOTED_EMAIL_TEXT\n"
+            "MIME-Version: 1.0\nContent-Type: text/plain; charset=us-ascii\n\n"
+            f"{body}\n\nOn Sun, 1 Sep 2002, someone wrote:\n> an earlier message in the thread\n> quoted here\n\n"
+            "_______________________________________________\nexample-list mailing list\n"
+            "example-list@example-list.org\nhttp://example-list.org/mailman/listinfo/example-list\n")
+
+
+def _rfc822_task(plant_same_body: int = 0, plant_edited: int = 0, n: int = 240) -> Task:
+    rng = np.random.default_rng(11)
+    vocab = _vocabs(rng)["ham"]
+    bodies = [_body(rng, vocab, n=int(rng.integers(45, 70))) for _ in range(n)]
+    labels = rng.integers(0, 2, size=n)
+    split = np.array(["train"] * 168 + ["validation"] * 36 + ["test"] * 36, dtype=object)
+    te, tr = np.flatnonzero(split == "test"), np.flatnonzero(split == "train")
+    k = 0
+    for _ in range(plant_same_body):  # the same body under other headers
+        bodies[int(te[k])] = bodies[int(tr[k])]
+        labels[int(te[k])] = labels[int(tr[k])]
+        k += 1
+    for _ in range(plant_edited):  # the body with two words changed
+        words = bodies[int(tr[k])].split(" ")
+        words[3], words[-4] = "changed", "edited"
+        bodies[int(te[k])] = " ".join(words)
+        labels[int(te[k])] = labels[int(tr[k])]
+        k += 1
+    texts = [_rfc822(i, b, rng) for i, b in enumerate(bodies)]
+    return Task("rfc822", texts, labels, ["ham", "spam"], split, {"kind": "memory"})
+
+
+def test_full_messages_with_different_bodies_are_not_near_copies() -> None:
+    """Shared headers, quoted text and list footer; bodies of 45-70 words from one vocabulary that share
+    no sentence: the encoder reads each whole and finds them alike, the word check does not."""
+    task = _rfc822_task()
+    r = run_audit(task, encoder=TrigramEncoder(window=300), label_errors=False)
+    assert r.stats["leakage"]["test_in_train"]["near"] == 0 and not r.has_errors
+    assert r.stats["near_duplicates"]["pairs"] == 0
+    body = strip_boilerplate(task.texts[0])
+    assert "Received" not in body and "mailing list" not in body and "quoted here" not in body
+    assert "wrote:" not in body and body.split()[0] in task.texts[0]
+
+
+@pytest.mark.parametrize(("same", "edited"), [(6, 0), (0, 6), (3, 3)])
+def test_planted_copies_among_full_messages_are_caught(same: int, edited: int) -> None:
+    task = _rfc822_task(plant_same_body=same, plant_edited=edited)  # 6 of 36 test rows: 16.7%
+    r = run_audit(task, encoder=TrigramEncoder(window=300), label_errors=False)
+    leak = r.stats["leakage"]["test_in_train"]
+    assert leak["exact"] + leak["near"] == 6
+    assert r.finding("leakage_train_test").severity == "error"

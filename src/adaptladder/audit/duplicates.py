@@ -329,8 +329,15 @@ def _check_near(ctx: _Ctx, emb: np.ndarray, thr: float, findings: list[Finding],
     return pairs
 
 
+#: The embedding alone confirms a pair only when both contents are this short (a question, a one-line
+#: message: a paraphrase is then a plausible copy); longer texts also need the word-level check, since
+#: two different bodies that share vocabulary, a template or a footer can embed alike.
+SHORT_CONTENT_WORDS = 20
+
+
 def _read_whole(ctx: _Ctx, cand: np.ndarray) -> np.ndarray:
-    """Per candidate pair: did the encoder read both (boilerplate-stripped) texts whole?"""
+    """Per candidate pair: did the encoder read both (boilerplate-stripped) texts whole, and are both
+    short (:data:`SHORT_CONTENT_WORDS`)? Only then does the embedding alone confirm the pair."""
     out = np.zeros(len(cand), dtype=bool)
     window = getattr(ctx, "embed_window", None)
     if window is None or not len(cand):
@@ -340,7 +347,9 @@ def _read_whole(ctx: _Ctx, cand: np.ndarray) -> np.ndarray:
     gs = np.unique(cand)
     lengths, _ = token_lengths([ctx.embedded_texts[int(g)] for g in gs], ctx.embed_tokenizer)
     whole = np.zeros(ctx.n_groups, dtype=bool)
-    whole[gs] = lengths <= window - 2  # [CLS] and [SEP] take two positions; cut texts count as long
+    words = np.array([len(ctx.embedded_texts[int(g)].split()) for g in gs])
+    # [CLS] and [SEP] take two positions; cut texts count as long
+    whole[gs] = (lengths <= window - 2) & (words <= SHORT_CONTENT_WORDS)
     return whole[cand[:, 0]] & whole[cand[:, 1]]
 
 

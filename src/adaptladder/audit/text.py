@@ -106,19 +106,59 @@ def token_lengths(texts: Sequence[str], encoder: str | Any = "minilm", max_chars
 # ---------------------------------------------------------------------------- boilerplate and excerpts
 _HEADER_LINE = re.compile(r"^[A-Za-z][A-Za-z0-9-]{0,40}:[ \t]")  # "Received: ...", "From: a@b", "Subject: ..."
 _QUOTED_LINE = re.compile(r"^[ \t]*(?:>|\|>)")
+_MBOX_FROM = re.compile(r"^From \S+")  # the mbox separator line before an RFC 822 header block
+_ATTRIBUTION = re.compile(r"^\s*(?:On .{3,200}wrote:|-{2,}\s*Original Message\s*-{2,})\s*$", re.IGNORECASE)
+_FOOTER_RULE = re.compile(r"^\s*(?:_{10,}|-{10,}|={10,})\s*$")  # a mailing list's footer starts with a rule
+
+
+def _email_body(text: str) -> str | None:
+    """The plain-text body of an RFC 822 message (headers, MIME structure and HTML parts dropped), read
+    with the standard library's parser; None when ``text`` does not start like a message."""
+    import email
+    import email.policy
+
+    first = text.lstrip("\n").split("\n", 2)
+    if not first or not (_MBOX_FROM.match(first[0]) or (_HEADER_LINE.match(first[0]) and len(first) > 1
+                                                          and (_HEADER_LINE.match(first[1]) or first[1][:1] in " \t"))):
+        return None
+    raw = text.lstrip("\n")
+    if _MBOX_FROM.match(first[0]):
+        raw = raw.split("\n", 1)[1] if "\n" in raw else ""
+    try:
+        msg = email.message_from_string(raw, policy=email.policy.default)
+        if not msg.keys():
+            return None
+        parts = [p for p in msg.walk() if not p.is_multipart()]
+        texts = []
+        for p in parts:
+            if p.get_content_type() == "text/plain":
+                try:
+                    texts.append(str(p.get_content()))
+                except (LookupError, ValueError):
+                    texts.append(str(p.get_payload()))
+        if not texts:
+            texts = [str(p.get_payload()) for p in parts if p.get_content_maintype() == "text"]
+        return "\n".join(texts)
+    except Exception:  # a malformed message: the line-based stripping below still applies
+        return None
 
 
 def strip_boilerplate(text: str) -> str:
-    """The text without what unrelated messages share: a leading block of e-mail style header lines.
+    """The text without what unrelated messages share: headers, quoted replies, signatures, list footers.
 
-    Removed: a leading block of two or more ``Name: value`` lines (with their indented
-    continuation lines) up to the first line that is not one, quoted reply lines (``> ...``)
-    and a signature after a ``--`` line. A text without them (or one that would be left
-    empty) comes back unchanged, so single-line data sets are unaffected.
+    An RFC 822 message (an mbox ``From `` line or a header block first) is read with the standard
+    library's ``email`` parser and keeps only its plain-text body (MIME structure and HTML parts
+    dropped); otherwise a leading block of two or more ``Name: value`` lines (with their indented
+    continuation lines) is removed. Then quoted reply lines (``> ...``) and their attribution
+    (``On ... wrote:``, ``-----Original Message-----``) go, and everything after a signature
+    (``--``) or a footer rule (a line of 10+ ``_``, ``-`` or ``=``). A text without them (or one
+    that would be left empty) comes back unchanged, so single-line data sets are unaffected.
     """
     if "\n" not in text:
         return text
-    lines = text.split("\n")
+    body = _email_body(text)
+    source = text if body is None or not body.strip() else body
+    lines = source.split("\n")
     i = n_hdr = 0
     while i < len(lines):
         line = lines[i]
@@ -127,14 +167,14 @@ def strip_boilerplate(text: str) -> str:
         elif not (n_hdr and line[:1] in (" ", "\t") and line.strip()):
             break
         i += 1
-    body = lines[i:] if n_hdr >= 2 else lines
+    body_lines = lines[i:] if n_hdr >= 2 else lines
     out: list[str] = []
-    for line in body:
-        if line.rstrip() == "--":
-            break
-        if not _QUOTED_LINE.match(line):
+    for line in body_lines:
+        if line.rstrip() == "--" or _FOOTER_RULE.match(line):
+            break  # a signature, or a list footer after its rule
+        if not _QUOTED_LINE.match(line) and not _ATTRIBUTION.match(line):
             out.append(line)
-    if len(out) == len(lines):
+    if source is text and len(out) == len(lines):
         return text  # nothing removed: the very same string (the encoder cache is shared with the rungs)
     s = "\n".join(out).strip()
     return s if s else text
