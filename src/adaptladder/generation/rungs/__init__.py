@@ -12,6 +12,8 @@ from adaptladder.errors import AdaptError
 from adaptladder.generation.rungs.base import GenRung, GenSpec, load_gen_rung
 
 GEN_RUNGS: dict[str, str] = {
+    "lead": "adaptladder.generation.rungs.floors:LeadGen",
+    "nearest-target": "adaptladder.generation.rungs.floors:NearestTargetGen",
     "zero-shot": "adaptladder.generation.rungs.prompting:ZeroShotGen",
     "few-shot": "adaptladder.generation.rungs.prompting:FewShotGen",
     "knn-few-shot": "adaptladder.generation.rungs.prompting:KnnFewShotGen",
