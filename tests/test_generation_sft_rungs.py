@@ -411,3 +411,33 @@ def test_distill_whose_teacher_spends_the_budget_is_a_budget_skip_not_a_run_erro
     with pytest.raises(BudgetExceeded, match=r"over budget: the distill rung's budget .*distill\.budget_minutes"):
         rung.fit(_inputs(30, 0), ["no"] * 30, spec=_spec(), val_inputs=_inputs(8, 1), val_targets=["yes"] * 8)
     assert not issubclass(BudgetExceeded, AdaptError)
+
+
+def test_an_untrained_rung_is_flagged_and_never_evidence_against_fine_tuning(lm_dir, tmp_path):
+    """lr 1e-9: no step improves on validation, so the saved rung is the base model after a fraction of an
+    epoch; the record, the table, the report and the recommendation all say so, and the recommendation
+    never reads the rung as evidence against fine-tuning."""
+    from adaptladder.config import RunConfig
+    from adaptladder.generation import ladder as gl
+    from adaptladder.generation.task import GenTask
+
+    n = 160
+    split = np.array(["train"] * 120 + ["validation"] * 20 + ["test"] * 20, dtype=object)
+    task = GenTask("yes", _inputs(n, 1), ["yes"] * n, split, kind="rewrite", instruction="Reply.")
+    own = {**{k: v for k, v in FAST.items() if k != "budget_minutes"}, "lr": 1e-9, "max_steps": 2}
+    cfg = RunConfig(out=str(tmp_path / "run"), no_audit=True, lm=lm_dir, rungs=["nearest-target", "lora-sft"],
+                    run_all=True, budget_minutes=5, rung_params={"lora-sft": own})
+    res = gl.run_generation(cfg, task)
+    lora = {r["name"]: r for r in res.results}["lora-sft"]
+    tr = lora["extra"]["training"]
+    assert tr["best_step"] == 0 and tr["base_model_outputs"] and "base model's outputs" in tr["base_model_note"]
+    assert tr["under_trained"] and tr["examples_seen"] == 16 and tr["epochs"] < 1
+    assert tr["fair_run"]["epoch_pairs"] == 120 and "one epoch needs" in tr["under_trained_note"]
+    headers, rows = gl.gen_ladder_table(res.results, "chrf")
+    row = next(r for r in rows if r[0].startswith("lora-sft"))
+    assert "base model" in row[1] and "under-trained" in row[1]
+    reasons = " ".join(res.recommendation["reasons"])
+    assert "lora-sft is not evidence against fine-tuning" in reasons
+    assert "lora-sft vs " not in reasons  # the usual "X vs Y: no evidence of a difference" would read as evidence
+    md = (tmp_path / "run" / "report.md").read_text()
+    assert "under-trained, no evidence against fine-tuning" in md

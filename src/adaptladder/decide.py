@@ -193,6 +193,12 @@ def recommend(results: Sequence[dict[str, Any]], cfg: Any, *, all_labels: np.nda
                        compare=_decision_compare(cfg.metric, all_labels, getattr(cfg, "seed", 0) or 0))
 
 
+def training_record(r: dict[str, Any]) -> dict[str, Any]:
+    """A fine-tuning rung's training record (``extra.training``), or {}."""
+    tr = (r.get("extra") or {}).get("training") if isinstance(r.get("extra"), dict) else None
+    return tr if isinstance(tr, dict) else {}
+
+
 def choose_rung(results: Sequence[dict[str, Any]], done: Sequence[dict[str, Any]], cfg: Any, *, compare: Compare,
                 wording: Wording | None = None, extra: dict[str, Any] | None = None) -> dict[str, Any]:
     """The decision rule (module docstring) over ``done`` (the finished rungs, in cost order) for any ladder.
@@ -249,6 +255,9 @@ def choose_rung(results: Sequence[dict[str, Any]], done: Sequence[dict[str, Any]
         rule = "best"
         reasons.append(f"{chosen['name']} has the best {est_text(chosen)}.")
     name = chosen["name"]
+    own = training_record(chosen)
+    if own.get("base_model_outputs"):
+        reasons.append(f"note: {name}: {own.get('base_model_note')}.")
     costlier = done[pos[name] + 1:]
     beats = f"; no costlier rung that ran is significantly better ({wording.test}, Holm-corrected)" if costlier else ""
     if has_bar and bar_met:
@@ -260,7 +269,12 @@ def choose_rung(results: Sequence[dict[str, Any]], done: Sequence[dict[str, Any]
                        f"Holm-corrected): {est_text(chosen)}.")
     for o in costlier:  # what the costlier rungs that ran would change
         c = lookup.get((name, o["name"]))
-        if c is not None and not sig_better(o, chosen):
+        tr = training_record(o)
+        if tr.get("under_trained") or tr.get("base_model_outputs"):
+            # a rung that did not get to train is no evidence against training: say so, never "not better"
+            notes = [str(tr[k]) for k in ("under_trained_note", "base_model_note") if tr.get(k)]
+            reasons.append(f"{o['name']} is not evidence against fine-tuning: " + "; ".join(notes) + ".")
+        elif c is not None and not sig_better(o, chosen):
             sc = speed_cost_phrase(chosen, o)
             reasons.append(wording.versus(o, chosen, c) + (f"; {name} is {sc}." if sc else "."))
     if has_bar and wording.near_misses:  # near-misses: cheaper rungs that missed the bar narrowly, said out loud

@@ -679,6 +679,16 @@ def _money(v: Any) -> str:
     return f"{v:.4f}" if v >= 0.01 or v == 0 else f"{v:.2e}"
 
 
+def training_flags(r: dict[str, Any]) -> list[str]:
+    """Short flags for a fine-tuning rung that did not train enough to judge (table and report)."""
+    from adaptladder.decide import training_record
+
+    tr = training_record(r)
+    return [f for f, on in (("base model: no step improved", tr.get("base_model_outputs")),
+                            (f"under-trained: {float(tr.get('epochs') or 0):.0%} of an epoch",
+                             tr.get("under_trained"))) if on]
+
+
 def gen_ladder_table(results: Sequence[dict[str, Any]], metric: str, recommended: str | None = None
                      ) -> tuple[list[str], list[list[str]]]:
     """Columns and cells of the generation ladder table (terminal and summary.md)."""
@@ -694,7 +704,8 @@ def gen_ladder_table(results: Sequence[dict[str, Any]], metric: str, recommended
         p = r.get("predict") or {}
         v, t = r.get("validation") or {}, r.get("test") or {}
         bar = {True: "yes", False: "no"}.get(r.get("meets_bar"), "-")
-        rows.append([name, "done", _ci_cell(v, metric), _ci_cell(t, metric), bar,
+        status = "done" + "".join(f" ({flag})" for flag in training_flags(r))
+        rows.append([name, status, _ci_cell(v, metric), _ci_cell(t, metric), bar,
                      f"{v.get('n', '-')}/{t.get('n', '-')}",
                      f"{p['latency_ms_p50']:,.0f}" if p.get("latency_ms_p50") is not None else "-",
                      f"{p['tokens_per_s']:.1f}" if p.get("tokens_per_s") else "-",

@@ -131,6 +131,14 @@ def _estimate_text(details: Any) -> str:
     return "estimate: " + ", ".join(bits) if bits else ""
 
 
+def _training_notes(r: dict[str, Any]) -> list[str]:
+    """A fine-tuning rung that did not train enough to judge, in words (base model kept; under-trained)."""
+    from adaptladder.decide import training_record
+
+    tr = training_record(r)
+    return [str(tr[k]) for k in ("base_model_note", "under_trained_note") if tr.get(k)]
+
+
 def gen_rung_row(r: dict[str, Any], metric: str, recommended: str | None, others: list[str]) -> dict[str, Any]:
     done = r.get("status") == "done"
     v, t = r.get("validation") or {}, r.get("test") or {}
@@ -144,6 +152,7 @@ def gen_rung_row(r: dict[str, Any], metric: str, recommended: str | None, others
     return {
         "name": r["name"], "family": r.get("family") or "", "description": r.get("description") or "",
         "status": r.get("status") or "?", "reason": r.get("reason") or "", "done": done,
+        "training_notes": _training_notes(r) if done else [],
         "estimate": _estimate_text(r.get("skip_details")) if not done else "",
         "recommended": r["name"] == recommended, "resumed": bool(r.get("resumed")),
         "val_point": val_point, "val_ci": val_ci, "val_n": v.get("n"),
@@ -512,6 +521,8 @@ def render_gen_markdown(v: dict[str, Any]) -> str:
         status = r["status"] + (" (reused)" if r["resumed"] else "")
         if not r["done"]:
             status += f": {e(r['reason'])}" + (f" ({e(r['estimate'])})" if r["estimate"] else "")
+        for note in r.get("training_notes") or []:
+            status += f"; ⚠ {e(note)}"
         val = f"{r['val_point']} {r['val_ci']} (n={r['val_n']})" if r["done"] else "-"
         test = (f"{r['test_point']} {r['test_ci']} (n={r['test_n']}{', sample' if r['sampled'] else ''})"
                 if r["done"] else "-")

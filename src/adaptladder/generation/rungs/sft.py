@@ -139,6 +139,51 @@ def training_shape(lm: Any, inputs: Sequence[str], targets: Sequence[str], instr
             "cut_to_max_length": int(sum(p + t > max_length for p, t in zip(prompt, target, strict=True)))}
 
 
+#: The fewest training pairs the seeds call a start for fine-tuning a generation task ("50-100 examples").
+MIN_SEEN_PAIRS = 50
+
+
+def training_verdict(res: Any, n_train: int, method: str, p: dict[str, Any]) -> dict[str, Any]:
+    """What the record must say about how much training happened (issue #29): a best step of 0 means the
+    saved weights are the base model's; less than one epoch (or fewer than :data:`MIN_SEEN_PAIRS` pairs
+    seen) is under-trained, with what one epoch would take here (at the measured rate) and on a GPU (the
+    estimator), so a decision never reads it as evidence against fine-tuning."""
+    tp = (res.val_check or {}).get("throughput") or {}
+    seen = int(tp.get("examples_seen") or 0)
+    epochs = float(tp.get("epochs") or 0.0)
+    out: dict[str, Any] = {"examples_seen": seen, "epochs": round(epochs, 4)}
+    if res.best_step == 0:
+        out["base_model_outputs"] = True
+        out["base_model_note"] = ("no step improved on validation: these are the base model's outputs "
+                                  f"({res.steps} step(s) trained, none kept)")
+    if epochs < 1.0 or seen < min(MIN_SEEN_PAIRS, n_train):
+        per = (tp.get("training_seconds") or 0.0) / seen if seen else None
+        fair: dict[str, Any] = {"epoch_pairs": n_train}
+        if per:
+            fair["epoch_minutes_here"] = round(per * n_train / 60, 1)
+        try:
+            from adaptladder.estimate import rung_estimate
+
+            est = rung_estimate(p.get("lm") or "smollm2", "lora" if method != "full" else "full", examples=n_train,
+                                epochs=1.0, seq_len=int(p.get("max_length") or 512),
+                                batch=int(p.get("batch_size") or 8), head="lm")
+            comp = est.get("compute") or {}
+            if comp.get("hours") is not None:
+                fair.update(gpu=comp.get("gpu"), epoch_minutes_gpu=round(float(comp["hours"]) * 60, 2),
+                            epoch_cost_usd_gpu=None if comp.get("cost_usd") is None
+                            else float(f"{float(comp['cost_usd']):.3g}"))
+        except Exception:  # an estimate is a courtesy; the verdict stands without it
+            pass
+        here = f"~{fair['epoch_minutes_here']:g} min here" if "epoch_minutes_here" in fair else "unmeasured here"
+        gpu = (f" or ~{fair['epoch_minutes_gpu']:g} min / ${fair['epoch_cost_usd_gpu']} on {fair['gpu']}"
+               if fair.get("epoch_minutes_gpu") is not None and fair.get("epoch_cost_usd_gpu") is not None else "")
+        out["under_trained"] = True
+        out["fair_run"] = fair
+        out["under_trained_note"] = (f"saw {seen} training pair(s), {epochs:.0%} of an epoch of {n_train}: "
+                                     f"under-trained, no evidence against fine-tuning; one epoch needs {here}{gpu}")
+    return out
+
+
 class LoraSFT(GenRung):
     """Supervised fine-tuning with PEFT LoRA adapters on the causal LM."""
 
@@ -289,6 +334,7 @@ class LoraSFT(GenRung):
             "history": res.history,
             "config": {k: v for k, v in res.config.items() if k not in ("budget_minutes",)},
             **(extra or {})}
+        self.info_.update(training_verdict(res, len(train), self.method, p))
         self.decoding_ = self._decoding(gen)
         return res
 
