@@ -433,7 +433,7 @@ def test_an_untrained_rung_is_flagged_and_never_evidence_against_fine_tuning(lm_
     assert tr["best_step"] == 0 and tr["base_model_outputs"] and "base model's outputs" in tr["base_model_note"]
     assert tr["under_trained"] and tr["examples_seen"] == 16 and tr["epochs"] < 1
     assert tr["fair_run"]["epoch_pairs"] == 120 and "one epoch needs" in tr["under_trained_note"]
-    headers, rows = gl.gen_ladder_table(res.results, "chrf")
+    _headers, rows = gl.gen_ladder_table(res.results, "chrf")
     row = next(r for r in rows if r[0].startswith("lora-sft"))
     assert "base model" in row[1] and "under-trained" in row[1]
     reasons = " ".join(res.recommendation["reasons"])
