@@ -91,7 +91,7 @@ def read_json(path: Path) -> Any:
     except json.JSONDecodeError as e:
         raise AdaptError(f"{path} is not valid JSON (line {e.lineno}); the run directory is damaged.") from e
     except RecursionError as e:  # a document nested thousands deep: no run of adaptladder writes one
-        raise AdaptError(f"{path} is nested too deeply to be a file adaptladder wrote; the run directory is "
+        raise AdaptError(f"{path} is nested too deeply to be a file of a run directory; the run directory is "
                          "damaged.") from e
     except UnicodeDecodeError as e:
         raise AdaptError(f"{path} is not UTF-8 text; the run directory is damaged.") from e

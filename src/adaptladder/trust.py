@@ -175,9 +175,15 @@ def check_saved_params(params: Any, meta_file: Path, run_root: Path | None = Non
 
 
 # ------------------------------------------------------------------ the manifest
+def sha256_file(path: Path) -> str:
+    """SHA-256 of a file (read in chunks; the stdlib's, so this module needs no other of the package's)."""
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
 def write_manifest(run_dir: Path) -> Path:
     """``manifest.json``: the SHA-256 of every file of every saved rung (``rungs/*/model/**``)."""
-    from adaptladder.artifacts import sha256_file
     from adaptladder.store import atomic_write_json
 
     run_dir = Path(run_dir)
@@ -195,8 +201,6 @@ def write_manifest(run_dir: Path) -> Path:
 def verify_manifest(run_dir: Path, model_dir: Path) -> bool:
     """Check ``model_dir``'s files against the run's manifest (``rung.json`` included). False when the run
     has no manifest (written before it existed: said in a log line); one line on any mismatch."""
-    from adaptladder.artifacts import sha256_file
-
     run_dir, model_dir = Path(run_dir), Path(model_dir)
     path = run_dir / MANIFEST
     if not path.is_file():
@@ -208,7 +212,7 @@ def verify_manifest(run_dir: Path, model_dir: Path) -> bool:
         files = doc["files"]
         assert isinstance(files, dict)
     except (ValueError, KeyError, AssertionError, UnicodeDecodeError) as e:
-        raise AdaptError(f"{path} is damaged (not the manifest adaptladder writes); refusing to read the run.") from e
+        raise AdaptError(f"{path} is damaged (not a manifest of a run directory); refusing to read the run.") from e
     prefix = model_dir.relative_to(run_dir).as_posix() + "/"
     want = {k: v for k, v in files.items() if isinstance(k, str) and k.startswith(prefix)}
     found = {p.relative_to(run_dir).as_posix() for p in model_dir.rglob("*") if p.is_file()}
