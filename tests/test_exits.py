@@ -218,3 +218,31 @@ def test_serve_answers_413_for_a_large_chunked_body_and_422_for_deep_json(run: P
         assert r.status_code == 200
     finally:
         server.should_exit = True
+
+
+def test_an_unknown_generation_setting_is_refused_before_the_data_is_read(tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str],
+                                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    import adaptladder.generation.task as gtask
+
+    def no_read(*a: object, **k: object) -> None:
+        raise AssertionError("the data was read")
+
+    monkeypatch.setattr(gtask, "load_generation_task", no_read)
+    code, _, err = _cli(["run", "sms-abbreviations", "--set", "lora-sft.foo=1", "--out", str(tmp_path / "r")], capsys)
+    _one_line(code, err)
+    assert "unknown setting(s) foo for the lora-sft generation rung" in err and not (tmp_path / "r").exists()
+
+
+def test_rungs_lists_both_kinds(capsys: pytest.CaptureFixture[str]) -> None:
+    from adaptladder.generation.rungs import GEN_RUNGS
+    from adaptladder.rungs import RUNGS
+
+    code, out, _ = _cli(["rungs", "--json"], capsys)
+    rows = json.loads(out)
+    assert code == 0 and [r["name"] for r in rows if r["kind"] == "classification"] == list(RUNGS)
+    gen = {r["name"]: r for r in rows if r["kind"] == "generation"}
+    assert set(gen) == set(GEN_RUNGS)
+    assert {"name": "n_words", "type": "any", "default": None, "help": ""} in gen["lead"]["settings"]
+    code, out, _ = _cli(["rungs", "--kind", "generation", "--json"], capsys)
+    assert {r["kind"] for r in json.loads(out)} == {"generation"}

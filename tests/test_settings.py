@@ -59,7 +59,7 @@ def test_valid_string_settings_are_converted_and_recorded(toy_csv: Path, tmp_pat
 def test_rungs_command_lists_settings(capsys: pytest.CaptureFixture[str]) -> None:
     from adaptladder.rungs import RUNGS
 
-    code, out, err = _cli(["rungs", "--json"], capsys)
+    code, out, err = _cli(["rungs", "--kind", "classification", "--json"], capsys)
     assert code == 0, err
     rows = json.loads(out)
     assert [r["name"] for r in rows] == sorted(RUNGS, key=lambda n: next(r["cost_rank"] for r in rows

@@ -147,6 +147,12 @@ class RunConfig:
             if name not in known:
                 what = "" if kind is None else f" for a {kind} task"
                 raise AdaptError(f"unknown rung {name!r}{what}: choose from {', '.join(known)}.")
+        if kind == "generation" or kind is None:  # generation settings, before any data is read
+            from adaptladder.generation.rungs import check_gen_settings
+
+            for name, params in self.rung_params.items():
+                if name in GEN_RUNGS and (kind == "generation" or name not in RUNGS) and isinstance(params, dict):
+                    check_gen_settings(name, params)
         if not 0 <= self.margin < 0.5:
             raise AdaptError(f"--margin {self.margin} is outside [0, 0.5); give a score difference such as 0.005.")
         if self.cv_folds < 0 or self.cv_folds == 1 or self.cv_folds > 50:

@@ -15,7 +15,8 @@ def describe_rungs(names: list[str] | None = None) -> list[dict[str, Any]]:
     out = []
     for name in rungs_in_cost_order(names):
         cls = get_rung_class(name)
-        out.append({"name": name, "cost_rank": cls.cost_rank, "family": cls.family, "description": cls.description,
+        out.append({"name": name, "kind": "classification", "cost_rank": cls.cost_rank, "family": cls.family,
+                    "description": cls.description,
                     "run_values": dict(cls.Settings.run_values), "settings": cls.Settings.describe()})
     return out
 
@@ -26,6 +27,7 @@ def register(app: typer.Typer) -> None:
         names: Annotated[list[str] | None, typer.Argument(help="Rungs to show (default: all).",
                                                           show_default=False)] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the listing as JSON.")] = False,
+        kind: Annotated[str, typer.Option("--kind", help="classification, generation or all.")] = "all",
     ) -> None:
         """List the rungs in climbing order (cost rank, family) and every setting they take (--set RUNG.KEY=VALUE)."""
         from rich.console import Console
@@ -33,18 +35,29 @@ def register(app: typer.Typer) -> None:
         from rich.table import Table
 
         from adaptladder.errors import AdaptError
+        from adaptladder.generation.rungs import GEN_RUNGS, describe_gen_rungs
         from adaptladder.rungs import RUNGS
 
-        unknown = [n for n in names or [] if n not in RUNGS]
+        if kind not in ("classification", "generation", "all"):
+            raise AdaptError(f"--kind {kind!r} is unknown: use classification, generation or all.")
+        known = {**(RUNGS if kind != "generation" else {}), **(GEN_RUNGS if kind != "classification" else {})}
+        unknown = [n for n in names or [] if n not in known]
         if unknown:
-            raise AdaptError(f"unknown rung {unknown[0]!r}: choose from {', '.join(RUNGS)}.")
-        rows = describe_rungs(names or None)
+            raise AdaptError(f"unknown rung {unknown[0]!r}: choose from {', '.join(known)}.")
+        rows = []
+        if kind != "generation":
+            want = [n for n in names or RUNGS if n in RUNGS]
+            rows += describe_rungs(want) if want else []
+        if kind != "classification":
+            want = [n for n in names or GEN_RUNGS if n in GEN_RUNGS]
+            rows += describe_gen_rungs(want) if want else []
         if as_json:
             print(json.dumps(rows, indent=2, default=str))
             return
         console = Console()
         for r in rows:
-            console.print(f"[bold]{escape(r['name'])}[/bold]  cost rank {r['cost_rank']}, family {r['family']}: "
+            console.print(f"[bold]{escape(r['name'])}[/bold] ({r['kind']})  cost rank {r['cost_rank']}, family "
+                          f"{r['family']}: "
                           f"{escape(r['description'])}", highlight=False)
             if not r["settings"]:
                 console.print("  (no settings)")

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import inspect
 import os
-import sys
 import time
 import traceback
 from collections.abc import Callable, Sequence
@@ -83,10 +82,10 @@ def gen_climbing_order(cfg: Any) -> list[str]:
 
 def declared_settings(cls: type[GenRung]) -> set[str] | None:
     """The setting names a rung class takes: its ``DEFAULTS`` (or its module's), None when unknown."""
-    d = getattr(cls, "DEFAULTS", None)
-    if not isinstance(d, dict):
-        d = getattr(sys.modules.get(cls.__module__), "DEFAULTS", None)
-    return set(d) if isinstance(d, dict) else None
+    from adaptladder.generation.rungs import declared_gen_settings
+
+    d = declared_gen_settings(cls)
+    return set(d) if d is not None else None
 
 
 def gen_rung_params(name: str, cfg: Any) -> dict[str, Any]:

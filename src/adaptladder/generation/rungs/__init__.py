@@ -36,6 +36,42 @@ def get_gen_rung_class(name: str) -> type[GenRung]:
     return import_object(GEN_RUNGS[name])
 
 
+def declared_gen_settings(cls: type[GenRung]) -> dict[str, Any] | None:
+    """A generation rung's settings and defaults: its ``DEFAULTS`` (or its module's), None when unknown."""
+    import sys
+
+    d = getattr(cls, "DEFAULTS", None)
+    if not isinstance(d, dict):
+        d = getattr(sys.modules.get(cls.__module__), "DEFAULTS", None)
+    return dict(d) if isinstance(d, dict) else None
+
+
+def describe_gen_rungs(names: list[str] | None = None) -> list[dict[str, Any]]:
+    """name, cost rank, family, description and settings (name, type of the default, default) of each
+    generation rung, in cost order (the listing of ``adaptladder rungs --kind generation``)."""
+    out = []
+    for name in gen_rungs_in_cost_order(names):
+        cls = get_gen_rung_class(name)
+        settings = declared_gen_settings(cls) or {}
+        out.append({"name": name, "kind": "generation", "cost_rank": cls.cost_rank, "family": cls.family,
+                    "description": cls.description,
+                    "settings": [{"name": k, "type": "any" if v is None else type(v).__name__, "default": v,
+                                  "help": ""} for k, v in settings.items()]})
+    return out
+
+
+def check_gen_settings(name: str, params: dict[str, Any]) -> None:
+    """An unknown setting for a generation rung is one line, before any data is read."""
+    settings = declared_gen_settings(get_gen_rung_class(name))
+    if settings is None:
+        return
+    unknown = sorted(set(params) - set(settings) - {"budget_minutes"})
+    if unknown:
+        raise AdaptError(f"unknown setting(s) {', '.join(unknown)} for the {name} generation rung: use "
+                         f"{', '.join(k for k in settings if k != 'n_examples')} (see `adaptladder rungs --kind "
+                         "generation`).")
+
+
 def make_gen_rung(name: str, **params: Any) -> GenRung:
     return get_gen_rung_class(name)(**params)
 
