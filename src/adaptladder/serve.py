@@ -267,11 +267,9 @@ class BodyLimit:
         await self.app(scope, replay, send)
 
 
-def _load_predict_fn(settings: ServeSettings) -> tuple[Any, Callable[[list[str]], np.ndarray], dict[str, Any]]:
-    from adaptladder.winner import load_model
-
+def _load_predict_fn(settings: ServeSettings, model: Any) -> tuple[Any, Callable[[list[str]], np.ndarray],
+                                                                   dict[str, Any]]:
     run_dir = Path(settings.run_dir)
-    model = load_model(run_dir, settings.rung)
 
     def predict_proba(texts: list[str]) -> np.ndarray:
         try:
@@ -295,8 +293,19 @@ def create_app(settings: ServeSettings, *, model: Any = None) -> Any:
     from pydantic import BaseModel, ConfigDict, Field
 
     settings.validate()
-    if model is None:
-        model, predict_proba, info = _load_predict_fn(settings)
+    from adaptladder.generation.rungs import GenRung
+
+    from_run = model is None
+    if from_run:
+        from adaptladder.winner import load_model
+
+        model = load_model(Path(settings.run_dir), settings.rung)
+    if isinstance(model, GenRung):  # a generation run: the OpenAI chat API (adaptladder.serve_openai)
+        from adaptladder.serve_openai import create_openai_app
+
+        return create_openai_app(settings, model, {"rung": model.name, "run_dir": settings.run_dir or None})
+    if from_run:
+        model, predict_proba, info = _load_predict_fn(settings, model)
     else:
         def predict_proba(texts: list[str]) -> np.ndarray:
             return np.asarray(model.predict_proba(texts))
