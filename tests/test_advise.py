@@ -124,7 +124,7 @@ def test_cli_flags_json(capsys, tmp_path):
 
 
 @pytest.mark.parametrize("setup,needle", [("missing", "not found"), ("no_results", "results.json is missing"),
-                                          ("bad_json", "could not be read")])
+                                          ("bad_json", "is not valid JSON")])
 def test_bad_run_dir_is_one_line_exit_2(setup, needle, tmp_path, capsys):
     run = tmp_path / "run"
     if setup != "missing":

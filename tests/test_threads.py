@@ -42,7 +42,8 @@ def test_usable_cores_honours_the_quota(monkeypatch: pytest.MonkeyPatch) -> None
     (0.0, 2, 1),    # two rungs/encoders at once in this process share the cores
     (None, 1, 2),   # nothing measured yet: the share alone
 ])
-def test_decide(others: float | None, active: int, want: int) -> None:
+def test_decide(others: float | None, active: int, want: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "others_busy_cores", lambda snapshot=None: None)  # None: nothing measured yet
     assert threads.decide("auto", cores=2, others=others, active=active) == want
 
 

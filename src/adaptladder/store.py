@@ -70,10 +70,14 @@ def config_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True, default=_default).encode()).hexdigest()[:16]
 
 
-def check_output_file(path: str | Path, *, overwrite: bool, option: str = "--output") -> Path:
+def check_output_file(path: str | Path, *, overwrite: bool, option: str = "--output",
+                      make_parent: bool = False) -> Path:
     """The one rule for every file a command writes for the user: an existing file is replaced only with
-    ``--overwrite`` (nothing the user had is lost), never a folder, and its folder must exist."""
+    ``--overwrite`` (nothing the user had is lost), never a folder, and its folder must exist (or, with
+    ``make_parent``, is created: the audit's reports may go to a new folder)."""
     path = Path(path)
+    if make_parent and not path.parent.exists() and not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
     if path.is_dir():
         raise AdaptError(f"{path} is a directory; pass a file path to {option}.")
     if path.exists() and not overwrite:

@@ -80,7 +80,7 @@ def audit_cmd(
 
     for opt, path in (("--output", out), ("--markdown", markdown)):  # checked before any work: nothing is lost
         if path is not None:
-            check_output_file(path, overwrite=overwrite, option=opt)
+            check_output_file(path, overwrite=overwrite, option=opt, make_parent=True)
     console = Console(stderr=as_json)  # with --json, stdout holds the JSON document only
     if dedupe is not None and drop_from not in ("train", "test"):
         raise AdaptError(f"--drop-from {drop_from!r}: use train or test.")
