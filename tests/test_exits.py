@@ -231,7 +231,7 @@ def test_an_unknown_generation_setting_is_refused_before_the_data_is_read(tmp_pa
     monkeypatch.setattr(gtask, "load_generation_task", no_read)
     code, _, err = _cli(["run", "sms-abbreviations", "--set", "lora-sft.foo=1", "--out", str(tmp_path / "r")], capsys)
     _one_line(code, err)
-    assert "unknown setting(s) foo for the lora-sft generation rung" in err and not (tmp_path / "r").exists()
+    assert "unknown setting foo for the lora-sft rung; accepted: r, alpha" in err and not (tmp_path / "r").exists()
 
 
 def test_rungs_lists_both_kinds(capsys: pytest.CaptureFixture[str]) -> None:
@@ -243,6 +243,7 @@ def test_rungs_lists_both_kinds(capsys: pytest.CaptureFixture[str]) -> None:
     assert code == 0 and [r["name"] for r in rows if r["kind"] == "classification"] == list(RUNGS)
     gen = {r["name"]: r for r in rows if r["kind"] == "generation"}
     assert set(gen) == set(GEN_RUNGS)
-    assert {"name": "n_words", "type": "any", "default": None, "help": ""} in gen["lead"]["settings"]
+    assert {"name": "n_words", "type": "int | None", "default": None,
+            "help": "words of the input kept; unset: chosen on validation"} in gen["lead"]["settings"]
     code, out, _ = _cli(["rungs", "--kind", "generation", "--json"], capsys)
     assert {r["kind"] for r in json.loads(out)} == {"generation"}

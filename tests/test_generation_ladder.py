@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import numpy as np
 import pytest
@@ -15,12 +16,27 @@ from adaptladder.errors import BudgetExceeded
 from adaptladder.generation import ladder as gl
 from adaptladder.generation.rungs import GEN_RUNGS, GenRung, GenSpec
 from adaptladder.generation.task import GenTask
+from adaptladder.rungs.settings import RungSettings, setting
 
 FITS: dict[str, int] = {}
 
 
+@dataclass
+class _FakeSettings(RungSettings):
+    lm: str | None = setting(None, help="the LM")
+    seed: int | None = setting(None, help="the seed")
+    tag: Any = setting(None, help="a tag")
+
+
+@dataclass
+class _BudgetedSettings(RungSettings):
+    lm: str | None = setting(None, help="the LM")
+    seed: int | None = setting(None, help="the seed")
+    budget_minutes: float | None = setting(None, help="the budget")
+
+
 class _Fake(GenRung):
-    DEFAULTS: ClassVar[dict[str, Any]] = {"lm": None, "seed": None, "tag": None}
+    Settings = _FakeSettings
 
     def fit(self, inputs: Sequence[str], targets: Sequence[str], *, spec: GenSpec,
             val_inputs: Sequence[str] | None = None, val_targets: Sequence[str] | None = None) -> GenRung:
@@ -89,7 +105,7 @@ class BrokenGen(EchoGen):
 
 class CostlyEchoGen(EchoGen):
     name, family, cost_rank = "costly-echo", "finetune", 50
-    DEFAULTS: ClassVar[dict[str, Any]] = {"lm": None, "seed": None, "budget_minutes": None}
+    Settings = _BudgetedSettings
 
 
 FAKES = [ConstantGen, EchoGen, NeedsSchemaGen, CudaGen, BrokenGen, CostlyEchoGen]

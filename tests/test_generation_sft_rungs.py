@@ -48,10 +48,10 @@ def test_registry_names_and_cost_order():
     assert [make_gen_rung(n).cost_rank for n in ("lora-sft", "qlora-sft", "full-sft", "distill")] == [60, 65, 70, 80]
     assert {GEN_RUNGS[n].split(":")[1] for n in ("lora-sft", "qlora-sft", "full-sft", "distill")} == {
         "LoraSFT", "QloraSFT", "FullSFT", "DistillSFT"}
-    with pytest.raises(AdaptError, match="unknown parameter 'rank'"):
+    with pytest.raises(AdaptError, match="unknown setting rank for the lora-sft rung"):
         LoraSFT(rank=4)
-    with pytest.raises(AdaptError, match="r must be a positive integer"):
-        LoraSFT(r=0).settings(_spec())
+    with pytest.raises(AdaptError, match=r"lora-sft setting r=0 is invalid: use an integer >= 1"):
+        LoraSFT(r=0)
 
 
 def test_lora_sft_fits_saves_and_reloads_identically(lm_dir, tmp_path):
@@ -59,7 +59,7 @@ def test_lora_sft_fits_saves_and_reloads_identically(lm_dir, tmp_path):
     val = _inputs(8, 1)
     base = Generator(lm_dir, threads=1)
     before = base.generate([base.build_prompt(x, "Reply.") for x in val], max_new_tokens=4).texts
-    assert before != ["yes"] * 8 and rung.settings(_spec())["seed"] == 13
+    assert before != ["yes"] * 8 and rung.run_settings(_spec())["seed"] == 13
     rung.fit(_inputs(32, 0), ["yes"] * 32, spec=_spec(), val_inputs=val, val_targets=["yes"] * 8)
     out = rung.generate(val)
     assert out == ["yes"] * 8
@@ -142,7 +142,7 @@ def test_validation_checks_are_sized_to_the_budget(lm_dir, monkeypatch):
     big.fit(_inputs(16, 0), ["yes"] * 16, spec=_spec(), val_inputs=val, val_targets=["yes"] * 32)
     assert big.extra_info()["training"]["val_check_pairs"] == 32
     with pytest.raises(AdaptError, match="eval_share"):
-        LoraSFT(eval_share=1.5).settings(_spec())
+        LoraSFT(eval_share=1.5)
 
 
 def test_training_keeps_time_for_the_ladders_evaluation(lm_dir, monkeypatch):

@@ -185,3 +185,119 @@ def test_features_embedding_cache_is_hit_on_second_fit(toy_texts: tuple[list[str
     assert e2 is not e1
     assert e2.stats["hits"] == len(texts) and e2.stats["misses"] == 0
     assert np.allclose(first.predict_proba(texts), second.predict_proba(texts))
+
+
+# ---------------------------------------------------------------------------- generation rungs
+# the same contract for every registered generation rung (one registry keyed by kind and name)
+_GEN_X = ["hello there friend", "see you at noon", "call me later today", "free prize waiting now",
+          "are you coming tonight", "thanks for the lovely dinner", "meeting moved to friday", "did you feed the cat"]
+_GEN_Y = ["hi", "ok noon", "will do", "no thanks", "yes I am", "thank you", "ok friday", "yes"]
+_JSON_Y = ['{"ok": true}', '{"ok": false}'] * 4
+_GEN_SCHEMA = {"type": "object", "properties": {"ok": {"type": "boolean"}}, "required": ["ok"],
+               "additionalProperties": False}
+_GEN_PROMPT = {"threads": 1, "batch_size": 4, "max_new_tokens": 4}
+_GEN_SFT = {"threads": 1, "max_steps": 2, "batch_size": 4, "eval_every": 2, "val_size": 2, "max_length": 48,
+            "lr": 1e-3, "seed": 0, "gen_batch_size": 4}
+
+GenFactory = Callable[[str], Any]  # tiny causal LM dir -> unfitted generation rung
+GEN_CASES: dict[str, GenFactory] = {
+    "lead": lambda lm: make_rung("lead", "generation"),
+    "nearest-target": lambda lm: make_rung("nearest-target", "generation", seed=0),
+    "zero-shot": lambda lm: make_rung("zero-shot", "generation", lm=lm, **_GEN_PROMPT),
+    "few-shot": lambda lm: make_rung("few-shot", "generation", lm=lm, k=2, **_GEN_PROMPT),
+    "knn-few-shot": lambda lm: make_rung("knn-few-shot", "generation", lm=lm, k=2, **_GEN_PROMPT),
+    "structured": lambda lm: make_rung("structured", "generation", lm=lm, k=1, unconstrained_check=0,
+                                       **_GEN_PROMPT),
+    "lora-sft": lambda lm: make_rung("lora-sft", "generation", lm=lm, **_GEN_SFT),
+    "full-sft": lambda lm: make_rung("full-sft", "generation", lm=lm, **_GEN_SFT),
+    "qlora-sft": lambda lm: make_rung("qlora-sft", "generation", lm=lm, **_GEN_SFT),  # CUDA only: skip path
+    # the teacher echoes its inputs (a random-weight LM's outputs are often empty, which distill drops)
+    "distill": lambda lm: make_rung("distill", "generation", lm=lm, labelled=4, max_unlabelled=4,
+                                    teacher="echo-teacher", **_GEN_SFT),
+}
+
+
+def _echo_teacher() -> type:
+    from adaptladder.generation.rungs import GenRung
+
+    class EchoTeacher(GenRung):
+        name = "echo-teacher"
+
+        def fit(self, inputs: Any, targets: Any, *, spec: Any, val_inputs: Any = None,
+                val_targets: Any = None) -> Any:
+            self.spec_ = spec
+            return self
+
+        def generate(self, inputs: Any) -> list[str]:
+            self.last_usage = {"new_tokens": len(inputs), "prompt_tokens": 0, "seconds": 0.001}
+            return [str(x).split()[0] for x in inputs]
+
+    return EchoTeacher
+
+
+EchoTeacher = _echo_teacher()
+
+
+def test_every_registered_generation_rung_is_tested() -> None:
+    from adaptladder.rungs import GEN_RUNGS
+
+    assert set(GEN_CASES) == set(GEN_RUNGS), "a registered generation rung needs a conformance case (and vice versa)"
+
+
+@pytest.mark.parametrize("name", sorted(GEN_CASES))
+def test_generation_settings_are_declared(name: str) -> None:
+    """The generation rungs keep the same parameter contract: declared settings with help lines,
+    get/set_params, clone (ours and scikit-learn's), unknown and invalid settings refused at once."""
+    from sklearn.base import clone
+
+    cls = get_rung_class(name, "generation")
+    assert cls.name == name and cls.family and isinstance(cls.cost_rank, int) and cls.description
+    rung = make_rung(name, "generation")
+    params = rung.get_params()
+    described = cls.Settings.describe()
+    assert {d["name"] for d in described} == set(params) and all(d["help"] for d in described)
+    assert params == cls.Settings.defaults()
+    for twin in (clone(rung), rung.clone()):
+        assert type(twin) is cls and twin is not rung and twin.get_params() == params
+    key = {"lead": "n_words", "nearest-target": "max_pairs"}.get(name, "batch_size")
+    assert rung.set_params(**{key: "3"}) is rung and rung.get_params()[key] == 3 and rung.params == {key: 3}
+    assert rung.clone().params == {key: 3}
+    with pytest.raises(AdaptError, match=rf"unknown setting no_such_setting for the {name} rung; accepted"):
+        make_rung(name, "generation", no_such_setting=1)
+    with pytest.raises(AdaptError, match=rf"{name} setting {key}=0 is invalid"):
+        make_rung(name, "generation", **{key: 0})
+    assert rung.get_params()[key] == 3, "a refused change leaves the rung as it was"
+
+
+@pytest.mark.parametrize("name", sorted(GEN_CASES))
+def test_generation_conformance(name: str, tiny_causal_lm_dir: str, tmp_path: Path,
+                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """fit -> one output per input -> save -> load -> the same outputs (greedy decoding), on a tiny
+    random-weight causal LM; a rung that cannot run here goes through its skip path."""
+    from adaptladder.generation.rungs import GEN_RUNGS, GenSpec, load_gen_rung
+    from adaptladder.generation.rungs.prompting import KnnFewShotGen
+    from fakes import BagEncoder
+
+    monkeypatch.setattr(KnnFewShotGen, "_encoder", lambda self: BagEncoder())
+    monkeypatch.setitem(GEN_RUNGS, "echo-teacher", f"{__name__}:EchoTeacher")
+    rung = GEN_CASES[name](tiny_causal_lm_dir)
+    json_task = name == "structured"
+    spec = GenSpec("extraction" if json_task else "dialogue", "Reply.", _GEN_SCHEMA if json_task else None,
+                   max_new_tokens=4, seed=0, extra={"metric": "json_parse" if json_task else "token_f1",
+                                                    "budget_minutes": 2})
+    reason = type(rung).unavailable_reason(rung.get_params(), spec)
+    if reason:
+        assert isinstance(reason, str) and isinstance(type(rung).skip_details(rung.get_params(), spec), dict)
+        pytest.skip(f"{name}: {reason}")
+    with pytest.raises(AdaptError, match="not fitted"):
+        rung.generate(["x"])
+    targets = _JSON_Y if json_task else _GEN_Y
+    assert rung.fit(_GEN_X[:6], targets[:6], spec=spec, val_inputs=_GEN_X[6:], val_targets=targets[6:]) is rung
+    queries = ["hello friend", "thanks for dinner", "see you soon"]
+    out = rung.generate(queries)
+    assert isinstance(out, list) and len(out) == 3 and all(isinstance(t, str) for t in out)
+    assert isinstance(rung.extra_info(), dict)
+    rung.save(tmp_path / "saved")
+    back = load_gen_rung(tmp_path / "saved")
+    assert type(back) is type(rung) and back.get_params() == rung.get_params()
+    assert back.generate(queries) == out

@@ -1,4 +1,4 @@
-"""`adaptladder rungs`: the registered rungs in climbing order, with their declared settings."""
+"""`adaptladder rungs`: the registered rungs of every task kind in climbing order, with their declared settings."""
 
 from __future__ import annotations
 
@@ -8,16 +8,20 @@ from typing import Annotated, Any
 import typer
 
 
-def describe_rungs(names: list[str] | None = None) -> list[dict[str, Any]]:
-    """name, cost rank, family, description and settings (name, type, default, help) of each rung."""
-    from adaptladder.rungs import get_rung_class, rungs_in_cost_order
+def describe_rungs(names: list[str] | None = None, kinds: list[str] | None = None) -> list[dict[str, Any]]:
+    """kind, name, cost rank, family, description and settings (name, type, default, help) of each rung,
+    kind by kind (classification first), each kind in climbing order."""
+    from adaptladder.rungs import KINDS, get_rung_class, rung_table, rungs_in_cost_order
 
     out = []
-    for name in rungs_in_cost_order(names):
-        cls = get_rung_class(name)
-        out.append({"name": name, "kind": "classification", "cost_rank": cls.cost_rank, "family": cls.family,
-                    "description": cls.description,
-                    "run_values": dict(cls.Settings.run_values), "settings": cls.Settings.describe()})
+    for kind in kinds or KINDS:
+        table = rung_table(kind)
+        chosen = [n for n in table if names is None or n in names]
+        for name in rungs_in_cost_order(chosen, kind):
+            cls = get_rung_class(name, kind)
+            out.append({"kind": kind, "name": name, "cost_rank": cls.cost_rank, "family": cls.family,
+                        "description": cls.description, "run_values": dict(cls.Settings.run_values),
+                        "settings": cls.Settings.describe()})
     return out
 
 
@@ -27,37 +31,36 @@ def register(app: typer.Typer) -> None:
         names: Annotated[list[str] | None, typer.Argument(help="Rungs to show (default: all).",
                                                           show_default=False)] = None,
         as_json: Annotated[bool, typer.Option("--json", help="Print the listing as JSON.")] = False,
-        kind: Annotated[str, typer.Option("--kind", help="classification, generation or all.")] = "all",
+        kind: Annotated[str, typer.Option("--kind", help="Only the rungs of this task kind: classification, "
+                                          "generation, or all.")] = "all",
     ) -> None:
-        """List the rungs in climbing order (cost rank, family) and every setting they take (--set RUNG.KEY=VALUE)."""
+        """List the rungs of each task kind in climbing order (cost rank, family) and every setting they take
+        (--set RUNG.KEY=VALUE)."""
         from rich.console import Console
         from rich.markup import escape
         from rich.table import Table
 
         from adaptladder.errors import AdaptError
-        from adaptladder.generation.rungs import GEN_RUNGS, describe_gen_rungs
-        from adaptladder.rungs import RUNGS
+        from adaptladder.rungs import KINDS, rung_table
 
-        if kind not in ("classification", "generation", "all"):
-            raise AdaptError(f"--kind {kind!r} is unknown: use classification, generation or all.")
-        known = {**(RUNGS if kind != "generation" else {}), **(GEN_RUNGS if kind != "classification" else {})}
+        if kind != "all" and kind not in KINDS:
+            raise AdaptError(f"--kind {kind!r} is not a task kind: use {', '.join(KINDS)} or all.")
+        kinds = list(KINDS) if kind == "all" else [kind]
+        known = {n for k in kinds for n in rung_table(k)}
         unknown = [n for n in names or [] if n not in known]
         if unknown:
-            raise AdaptError(f"unknown rung {unknown[0]!r}: choose from {', '.join(known)}.")
-        rows = []
-        if kind != "generation":
-            want = [n for n in names or RUNGS if n in RUNGS]
-            rows += describe_rungs(want) if want else []
-        if kind != "classification":
-            want = [n for n in names or GEN_RUNGS if n in GEN_RUNGS]
-            rows += describe_gen_rungs(want) if want else []
+            raise AdaptError(f"unknown rung {unknown[0]!r}: choose from {', '.join(sorted(known))}.")
+        rows = describe_rungs(names or None, kinds)
         if as_json:
             print(json.dumps(rows, indent=2, default=str))
             return
         console = Console()
+        shown_kind = None
         for r in rows:
-            console.print(f"[bold]{escape(r['name'])}[/bold] ({r['kind']})  cost rank {r['cost_rank']}, family "
-                          f"{r['family']}: "
+            if r["kind"] != shown_kind:
+                shown_kind = r["kind"]
+                console.rule(f"[bold]{escape(shown_kind)} rungs[/bold]")
+            console.print(f"[bold]{escape(r['name'])}[/bold]  cost rank {r['cost_rank']}, family {r['family']}: "
                           f"{escape(r['description'])}", highlight=False)
             if not r["settings"]:
                 console.print("  (no settings)")
@@ -71,4 +74,5 @@ def register(app: typer.Typer) -> None:
             console.print(table)
             console.print()
         console.print("Set one with --set RUNG.KEY=VALUE (or rung_params in a --config file); the run's --encoder, "
-                      "--seed, --lm and --budget-minutes reach the rungs that take them.")
+                      "--seed, --lm and --budget-minutes reach the rungs that take them. A name both kinds have "
+                      "(zero-shot) takes the settings of the kind the data is.")

@@ -23,7 +23,7 @@ import os
 import time
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -40,6 +40,7 @@ from adaptladder.generation.metrics import per_example_scores, summarise
 from adaptladder.generation.rungs import GEN_RUNGS, GenRung, GenSpec, get_gen_rung_class
 from adaptladder.generation.task import GenTask
 from adaptladder.measure import PeakMemory, rss_mb
+from adaptladder.rungs.settings import resolve_params
 from adaptladder.store import SCHEMA_VERSION, RunStore, atomic_write_json, atomic_write_text, config_hash
 
 Log = Callable[[str], None]
@@ -80,12 +81,9 @@ def gen_climbing_order(cfg: Any) -> list[str]:
     return gen_rungs_in_order(names)
 
 
-def declared_settings(cls: type[GenRung]) -> set[str] | None:
-    """The setting names a rung class takes: its ``DEFAULTS`` (or its module's), None when unknown."""
-    from adaptladder.generation.rungs import declared_gen_settings
-
-    d = declared_gen_settings(cls)
-    return set(d) if d is not None else None
+def declared_settings(cls: type[GenRung]) -> set[str]:
+    """The setting names a rung class declares (its ``Settings`` dataclass)."""
+    return {f.name for f in fields(cls.Settings)}
 
 
 def gen_rung_params(name: str, cfg: Any) -> dict[str, Any]:
@@ -95,15 +93,16 @@ def gen_rung_params(name: str, cfg: Any) -> dict[str, Any]:
     cls = get_gen_rung_class(name)
     declared = declared_settings(cls)
     own = dict((cfg.rung_params or {}).get(name, {}))
-    if declared is not None and "budget_minutes" not in declared:
+    if "budget_minutes" not in declared:
         own.pop("budget_minutes", None)
     out: dict[str, Any] = {}
     for key in RUN_WIDE:
         v = getattr(cfg, key, None)
-        if v is not None and (declared is None or key in declared):
+        if v is not None and key in declared:
             out[key] = v
     out.update(own)
-    return out
+    # checked against the declared settings: an unknown or invalid one is a one-line error naming it
+    return resolve_params(name, None, out, kind="generation")
 
 
 def _esc(obj: Any) -> str:

@@ -27,29 +27,27 @@ from adaptladder.errors import AdaptError
 from adaptladder.rungs.settings import RungSettings
 
 
-class Rung(ABC):
-    """Base class of every rung.
+class RungBase:
+    """What every rung of every task kind shares: declared settings and scikit-learn's parameter contract.
 
     Class attributes a subclass sets:
 
     * ``name``: the registry name used on the command line (``"tfidf"``).
-    * ``family``: ``floor`` | ``prompting`` | ``features`` | ``finetune`` | ``distill``.
+    * ``family``: e.g. ``floor`` | ``prompting`` | ``features`` | ``finetune`` | ``distill``.
     * ``cost_rank``: adaptation cost order; the ladder climbs from low to high.
     * ``description``: one line for listings and reports.
+    * ``Settings``: the declared settings (type, default, help, checks) of the rung family.
+
+    :class:`Rung` (classification: ``predict`` / ``predict_proba``) and
+    :class:`adaptladder.generation.rungs.base.GenRung` (generation: ``generate``) build on it.
     """
 
     name: ClassVar[str] = ""
     family: ClassVar[str] = ""
     cost_rank: ClassVar[int] = 0
     description: ClassVar[str] = ""
-    #: Evaluate on at most this many validation / test examples (a stratified, seeded sample,
-    #: stated in the report) when predicting is slow, e.g. prompting a language model on a CPU.
-    eval_cap: ClassVar[int | None] = None
     #: The declared settings (type, default, help, checks) of this rung family.
     Settings: ClassVar[type[RungSettings]] = RungSettings
-    #: Share of a time budget the fit keeps to (1.0: it may use all of it, e.g. fine-tuning trains to
-    #: it); the ladder leaves the rest (at least ``EVAL_FLOOR_SHARE``) to the evaluation.
-    FIT_BUDGET_SHARE: ClassVar[float] = 1.0
 
     def __init__(self, **params: Any) -> None:
         # validated (one line naming the rung and setting); values kept as given (sklearn's clone
@@ -57,6 +55,43 @@ class Rung(ABC):
         self.settings = self.Settings.build(self.name, params)
         #: the settings given explicitly (saved in rung.json; the declared defaults fill the rest)
         self.params: dict[str, Any] = {k: getattr(self.settings, k) for k in params}
+
+    def get_params(self, deep: bool = True) -> dict[str, Any]:
+        """Every setting's value, defaults included (scikit-learn's contract; ``deep`` changes nothing:
+        a rung holds no sub-estimators as parameters)."""
+        return self.settings.values()
+
+    def set_params(self, **params: Any) -> Any:
+        """Change settings (validated like ``__init__``); returns self. Refit to take effect."""
+        if not params:
+            return self
+        self.settings = self.Settings.build(self.name, {**self.params, **params})
+        self.params = {k: getattr(self.settings, k) for k in {**self.params, **params}}
+        self._settings_changed()
+        return self
+
+    def clone(self) -> Any:
+        """A new, unfitted rung with the same explicitly given settings (``sklearn.base.clone`` agrees)."""
+        return type(self)(**self.params)
+
+    def _settings_changed(self) -> None:
+        """Hook: drop state derived from the settings (e.g. a built backend)."""
+        return None
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
+        return f"{type(self).__name__}({shown})"
+
+
+class Rung(RungBase, ABC):
+    """Base class of every classification rung (see the module docstring for the contract)."""
+
+    #: Evaluate on at most this many validation / test examples (a stratified, seeded sample,
+    #: stated in the report) when predicting is slow, e.g. prompting a language model on a CPU.
+    eval_cap: ClassVar[int | None] = None
+    #: Share of a time budget the fit keeps to (1.0: it may use all of it, e.g. fine-tuning trains to
+    #: it); the ladder leaves the rest (at least ``EVAL_FLOOR_SHARE``) to the evaluation.
+    FIT_BUDGET_SHARE: ClassVar[float] = 1.0
 
     # ------------------------------------------------------------------ contract
     @abstractmethod
@@ -143,28 +178,6 @@ class Rung(ABC):
         return {}
 
     # ------------------------------------------------------------------ helpers
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        """Every setting's value, defaults included (scikit-learn's contract; ``deep`` changes nothing:
-        a rung holds no sub-estimators as parameters)."""
-        return self.settings.values()
-
-    def set_params(self, **params: Any) -> Rung:
-        """Change settings (validated like ``__init__``); returns self. Refit to take effect."""
-        if not params:
-            return self
-        self.settings = self.Settings.build(self.name, {**self.params, **params})
-        self.params = {k: getattr(self.settings, k) for k in {**self.params, **params}}
-        self._settings_changed()
-        return self
-
-    def _settings_changed(self) -> None:
-        """Hook: drop state derived from the settings (e.g. a built backend)."""
-        return None
-
-    def __repr__(self) -> str:
-        shown = ", ".join(f"{k}={v!r}" for k, v in self.params.items())
-        return f"{type(self).__name__}({shown})"
-
     def save(self, path: str | Path) -> Path:
         """Save into directory ``path`` (created; existing files in it are replaced)."""
         path = Path(path)

@@ -42,7 +42,14 @@ from adaptladder import models
 from adaptladder.errors import AdaptError
 from adaptladder.measure import PeakMemory
 from adaptladder.rungs.base import Rung, check_inputs
-from adaptladder.rungs.settings import RungSettings, SettingError, positive_int, positive_number, setting
+from adaptladder.rungs.settings import (
+    LoraFields,
+    RungSettings,
+    SettingError,
+    positive_int,
+    positive_number,
+    setting,
+)
 
 META_FILE = "finetune.json"
 
@@ -123,23 +130,8 @@ class FinetuneSettings(RungSettings):
 
 
 @dataclass
-class LoraSettings(FinetuneSettings):
-    r: int = setting(8, help="LoRA rank")
-    alpha: float = setting(16, help="LoRA scaling alpha (the update is scaled by alpha / r)")
-    dropout: float = setting(0.1, help="dropout on the LoRA path, in [0, 1)")
-    target_modules: list[str] | Literal["all-linear"] | None = setting(
-        None, help="modules that get adapters: a list of names, 'all-linear', or unset (the attention query and "
-                   "value projections of the architecture)")
-
-    def check(self) -> None:
-        super().check()
-        positive_int(self, "r")
-        positive_number(self, "alpha")
-        if not 0 <= self.dropout < 1:
-            raise SettingError("dropout", self.dropout, "a number in [0, 1)")
-        if isinstance(self.target_modules, (list, tuple)) and not self.target_modules:
-            raise SettingError("target_modules", self.target_modules, "a list of module names such as "
-                               "['query', 'value'], 'all-linear', or leave it unset")
+class LoraSettings(LoraFields, FinetuneSettings):
+    """The fine-tuning settings plus the LoRA fields every kind of task shares (:class:`LoraFields`)."""
 
 
 @dataclass

@@ -82,6 +82,12 @@ class RungSettings:
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
     @classmethod
+    def defaults(cls) -> dict[str, Any]:
+        """Every setting's declared default."""
+        return {f.name: (f.default if f.default is not MISSING else f.default_factory())  # type: ignore[misc]
+                for f in fields(cls)}
+
+    @classmethod
     def describe(cls) -> list[dict[str, Any]]:
         """name, type, default and help of every setting (for ``adaptladder rungs``)."""
         hints = _hints(cls)
@@ -96,6 +102,29 @@ class RungSettings:
             out.append({"name": f.name, "type": type_text(hints[f.name]), "default": _plain(default),
                         "help": f.metadata.get("help", "")})
         return out
+
+
+@dataclass
+class LoraFields(RungSettings):
+    """The LoRA adapter settings, spelt once for every kind of task (classification ``lora`` /
+    ``qlora`` and generation ``lora-sft`` / ``qlora-sft`` / ``distill``); a family may change a default."""
+
+    r: int = setting(8, help="LoRA rank")
+    alpha: float = setting(16, help="LoRA scaling alpha (the update is scaled by alpha / r)")
+    dropout: float = setting(0.1, help="dropout on the LoRA path, in [0, 1)")
+    target_modules: list[str] | Literal["all-linear"] | None = setting(
+        None, help="modules that get adapters: a list of names, 'all-linear', or unset (the attention query and "
+                   "value projections of the architecture)")
+
+    def check(self) -> None:
+        super().check()
+        positive_int(self, "r")
+        positive_number(self, "alpha")
+        if not 0 <= self.dropout < 1:
+            raise SettingError("dropout", self.dropout, "a number in [0, 1)")
+        if isinstance(self.target_modules, (list, tuple)) and not self.target_modules:
+            raise SettingError("target_modules", self.target_modules, "a list of module names such as "
+                               "['query', 'value'], 'all-linear', or leave it unset")
 
 
 # ---------------------------------------------------------------------------- types
@@ -218,7 +247,7 @@ def _plain(value: Any) -> Any:
 
 # ---------------------------------------------------------------------------- resolving
 def resolve_params(name: str, run_values: dict[str, Any] | None = None,
-                   given: dict[str, Any] | None = None) -> dict[str, Any]:
+                   given: dict[str, Any] | None = None, kind: str = "classification") -> dict[str, Any]:
     """The parameters a rung gets: the run-wide values it takes (``encoder``, ``seed``, ...) and the
     user's own settings for it (config file + ``--set``), validated against its declared settings.
 
@@ -228,7 +257,7 @@ def resolve_params(name: str, run_values: dict[str, Any] | None = None,
     """
     from adaptladder.rungs import get_rung_class
 
-    cls = get_rung_class(name)
+    cls = get_rung_class(name, kind)
     settings_cls = cls.Settings
     params: dict[str, Any] = {}
     for run_key, value in (run_values or {}).items():
@@ -258,5 +287,5 @@ def positive_number(s: RungSettings, *keys: str, allow_none: bool = False) -> No
             raise SettingError(key, v, "a positive number" + (" or leave it unset" if allow_none else ""))
 
 
-__all__ = ["RungSettings", "SettingError", "coerce", "conforms", "resolve_params", "setting",
+__all__ = ["LoraFields", "RungSettings", "SettingError", "coerce", "conforms", "resolve_params", "setting",
            "type_text"]

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 
 from adaptladder.artifacts import RUNG_FILE  # re-exported: callers import it from here
 from adaptladder.errors import AdaptError
+from adaptladder.rungs.base import RungBase
 
 
 @dataclass
@@ -49,18 +50,16 @@ class GenSpec:
         return asdict(self)
 
 
-class GenRung(ABC):
-    """Base class of every generation rung (see the module docstring for the contract)."""
+class GenRung(RungBase, ABC):
+    """Base class of every generation rung (see the module docstring for the contract); the declared
+    ``Settings``, ``get_params`` / ``set_params`` / ``clone`` come from the one base,
+    :class:`adaptladder.rungs.base.RungBase`. ``family``: prompting | structured | finetune | distill."""
 
-    name: ClassVar[str] = ""
-    family: ClassVar[str] = ""  # prompting | structured | finetune | distill
-    cost_rank: ClassVar[int] = 0
-    description: ClassVar[str] = ""
     #: only for tasks with a JSON Schema (the ``structured`` rung)
     needs_schema: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
-        self.params: dict[str, Any] = dict(params)
+        super().__init__(**params)
         self.spec_: GenSpec | None = None
         self.last_usage: dict[str, Any] = {}
 
@@ -132,9 +131,6 @@ class GenRung(ABC):
     def _check_fitted(self) -> None:
         if self.spec_ is None:
             raise AdaptError(f"the {self.name} rung is not fitted yet: call fit() before generating.")
-
-    def __repr__(self) -> str:
-        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.params.items())})"
 
 
 def load_gen_rung(path: str | Path, *, run_root: str | Path | None = None) -> GenRung:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -22,6 +23,7 @@ import numpy as np
 
 from adaptladder.errors import AdaptError
 from adaptladder.generation.rungs.base import GenRung, GenSpec
+from adaptladder.rungs.settings import RungSettings, positive_int, setting
 
 STATE_FILE = "floor.json"
 #: candidates for lead's N besides the training targets' word-length quantiles
@@ -51,20 +53,34 @@ def _scores(preds: list[str], refs: list[str], spec: GenSpec, metric: str) -> fl
     return float(np.mean(per[metric])) if len(per[metric]) else 0.0
 
 
+@dataclass
+class LeadSettings(RungSettings):
+    n_words: int | None = setting(None, help="words of the input kept; unset: chosen on validation")
+
+    def check(self) -> None:
+        positive_int(self, "n_words", allow_none=True)
+
+
+@dataclass
+class NearestTargetSettings(RungSettings):
+    run_values: ClassVar[dict[str, str]] = {"seed": "seed"}
+
+    max_pairs: int = setting(50_000, help="training pairs kept in the index (a seeded sample beyond)")
+    seed: int | None = setting(None, help="seed of that sample; unset: the run's --seed")
+
+    def check(self) -> None:
+        positive_int(self, "max_pairs")
+
+
 class _Floor(GenRung):
     family: ClassVar[str] = "floor"
-    DEFAULTS: ClassVar[dict[str, Any]] = {}
 
     def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.DEFAULTS))
-        if unknown:
-            raise AdaptError(f"unknown setting(s) {', '.join(unknown)} for the {self.name} rung: use "
-                             f"{', '.join(self.DEFAULTS) or 'none'}.")
         super().__init__(**params)
         self.info_: dict[str, Any] = {}
 
     def p(self, key: str) -> Any:
-        return self.params.get(key, self.DEFAULTS[key])
+        return getattr(self.settings, key)
 
     def generate(self, inputs: Sequence[str]) -> list[str]:
         self._check_fitted()
@@ -110,7 +126,7 @@ class LeadGen(_Floor):
     name = "lead"
     cost_rank = 1
     description = "the first N words of the input (N chosen on validation): the summarisation / headline floor"
-    DEFAULTS: ClassVar[dict[str, Any]] = {"n_words": None}  # None: chosen on validation
+    Settings = LeadSettings
 
     @classmethod
     def unavailable_reason(cls, params: dict[str, Any], spec: GenSpec | None = None) -> str | None:
@@ -169,7 +185,7 @@ class NearestTargetGen(_Floor):
     name = "nearest-target"
     cost_rank = 2
     description = "the target of the most similar training input (TF-IDF cosine): the floor for repeated answers"
-    DEFAULTS: ClassVar[dict[str, Any]] = {"max_pairs": 50_000, "seed": None}
+    Settings = NearestTargetSettings
 
     def fit(self, inputs: Sequence[str], targets: Sequence[str], *, spec: GenSpec,
             val_inputs: Sequence[str] | None = None, val_targets: Sequence[str] | None = None) -> NearestTargetGen:

@@ -33,8 +33,9 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
@@ -43,7 +44,7 @@ from adaptladder.generation.rungs.base import GenRung, GenSpec
 from adaptladder.models import DEFAULT_LM
 from adaptladder.precision import DTYPE as PRECISION_DTYPE
 from adaptladder.precision import GENERATION_CHECK_PAIRS as PRECISION_CHECK_PAIRS
-from adaptladder.precision import check_setting as check_precision
+from adaptladder.rungs.settings import RungSettings, SettingError, positive_int, positive_number, setting
 
 STATE_FILE = "prompting_state.json"
 
@@ -54,33 +55,61 @@ DEFAULT_INSTRUCTIONS = {
     "extraction": "Extract the information from the text. Answer with the result only.",
 }
 
-#: every parameter of the prompting rungs and its default
-DEFAULTS: dict[str, Any] = {
-    "backend": "hf",            # hf (alias local) | openai
-    "lm": DEFAULT_LM,           # packaged alias, local folder or HF id; with openai: the server's model name
-    "k": None,                  # examples per prompt; None: 0 for zero-shot, 3 otherwise
-    "batch_size": 8,            # prompts per batch (hf)
-    "max_new_tokens": None,     # None: from the training targets' length (95th percentile x 1.25)
-    "max_new_tokens_cap": 512,  # upper limit of the derived budget
-    "shot_tokens": 256,         # tokens kept of each example's input
-    "shot_pick": "random",      # few-shot / structured: random (seeded) | shortest
-    "max_context": None,        # cap of the context window in tokens (the model's own limit applies)
-    "encoder": "minilm",        # knn-few-shot's sentence encoder
-    "pool_max": 5000,           # knn-few-shot: training pairs kept in the retrieval pool (seeded sample)
-    "unconstrained_check": 32,  # structured: validation inputs also decoded without the constraint (0: off;
-                                #   at most a quarter of the budget)
-    "seed": None,               # None: the spec's seed
-    "threads": "auto",
-    "device": "auto",
-    "precision": "auto",        # LM weights (hf): auto (bf16 where native and faithful on validation), fp32, bf16
-    "base_url": None,           # openai
-    "api_key_env": "OPENAI_API_KEY",
-    "timeout": None,
-    "retries": None,
-    "concurrency": None,
-    "model": None,              # alias of lm (the classification rungs' name)
-    "budget_minutes": None,     # accepted for a uniform --set; no training loop here (the ladder budgets generation)
-}
+@dataclass
+class GenPromptingSettings(RungSettings):
+    """Settings of the four generation prompting rungs (zero-shot, few-shot, knn-few-shot, structured)."""
+
+    run_values: ClassVar[dict[str, str]] = {"lm": "lm", "seed": "seed", "encoder": "encoder",
+                                            "budget_minutes": "budget_minutes"}
+
+    backend: Literal["hf", "local", "openai"] = setting("hf", help="hf (alias local): a local causal LM; openai: an "
+                                                                   "OpenAI-compatible server")
+    lm: str = setting(DEFAULT_LM, help="the LM: packaged alias, local folder or HF id; with openai: the server's "
+                                       "model name (the run's --lm)")
+    k: int | None = setting(None, help="examples per prompt; unset: 0 for zero-shot, 3 otherwise")
+    batch_size: int = setting(8, help="prompts per batch (backend hf)")
+    max_new_tokens: int | None = setting(None, help="output budget in tokens; unset: 1.25 x the 95th percentile "
+                                                    "of the training targets' token lengths")
+    max_new_tokens_cap: int = setting(512, help="upper limit of the derived output budget")
+    shot_tokens: int = setting(256, help="tokens kept of each example's input (and target)")
+    shot_pick: Literal["random", "shortest"] = setting("random", help="few-shot / structured: random (seeded) or "
+                                                                      "the shortest pairs")
+    max_context: int | None = setting(None, help="cap of the context window in tokens (the model's own limit "
+                                                 "applies)")
+    encoder: str = setting("minilm", help="knn-few-shot's sentence encoder (the run's --encoder)")
+    pool_max: int = setting(5000, help="knn-few-shot: training pairs kept in the retrieval pool (seeded sample)")
+    unconstrained_check: int = setting(32, help="structured: validation inputs also decoded without the "
+                                                "constraint (0: off; at most a quarter of the budget)")
+    seed: int | None = setting(None, help="seed of the example choice; unset: the run's --seed")
+    threads: int | Literal["auto"] = setting("auto", help="torch CPU threads: auto or an integer")
+    device: str = setting("auto", help="torch device: auto, cpu or cuda")
+    precision: Literal["auto", "fp32", "bf16"] = setting("auto", help="LM weights (backend hf): auto (bf16 where "
+                                                                      "native and faithful on validation), fp32, "
+                                                                      "bf16")
+    base_url: str | None = setting(None, help="OpenAI-compatible server URL (backend openai)")
+    api_key_env: str | None = setting("OPENAI_API_KEY", help="environment variable holding the API key (backend "
+                                                             "openai); the key itself is never stored")
+    timeout: float | None = setting(None, help="seconds per request (backend openai)")
+    retries: int | None = setting(None, help="retries of a failed request (backend openai)")
+    concurrency: int | None = setting(None, help="requests in flight (backend openai)")
+    model: str | None = setting(None, help="alias of lm (the classification rungs' name)")
+    budget_minutes: float | None = setting(None, help="the rung's time budget (the run's --budget-minutes); no "
+                                                      "training loop here: it sizes the evaluation")
+
+    def check(self) -> None:
+        positive_int(self, "k", minimum=0, allow_none=True)
+        positive_int(self, "batch_size", "max_new_tokens_cap", "shot_tokens", "pool_max")
+        positive_int(self, "max_new_tokens", allow_none=True)
+        positive_int(self, "max_context", minimum=16, allow_none=True)
+        positive_int(self, "unconstrained_check", minimum=0)
+        positive_int(self, "retries", minimum=0, allow_none=True)
+        positive_int(self, "concurrency", allow_none=True)
+        positive_number(self, "timeout", "budget_minutes", allow_none=True)
+        if self.threads != "auto":
+            positive_int(self, "threads")
+        if not self.lm and not self.model:
+            raise SettingError("lm", self.lm, "an LM: a packaged alias, a folder or a model name")
+
 
 #: loaded local generators by (lm, device, threads, dtype), so the prompting rungs of one run share one model
 _GENERATORS: dict[tuple[str, str, str, str], Any] = {}
@@ -99,43 +128,16 @@ def local_generator(lm: str, *, batch_size: int = 8, threads: Any = "auto", devi
     return _GENERATORS[key]
 
 
-def _positive_int(name: str, v: Any, minimum: int = 1, allow_none: bool = False) -> None:
-    if v is None and allow_none:
-        return
-    if isinstance(v, bool) or not isinstance(v, int | np.integer) or v < minimum:
-        raise AdaptError(f"{name}={v!r} is not valid for a generation prompting rung: give an integer >= {minimum}.")
-
-
 class _PromptGen(GenRung):
     """Shared machinery: prompt building and fitting, both backends, budgets, save/load."""
 
     family: ClassVar[str] = "prompting"
     default_k: ClassVar[int] = 3
     constrained: ClassVar[bool] = False
+    Settings = GenPromptingSettings
 
     def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(DEFAULTS))
-        if unknown:
-            raise AdaptError(f"unknown setting(s) {', '.join(unknown)} for the {self.name} rung: use "
-                             f"{', '.join(k for k in DEFAULTS if k != 'model')}.")
         super().__init__(**params)
-        p = self.p
-        if p("model") is not None and "lm" not in params:
-            self.params["lm"] = p("model")
-        if p("backend") not in ("hf", "local", "openai"):
-            raise AdaptError(f"backend={p('backend')!r} is not valid for the {self.name} rung: use hf (alias "
-                             "local) or openai.")
-        _positive_int("k", p("k"), 0, allow_none=True)
-        for key in ("batch_size", "max_new_tokens_cap", "shot_tokens", "pool_max"):
-            _positive_int(key, p(key))
-        _positive_int("max_new_tokens", p("max_new_tokens"), allow_none=True)
-        _positive_int("max_context", p("max_context"), 16, allow_none=True)
-        _positive_int("unconstrained_check", p("unconstrained_check"), 0)
-        check_precision(p("precision"), self.name)
-        if p("shot_pick") not in ("random", "shortest"):
-            raise AdaptError(f"shot_pick={p('shot_pick')!r} is not valid: use random or shortest.")
-        if not p("lm"):
-            raise AdaptError(f"the {self.name} rung needs an LM: set lm to an alias, a folder or a model name.")
         self._backend: Any = None
         self.precision_ = "fp32"  # decided at fit (see _choose_precision)
         self.precision_record_: dict[str, Any] | None = None
@@ -146,12 +148,17 @@ class _PromptGen(GenRung):
 
     # ------------------------------------------------------------------ params
     def p(self, key: str) -> Any:
-        v = self.params.get(key, DEFAULTS[key])
+        if key == "lm" and self.settings.model is not None and "lm" not in self.params:
+            return self.settings.model  # model: the classification rungs' name of lm
+        v = getattr(self.settings, key)
         if key == "k" and v is None:
             return self.default_k
         if key == "seed" and v is None:
             return self.spec_.seed if self.spec_ is not None else 13
         return v
+
+    def _settings_changed(self) -> None:
+        self._backend = None
 
     @property
     def is_openai(self) -> bool:

@@ -46,16 +46,17 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from functools import partial
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 
 from adaptladder.errors import AdaptError, BudgetExceeded
 from adaptladder.generation.rungs.base import GenRung, GenSpec
 from adaptladder.models import DEFAULT_LM
+from adaptladder.rungs.settings import LoraFields, SettingError, positive_int, positive_number, setting
 
 log = logging.getLogger(__name__)
 
@@ -139,6 +140,74 @@ def training_shape(lm: Any, inputs: Sequence[str], targets: Sequence[str], instr
             "cut_to_max_length": int(sum(p + t > max_length for p, t in zip(prompt, target, strict=True)))}
 
 
+@dataclass
+class LoraSFTSettings(LoraFields):
+    """Settings of the SFT rungs: the LoRA fields shared with the classification ``lora`` rung
+    (:class:`~adaptladder.rungs.settings.LoraFields`) plus the training loop's."""
+
+    run_values: ClassVar[dict[str, str]] = {"lm": "lm", "seed": "seed", "budget_minutes": "budget_minutes"}
+
+    lm: str = setting(DEFAULT_LM, help="the causal LM trained: packaged alias, local folder or HF id (the run's "
+                                       "--lm)")
+    dropout: float = setting(0.05, help="dropout on the LoRA path, in [0, 1)")
+    lr: float | None = setting(None, help="peak learning rate; unset: the method's default (1e-3 LoRA, 2e-5 full)")
+    batch_size: int = setting(8, help="training pairs per step")
+    max_epochs: int = setting(3, help="passes over the training pairs (early stopping may end sooner)")
+    max_steps: int | None = setting(None, help="cap of the optimiser steps; unset: no cap")
+    budget_minutes: float | None = setting(None, help="wall-time cap of the training; unset: the run's "
+                                                      "--budget-minutes, else 10")
+    eval_every: int = setting(25, help="steps between validation checks (greedy generation, primary metric)")
+    patience: int = setting(3, help="checks without a better validation score before stopping")
+    max_length: int = setting(512, help="tokens per training example (prompt + target), longer ones are cut")
+    seed: int | None = setting(None, help="seed of the batches, the subsets and dropout; unset: the run's --seed")
+    val_size: int = setting(32, help="validation pairs at most in a check (fewer when a check would take more "
+                                     "than eval_share of the budget)")
+    gen_batch_size: int = setting(8, help="prompts per generation batch")
+    eval_share: float = setting(0.2, help="share of the budget the validation checks may take, in (0, 1]")
+    threads: int | Literal["auto"] = setting("auto", help="torch CPU threads: auto or an integer")
+    precision: Literal["auto", "fp32", "bf16"] = setting("auto", help="training and generation precision: auto "
+                                                                      "(bf16 autocast where native), fp32, bf16")
+    n_examples: int | None = setting(None, help="qlora-sft without CUDA: training examples the skip's estimate "
+                                                "assumes when the task's are not known")
+
+    def check(self) -> None:
+        super().check()
+        positive_int(self, "batch_size", "max_epochs", "eval_every", "patience", "max_length", "val_size",
+                     "gen_batch_size")
+        positive_int(self, "max_steps", "n_examples", allow_none=True)
+        positive_number(self, "lr", "budget_minutes", allow_none=True)
+        for key in ("lr", "budget_minutes"):
+            v = getattr(self, key)
+            if v is not None and not math.isfinite(v):
+                raise SettingError(key, v, "a positive finite number")
+        if not 0 < self.eval_share <= 1:
+            raise SettingError("eval_share", self.eval_share, "a number in (0, 1]")
+        if self.threads != "auto":
+            positive_int(self, "threads")
+
+
+@dataclass
+class DistillSFTSettings(LoraSFTSettings):
+    """The SFT settings plus the teacher's."""
+
+    teacher: str = setting("few-shot", help="the generation rung that labels the unlabelled inputs")
+    teacher_params: dict[str, Any] | None = setting(None, help="the teacher's settings (its lm defaults to lm)")
+    student_lm: str | None = setting(None, help="the student's causal LM; unset: lm")
+    labelled: int = setting(32, help="training pairs the teacher is fitted on (a seeded subset)")
+    unlabelled_inputs: list[Any] | dict[str, Any] | None = setting(
+        None, help="inputs for the teacher to label; unset: the training inputs outside the labelled subset")
+    max_unlabelled: int | None = setting(200, help="unlabelled inputs the teacher labels at most")
+    teacher_budget_share: float = setting(0.4, help="share of the budget the teacher's labelling may take, in "
+                                                    "(0, 1)")
+
+    def check(self) -> None:
+        super().check()
+        positive_int(self, "labelled")
+        positive_int(self, "max_unlabelled", allow_none=True)
+        if not 0 < self.teacher_budget_share < 1:
+            raise SettingError("teacher_budget_share", self.teacher_budget_share, "a number in (0, 1)")
+
+
 #: The fewest training pairs the seeds call a start for fine-tuning a generation task ("50-100 examples").
 MIN_SEEN_PAIRS = 50
 
@@ -195,18 +264,9 @@ class LoraSFT(GenRung):
     # a priori for CPU budgets of ~100 steps (the classification LoRA rung measured 1e-3 as barely
     # moving in ~80 steps and 3e-3 as best; generation is the more fragile, so the lower one)
     default_lr: ClassVar[float] = 1e-3
-    #: every parameter and its default (``None``: derived, see :meth:`settings`)
-    DEFAULTS: ClassVar[dict[str, Any]] = {
-        "lm": DEFAULT_LM, "r": 8, "alpha": 16, "dropout": 0.05, "target_modules": None, "lr": None,
-        "batch_size": 8, "max_epochs": 3, "max_steps": None, "budget_minutes": None, "eval_every": 25,
-        "patience": 3, "max_length": 512, "seed": None, "val_size": 32, "gen_batch_size": 8, "eval_share": 0.2,
-        "threads": "auto", "precision": "auto", "n_examples": None}
+    Settings = LoraSFTSettings
 
     def __init__(self, **params: Any) -> None:
-        unknown = sorted(set(params) - set(self.DEFAULTS))
-        if unknown:
-            raise AdaptError(f"unknown parameter {unknown[0]!r} for the {self.name} rung: use "
-                             f"{', '.join(k for k in self.DEFAULTS if k != 'n_examples')}.")
         super().__init__(**params)
         self.gen_: Any = None
         self.model_: Any = None
@@ -214,9 +274,10 @@ class LoraSFT(GenRung):
         self.decoding_: dict[str, Any] = {}
 
     # -------------------------------------------------------------- settings
-    def settings(self, spec: GenSpec | None = None) -> dict[str, Any]:
-        """Parameters with defaults filled in (budget and seed fall back to the run's, via ``spec``)."""
-        p = {**self.DEFAULTS, **self.params}
+    def run_settings(self, spec: GenSpec | None = None) -> dict[str, Any]:
+        """Every setting's value (validated when the rung was made), the derived ones filled in: budget
+        and seed fall back to the run's (via ``spec``), ``lr`` to the method's default."""
+        p = self.settings.values()
         extra = spec.extra if spec is not None else {}
         if p["budget_minutes"] is None:
             p["budget_minutes"] = float(extra.get("budget_minutes") or 10.0)
@@ -224,23 +285,6 @@ class LoraSFT(GenRung):
             p["seed"] = int(spec.seed) if spec is not None else 13
         if p["lr"] is None:
             p["lr"] = self.default_lr
-        for k in ("r", "alpha", "batch_size", "max_epochs", "eval_every", "patience", "max_length", "val_size",
-                  "gen_batch_size"):
-            v = p[k]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v < 1 or int(v) != v:
-                raise AdaptError(f"{self.name} parameter {k} must be a positive integer, got {v!r}.")
-            p[k] = int(v)
-        for k in ("lr", "budget_minutes"):
-            v = p[k]
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or not v > 0 or not math.isfinite(v):
-                raise AdaptError(f"{self.name} parameter {k} must be a positive number, got {v!r}.")
-        v = p["eval_share"]
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 < v <= 1:
-            raise AdaptError(f"{self.name} parameter eval_share must be in (0, 1], got {v!r}.")
-        if p["precision"] not in ("auto", "fp32", "bf16"):
-            raise AdaptError(f"{self.name} parameter precision must be auto, fp32 or bf16, got {p['precision']!r}.")
-        if not (isinstance(p["dropout"], (int, float)) and 0 <= p["dropout"] < 1):
-            raise AdaptError(f"{self.name} parameter dropout must be in [0, 1), got {p['dropout']!r}.")
         return p
 
     def _sft_config(self, p: dict[str, Any], max_new_tokens: int, budget_minutes: float,
@@ -268,7 +312,7 @@ class LoraSFT(GenRung):
         reason = self.unavailable_reason(self.params, spec)
         if reason:
             raise AdaptError(f"the {self.name} rung cannot run here: {reason}.")
-        p = self.settings(spec)
+        p = self.run_settings(spec)
         inputs, targets = list(inputs), list(targets)
         if len(inputs) != len(targets):
             raise AdaptError(f"{len(inputs)} inputs for {len(targets)} targets: they must pair up one to one.")
@@ -377,7 +421,7 @@ class LoraSFT(GenRung):
     def _load(cls, path: Path, meta: dict[str, Any]) -> GenRung:
         rung = super()._load(path, meta)
         assert isinstance(rung, LoraSFT)
-        p = rung.settings(rung.spec_)
+        p = rung.run_settings(rung.spec_)
         rung._load_weights(path, p)
         info_file = path / INFO_FILE
         if info_file.is_file():
@@ -427,8 +471,9 @@ class QloraSFT(LoraSFT):
                        instruction: str) -> dict[str, Any]:
         """The training pairs and their token lengths (:func:`training_shape`), for the estimate of a
         skip; the ladder puts it in ``spec.extra["training_shape"]``."""
-        seq = params.get("max_length") or cls.DEFAULTS["max_length"]
-        return training_shape(params.get("lm") or cls.DEFAULTS["lm"], inputs, targets, instruction,
+        d = cls.Settings.defaults()
+        seq = params.get("max_length") or d["max_length"]
+        return training_shape(params.get("lm") or d["lm"], inputs, targets, instruction,
                               max_length=int(seq))
 
     @classmethod
@@ -456,7 +501,7 @@ class QloraSFT(LoraSFT):
         :meth:`training_shape`) the estimate is for that many examples, memory at the longest example
         and time at their mean length; without it, ``n_examples`` (else an assumed 1,000) at
         ``max_length`` tokens each, and ``data`` says so."""
-        d = cls.DEFAULTS
+        d = cls.Settings.defaults()
         try:
             lm = params.get("lm") or d["lm"]
             max_len = int(params.get("max_length") or d["max_length"])
@@ -530,9 +575,7 @@ class DistillSFT(LoraSFT):
     cost_rank = 80
     description = ("Distillation: a teacher rung (default few-shot) labels extra inputs; a LoRA student learns "
                    "from its outputs and answers with the zero-shot prompt")
-    DEFAULTS: ClassVar[dict[str, Any]] = {
-        **LoraSFT.DEFAULTS, "teacher": "few-shot", "teacher_params": None, "student_lm": None, "labelled": 32,
-        "unlabelled_inputs": None, "max_unlabelled": 200, "teacher_budget_share": 0.4}
+    Settings = DistillSFTSettings
 
     def _student_lm(self, p: dict[str, Any]) -> Any:
         return p["student_lm"] or p["lm"]
@@ -548,14 +591,15 @@ class DistillSFT(LoraSFT):
         return {**self.params, "unlabelled_inputs": {"count": len(texts), "sha256": digest}}
 
     def _teacher(self, p: dict[str, Any]) -> GenRung:
-        from adaptladder.generation.rungs import GEN_RUNGS, make_gen_rung
+        from adaptladder.generation.rungs import GEN_RUNGS, get_gen_rung_class, make_gen_rung
 
         name = p["teacher"]
         if name not in GEN_RUNGS or name == self.name:
             raise AdaptError(f"unknown distill teacher {name!r}: use another generation rung, e.g. few-shot.")
         tp = dict(p["teacher_params"] or {})
-        tp.setdefault("lm", p["lm"])
         try:
+            if "lm" in get_gen_rung_class(name).Settings.defaults():
+                tp.setdefault("lm", p["lm"])
             return make_gen_rung(name, **tp)
         except (ImportError, AttributeError) as e:
             raise AdaptError(f"the distill teacher {name!r} is not available in this build ({e}); pass "
@@ -565,12 +609,8 @@ class DistillSFT(LoraSFT):
             val_inputs: Sequence[str] | None = None, val_targets: Sequence[str] | None = None) -> DistillSFT:
         from adaptladder.generation.metrics import parse_json
 
-        p = self.settings(spec)
-        if not isinstance(p["labelled"], int) or p["labelled"] < 1:
-            raise AdaptError(f"distill parameter labelled must be a positive integer, got {p['labelled']!r}.")
+        p = self.run_settings(spec)
         share = p["teacher_budget_share"]
-        if not isinstance(share, (int, float)) or not 0 < share < 1:
-            raise AdaptError(f"distill parameter teacher_budget_share must be in (0, 1), got {share!r}.")
         inputs, targets = list(inputs), list(targets)
         if len(inputs) != len(targets) or not inputs:
             raise AdaptError("distill needs training pairs (inputs and targets of the same, non-zero length).")
