@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from adaptladder.errors import AdaptError
+from adaptladder.kinds import GENERATION, kind_of
 from adaptladder.task import Task
 
 SUPPORTED_FORMATS = ("openai-chat",)
@@ -281,7 +282,7 @@ def instruction_from_run(run_dir: str | Path) -> str:
         except (OSError, ValueError):
             continue
         task = doc.get("task") if name == "results.json" else doc
-        if isinstance(task, dict) and task.get("task") == "generation":
+        if isinstance(task, dict) and kind_of(task) == GENERATION:
             return str(task.get("instruction") or "")
     raise AdaptError(f"{run} is not a generation run directory (no task.json or results.json of a generation task); "
                      "pass the folder `adaptladder run` wrote, or --system.")

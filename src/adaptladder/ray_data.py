@@ -112,7 +112,9 @@ def predict_file_ray(run_dir: str | Path, input_path: str | Path, output_path: s
     if out.exists() and not overwrite:  # fail before the (possibly slow) predictions
         raise AdaptError(f"{out} already exists; pass --overwrite to replace it or choose another --output.")
     doc = _results(run_dir)
-    if (doc.get("task") or {}).get("task") == "generation":
+    from adaptladder.kinds import GENERATION, kind_of
+
+    if kind_of(doc) == GENERATION:
         raise AdaptError(f"{run_dir} is a generation run: predict --executor ray covers classification runs only; "
                          "drop --executor ray to generate locally.")
     res = _rung_result(doc, rung, run_dir)

@@ -113,6 +113,7 @@ class Task:
     def summary(self) -> dict[str, Any]:
         return {
             "name": self.name,
+            "task_type": "classification",  # the kind, decided once (adaptladder.kinds.kind_of reads it)
             "n": len(self.texts),
             "n_classes": self.n_classes,
             "label_names": list(self.label_names),

@@ -136,13 +136,14 @@ def _log_run(run_dir: str | Path, uri: str | None) -> dict[str, Any]:
     run_dir = Path(run_dir).resolve()
     doc = _results(run_dir)
     # a run directory is untrusted input: every check passes before a store is created or written
-    from adaptladder.winner import _is_generation, rung_records
+    from adaptladder.kinds import GENERATION, kind_of
+    from adaptladder.winner import rung_records
 
     records = rung_records(doc, run_dir)
     rec0 = doc.get("recommendation")
     winner0 = rec0.get("rung") if isinstance(rec0, dict) else None
     preloaded = None
-    if winner0 in {r["name"] for r in records} and not _is_generation(doc):
+    if winner0 in {r["name"] for r in records} and kind_of(doc) != GENERATION:
         from adaptladder.rungs import load_rung
 
         preloaded = load_rung(run_dir / "rungs" / winner0 / "model", run_root=run_dir)

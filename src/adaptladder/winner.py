@@ -132,7 +132,9 @@ def load_model(run_dir: str | Path, rung: str | None = None) -> Any:
 
 
 def _is_generation(doc: dict[str, Any]) -> bool:
-    return (doc.get("task") or {}).get("task") == "generation"
+    from adaptladder.kinds import GENERATION, kind_of
+
+    return kind_of(doc) == GENERATION
 
 
 def predict(run_dir: str | Path, texts: Sequence[str], rung: str | None = None) -> pd.DataFrame:

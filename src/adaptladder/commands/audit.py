@@ -90,13 +90,13 @@ def audit_cmd(
             raise AdaptError(f"{dedupe} already holds {', '.join(clash)}; pass a new or empty folder to --dedupe "
                              "(nothing is overwritten).")
     from adaptladder.config import RunConfig
-    from adaptladder.generation.loaders import detect_task
+    from adaptladder.kinds import GENERATION, detect_kind
 
     probe = RunConfig(data=data, text_col=text_col, label_col=label_col, target_col=target_col, task=task,
                       schema=None if schema is None else str(schema), split_col=split_col,
                       train=None if train is None else str(train), seed=seed)
     probe.validate()
-    if detect_task(probe, lambda msg: console.print(escape(msg), style="dim", highlight=False)) == "generation":
+    if detect_kind(probe, lambda msg: console.print(escape(msg), style="dim", highlight=False)) == GENERATION:
         _audit_generation(probe, validation, test, requirements, out, markdown, as_json, dedupe, console)
         return
     task_, report = audit_source(

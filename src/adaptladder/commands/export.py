@@ -132,13 +132,13 @@ def _is_generation_data(data: str, text_col: str | None, label_col: str | None, 
                         task_type: str | None) -> bool:
     from types import SimpleNamespace
 
-    from adaptladder.generation.loaders import TASK_TYPES, detect_task
+    from adaptladder.kinds import GENERATION, KINDS, detect_kind
 
-    if task_type is not None and task_type not in TASK_TYPES:
+    if task_type is not None and task_type not in KINDS:
         raise AdaptError(f"--task {task_type!r}: use classification or generation.")
     cfg = SimpleNamespace(task=task_type, data=data, schema=None, text_col=text_col, label_col=label_col,
                           target_col=target_col, train=None)
-    return detect_task(cfg) == "generation"
+    return detect_kind(cfg) == GENERATION
 
 
 def _export_generation(data: str, from_run: Path | None, out: Path, val_out: Path | None, test_out: Path | None, *,

@@ -246,7 +246,9 @@ def register(app: typer.Typer) -> None:
                         "rungs": [{k: r.get(k) for k in ("name", "status", "meets_bar")} for r in result.results]})
             return
         rec = result.recommendation
-        if getattr(result.task, "is_generation", False):
+        from adaptladder.kinds import GENERATION, kind_of
+
+        if kind_of(result.task) == GENERATION:
             print_generation_results(result.results, rec.get("metric") or cfg.metric, cfg.bar, rec.get("rung"))
         else:
             print_results(result.results, cfg.metric, cfg.bar, rec.get("rung"))

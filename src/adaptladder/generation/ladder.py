@@ -920,13 +920,10 @@ def on_rung_line(res: dict[str, Any]) -> str:
 
 
 def is_generation_run(run_dir: str | Path) -> bool:
-    """Does the run directory hold a generation run (its task.json says so)?"""
-    import json
+    """Does the run directory hold a generation run? (:func:`adaptladder.kinds.kind_of` decides.)"""
+    from adaptladder.kinds import GENERATION, kind_of
 
-    try:
-        return json.loads((Path(run_dir) / "task.json").read_text(encoding="utf-8")).get("task") == "generation"
-    except (OSError, ValueError, AttributeError):
-        return False
+    return kind_of(run_dir) == GENERATION
 
 
 def assemble_gen_partial(run_dir: str | Path) -> dict[str, Any]:

@@ -121,6 +121,7 @@ class GenTask:
         return {
             "name": self.name,
             "task": "generation",
+            "task_type": "generation",  # the kind, decided once (adaptladder.kinds.kind_of reads it)
             "kind": self.kind,
             "output": self.output,
             "n": len(self.inputs),

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from adaptladder.report.generation import is_generation
+from adaptladder.kinds import GENERATION, kind_of
 from adaptladder.report.html import render_html
 from adaptladder.report.markdown import render_markdown
 from adaptladder.report.view import build_view
@@ -23,7 +23,7 @@ def write_report(run_dir: str | Path, doc: dict[str, Any]) -> dict[str, Path]:
 
     run_dir = Path(run_dir)
     paths = {"html": run_dir / "report.html", "md": run_dir / "report.md"}
-    if is_generation(doc):  # a generation run (issue #17): its own view and templates
+    if kind_of(doc) == GENERATION:  # a generation run (issue #17): its own view and templates
         from adaptladder.report.generation import build_gen_view, render_gen_html, render_gen_markdown
 
         gview = build_gen_view(doc, run_dir)

@@ -65,7 +65,10 @@ DEFAULT_WHY = {
 
 
 def is_generation(doc: dict[str, Any]) -> bool:
-    return (doc.get("task") or {}).get("task") == "generation"
+    """Kept for callers of the old predicate: the kind comes from :func:`adaptladder.kinds.kind_of`."""
+    from adaptladder.kinds import GENERATION, kind_of
+
+    return kind_of(doc) == GENERATION
 
 
 def metric_sentence(metric: str, task: dict[str, Any], cfg: dict[str, Any]) -> str:
