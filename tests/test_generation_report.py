@@ -199,7 +199,7 @@ def test_json_report_shows_constrained_vs_unconstrained_and_per_field(tmp_path: 
     assert "JSON Schema" in html
 
 
-def test_sampled_rung_shows_missing_outputs_and_inputs_come_back_from_data(tmp_path: Path) -> None:
+def test_sampled_rung_shows_missing_outputs_and_missing_inputs(tmp_path: Path) -> None:
     task = text_task()
     a = _rung("zero-shot", 10, task, lambda x, y: "a")
     b = _rung("few-shot", 20, task, lambda x, y: y, sampled_n=3)
@@ -207,8 +207,8 @@ def test_sampled_rung_shows_missing_outputs_and_inputs_come_back_from_data(tmp_p
     html = write_report(tmp_path, doc)["html"].read_text()
     # the sample is drawn from the rows both rungs generated for
     assert "(not generated" not in html and "evaluated on a seeded random sample" in html
-    # no inputs in the record and no data to re-read: said, not hidden
-    assert "(not in the record)" in html
+    # no inputs in the record: said, not hidden (the report never reads the data again)
+    assert "(not in the record)" in html and "the report reads only the run directory" in html
 
 
 def test_inputs_and_references_from_the_record(tmp_path: Path) -> None:

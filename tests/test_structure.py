@@ -25,8 +25,9 @@ def _modules(root: Path) -> dict[str, Path]:
 def import_graph(root: Path) -> dict[str, set[str]]:
     """Module -> the package modules it imports anywhere in its body (function-level imports too).
 
-    A package's edge to its own submodules (and a submodule's to its parents) is not a cycle
-    worth breaking: Python imports parents first by design.
+    A package's edges to its own submodules count (``report/__init__ -> report/generation -> ladder ->
+    report`` is a cycle); a submodule's edge to its own parents does not: Python imports parents
+    first by design, so that edge adds nothing the parent's own imports do not.
     """
     mods = _modules(root)
     edges: dict[str, set[str]] = {m: set() for m in mods}
@@ -44,7 +45,7 @@ def import_graph(root: Path) -> dict[str, set[str]]:
                     target = node.module or ""
                 targets = [target] + [f"{target}.{a.name}" for a in node.names]
             for t in targets:
-                if t in mods and t != mod and not mod.startswith(t + ".") and not t.startswith(mod + "."):
+                if t in mods and t != mod and not mod.startswith(t + "."):
                     edges[mod].add(t)
     return edges
 
@@ -103,6 +104,18 @@ def test_cycle_finder_finds_a_planted_cycle(tmp_path: Path) -> None:
     (pkg / "sub" / "b.py").write_text("def f():\n    from ..a import x  # lazy: still a cycle\n    return x\n")
     (pkg / "c.py").write_text("import pkg.a\n")
     assert find_cycles(import_graph(pkg)) == [["pkg.a", "pkg.sub.b"]]
+
+
+def test_cycle_finder_counts_a_package_importing_its_submodules(tmp_path: Path) -> None:
+    """The cycle issue #26 found: a package's __init__ imports a submodule that imports, through another
+    module, the package back."""
+    pkg = tmp_path / "pkg"
+    (pkg / "report").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "report" / "__init__.py").write_text("from pkg.report.generation import view\n")
+    (pkg / "report" / "generation.py").write_text("def view():\n    from pkg.ladder import prepare\n")
+    (pkg / "ladder.py").write_text("def run():\n    from pkg.report import write\n")
+    assert find_cycles(import_graph(pkg)) == [["pkg.ladder", "pkg.report", "pkg.report.generation"]]
 
 
 def test_no_import_cycles_in_the_package() -> None:

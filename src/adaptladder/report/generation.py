@@ -190,8 +190,8 @@ def _short(text: Any, n: int = SIDE_CHARS) -> str:
 def _task_texts(doc: dict[str, Any], run_dir: Path | None, wanted: list[int]) -> tuple[dict[int, str], dict[int, str],
                                                                                       str]:
     """Inputs and references of the test rows ``wanted``: from the records' ``test.inputs`` /
-    ``test.references`` (parallel to ``test.indices``), else the task rebuilt from the run's
-    configuration when its fingerprint matches; the third value says where they came from."""
+    ``test.references`` (parallel to ``test.indices``); the report reads only the run directory, so
+    rows the record lacks stay missing (the third value: ``record`` or ``missing``)."""
     inputs: dict[int, str] = {}
     refs: dict[int, str] = {}
     for r in doc.get("rungs") or []:
@@ -204,36 +204,7 @@ def _task_texts(doc: dict[str, Any], run_dir: Path | None, wanted: list[int]) ->
                     into.setdefault(int(i), str(x))
     if all(i in inputs and i in refs for i in wanted):
         return inputs, refs, "record"
-    task = _rebuild_task(doc)
-    if task is None:
-        return inputs, refs, "missing"
-    for i in wanted:
-        if 0 <= i < len(task.inputs):
-            inputs.setdefault(i, task.inputs[i])
-            refs.setdefault(i, task.targets[i])
-    return inputs, refs, "data"
-
-
-def _rebuild_task(doc: dict[str, Any]) -> Any:
-    """The run's GenTask from its configuration, or None when it cannot be rebuilt identically."""
-    cfg = doc.get("config") or {}
-    want = (doc.get("task") or {}).get("fingerprint")
-    if not cfg.get("data") and not cfg.get("train"):
-        return None
-    try:
-        from dataclasses import fields
-
-        from adaptladder.config import RunConfig
-        from adaptladder.ladder import prepare_task
-
-        names = {f.name for f in fields(RunConfig)}
-        rc = RunConfig(**{k: v for k, v in cfg.items() if k in names})
-        task = prepare_task(rc)
-    except Exception:  # the data moved or changed: the report shows what the record has
-        return None
-    if not getattr(task, "is_generation", False) or (want and task.fingerprint() != want):
-        return None
-    return task
+    return inputs, refs, "missing"  # the report reads only the run directory: never the data again
 
 
 def side_by_side(doc: dict[str, Any], run_dir: Path | None, k: int = N_SIDE_BY_SIDE) -> dict[str, Any]:
@@ -575,7 +546,8 @@ def render_gen_markdown(v: dict[str, Any]) -> str:
     if side["rows"]:
         out += ["", f"## Side by side: {len(side['rows'])} test examples (seeded sample)", ""]
         if side["source"] == "missing":
-            out += ["Inputs and references are not in this run's record and the data could not be re-read.", ""]
+            out += ["Some inputs and references are not in this run's record (the report reads only the run "
+                    "directory).", ""]
         for row in side["rows"]:
             out += [f"### Test example (row {row['index']})", "", "Input:", "", _fence(row["input"]), "",
                     "Reference:", "", _fence(row["reference"]), ""]
