@@ -167,3 +167,15 @@ def test_lazy_public_api_still_resolves() -> None:
 
     assert callable(al.run) and callable(al.load_results) and "tfidf" in al.RUNGS
     assert set(al.__all__) <= set(dir(al))
+
+
+def test_table_reading_lives_in_one_module_for_every_kind() -> None:
+    """CSV/TSV/JSONL/Parquet reading is adaptladder.io.tables; the kinds' loaders only use it."""
+    from adaptladder import task
+    from adaptladder.generation import loaders
+    from adaptladder.io import tables
+
+    assert task.read_table is tables.read_table and loaders.read_table is tables.read_table
+    for mod in (task, loaders):
+        src = Path(mod.__file__).read_text(encoding="utf-8")
+        assert "pd.read_csv" not in src and "read_parquet" not in src and "json.loads(line)" not in src

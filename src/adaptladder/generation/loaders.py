@@ -30,6 +30,7 @@ import pandas as pd
 
 from adaptladder.errors import AdaptError
 from adaptladder.generation.task import DEFAULT_FRACTIONS, GENERATION_METRICS, GenTask, random_split
+from adaptladder.io.tables import pick_column, read_table, row_offset
 from adaptladder.task import (
     LABEL_CANDIDATES,
     check_no_empty_split,
@@ -38,8 +39,6 @@ from adaptladder.task import (
     duplicate_groups,
     is_number,
     parse_split_column,
-    pick_column,
-    read_table,
 )
 
 GEN_INPUT_CANDIDATES = ("input", "text", "source", "prompt", "document", "article", "content", "question",
@@ -149,9 +148,7 @@ def detect_task(cfg: Any, log: Log | None = None) -> str:
 
 # ------------------------------------------------------------------ columns and values
 def _offset(path: Path) -> int:
-    """Row numbers as the user sees them (:func:`adaptladder.task.row_offset`)."""
-    from adaptladder.task import row_offset
-
+    """Row numbers as the user sees them (:func:`adaptladder.io.tables.row_offset`)."""
     return row_offset(path)
 
 

@@ -398,7 +398,8 @@ class DistillRung(Rung):
 # ====================================================================== helpers
 def read_unlabelled(path: str | Path, col: str | None = None) -> list[str]:
     """Texts from a ``.txt`` file (one per non-empty line) or a table with a text column."""
-    from adaptladder.task import TEXT_CANDIDATES, pick_column, read_table
+    from adaptladder.io.tables import pick_column, read_table
+    from adaptladder.task import TEXT_CANDIDATES
 
     path = Path(path)
     if not path.is_file():
