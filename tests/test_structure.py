@@ -179,3 +179,11 @@ def test_table_reading_lives_in_one_module_for_every_kind() -> None:
     for mod in (task, loaders):
         src = Path(mod.__file__).read_text(encoding="utf-8")
         assert "pd.read_csv" not in src and "read_parquet" not in src and "json.loads(line)" not in src
+
+
+def test_config_imports_no_kind_specific_module() -> None:
+    """config.py sits below every task kind: it asks adaptladder.kinds and the one rung registry."""
+    edges = import_graph(PKG_ROOT)["adaptladder.config"]
+    kind_specific = [m for m in edges if m.startswith("adaptladder.generation") or m in (
+        "adaptladder.task", "adaptladder.ladder", "adaptladder.audit", "adaptladder.datasets")]
+    assert not kind_specific, f"config.py imports {kind_specific}"

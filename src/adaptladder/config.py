@@ -15,10 +15,10 @@ from pathlib import Path
 from typing import Any
 
 from adaptladder.errors import AdaptError
+from adaptladder.kinds import CLASSIFICATION_METRICS as METRICS
+from adaptladder.kinds import KINDS as TASK_TYPES  # ``task`` values: None (detected from the data) or one of these
+from adaptladder.kinds import SPLITS
 
-METRICS = ("macro_f1", "accuracy")
-#: ``task`` values: None (detected from the data) or one of these
-TASK_TYPES = ("classification", "generation")
 #: Where rungs run (``--executor``): this process, or Ray tasks (adaptladder.executors).
 EXECUTORS = ("local", "ray")
 
@@ -121,38 +121,40 @@ class RunConfig:
         check_types({f.name: getattr(self, f.name) for f in fields(self)}, where="")
         if self.task is not None and self.task not in TASK_TYPES:
             raise AdaptError(f"--task {self.task!r} is unknown: use {' or '.join(TASK_TYPES)}.")
-        from adaptladder.generation.loaders import config_task_type
-        from adaptladder.generation.task import GENERATION_METRICS
+        from adaptladder.kinds.detect import config_kind, metrics_of
 
-        kind = config_task_type(self)  # None: the data decides (a target column of free text is generation)
+        generation_metrics = metrics_of("generation")
+        kind = config_kind(self)  # None: the data decides (a target column of free text is generation)
         if kind == "generation":
             # the default macro_f1 means "the task's default metric" (see generation.loaders.resolve_generation_metric)
-            if self.metric not in ("macro_f1", *GENERATION_METRICS):
+            if self.metric not in ("macro_f1", *generation_metrics):
                 raise AdaptError(f"unknown metric {self.metric!r} for a generation task: use one of "
-                                 f"{', '.join(GENERATION_METRICS)}.")
+                                 f"{', '.join(generation_metrics)}.")
         elif kind == "classification" and self.metric not in METRICS:
             raise AdaptError(f"unknown metric {self.metric!r}: use {' or '.join(METRICS)}"
-                             + (" (generation metrics need --task generation)." if self.metric in GENERATION_METRICS
+                             + (" (generation metrics need --task generation)." if self.metric in generation_metrics
                                 else "."))
-        elif self.metric not in (*METRICS, *GENERATION_METRICS):
+        elif self.metric not in (*METRICS, *generation_metrics):
             raise AdaptError(f"unknown metric {self.metric!r}: use {' or '.join(METRICS)} for classification, or one "
-                             f"of {', '.join(GENERATION_METRICS)} for a generation task.")
+                             f"of {', '.join(generation_metrics)} for a generation task.")
         if self.bar is not None and not 0 < self.bar <= 1:
             raise AdaptError(f"--bar {self.bar} is outside (0, 1]; give a score such as 0.90.")
-        from adaptladder.generation.rungs import GEN_RUNGS
-        from adaptladder.rungs import RUNGS
+        from adaptladder.rungs import RUNGS, rung_table
+        from adaptladder.rungs.settings import resolve_params
 
-        known = RUNGS if kind == "classification" else GEN_RUNGS if kind == "generation" else {**RUNGS, **GEN_RUNGS}
+        kinds = [kind] if kind is not None else list(TASK_TYPES)
+        known = {n: k for k in reversed(kinds) for n in rung_table(k)}  # a shared name: the first kind's
         for name in (self.rungs or []) + (self.order or []) + list(self.rung_params):
             if name not in known:
                 what = "" if kind is None else f" for a {kind} task"
-                raise AdaptError(f"unknown rung {name!r}{what}: choose from {', '.join(known)}.")
-        if kind == "generation" or kind is None:  # generation settings, before any data is read
-            from adaptladder.generation.rungs import check_gen_settings
-
-            for name, params in self.rung_params.items():
-                if name in GEN_RUNGS and (kind == "generation" or name not in RUNGS) and isinstance(params, dict):
-                    check_gen_settings(name, params)
+                names = dict.fromkeys(n for k in kinds for n in rung_table(k))
+                raise AdaptError(f"unknown rung {name!r}{what}: choose from {', '.join(names)}.")
+        # settings of a rung only the configured kind (or, undecided, only one kind) has: checked before any
+        # data is read (classification rungs are checked with the run-wide values at the start of the run)
+        for name, params in self.rung_params.items():
+            owner = known.get(name)
+            if owner == "generation" and (kind == "generation" or name not in RUNGS) and isinstance(params, dict):
+                resolve_params(name, None, params, kind=owner)
         if not 0 <= self.margin < 0.5:
             raise AdaptError(f"--margin {self.margin} is outside [0, 0.5); give a score difference such as 0.005.")
         if self.cv_folds < 0 or self.cv_folds == 1 or self.cv_folds > 50:
@@ -196,8 +198,6 @@ def check_types(values: dict[str, Any], *, where: str) -> None:
         if key in _BOOL_KEYS and not isinstance(v, bool):
             raise bad(key, "true or false")
         if key == "sample" and isinstance(v, dict):
-            from adaptladder.task import SPLITS
-
             if not v or not all(k in SPLITS and _is_int(n) for k, n in v.items()):
                 raise bad(key, "an integer or a mapping of train/validation/test to integers")
             continue

@@ -20,8 +20,8 @@ import pandas as pd
 
 from adaptladder.errors import AdaptError
 from adaptladder.io.tables import pick_column, read_table, row_offset
+from adaptladder.kinds import SPLITS  # the splits every task kind shares (re-exported here)
 
-SPLITS = ("train", "validation", "test")
 SPLIT_ALIASES = {
     "train": "train", "training": "train", "trn": "train",
     "validation": "validation", "valid": "validation", "val": "validation", "dev": "validation",

@@ -90,7 +90,8 @@ def audit_cmd(
             raise AdaptError(f"{dedupe} already holds {', '.join(clash)}; pass a new or empty folder to --dedupe "
                              "(nothing is overwritten).")
     from adaptladder.config import RunConfig
-    from adaptladder.kinds import GENERATION, detect_kind
+    from adaptladder.kinds import GENERATION
+    from adaptladder.kinds.detect import detect_kind
 
     probe = RunConfig(data=data, text_col=text_col, label_col=label_col, target_col=target_col, task=task,
                       schema=None if schema is None else str(schema), split_col=split_col,

@@ -132,7 +132,8 @@ def _is_generation_data(data: str, text_col: str | None, label_col: str | None, 
                         task_type: str | None) -> bool:
     from types import SimpleNamespace
 
-    from adaptladder.kinds import GENERATION, KINDS, detect_kind
+    from adaptladder.kinds import GENERATION, KINDS
+    from adaptladder.kinds.detect import detect_kind
 
     if task_type is not None and task_type not in KINDS:
         raise AdaptError(f"--task {task_type!r}: use classification or generation.")

@@ -1,8 +1,8 @@
 """Task kinds: the kind of a task is decided once and recorded; everything later asks :func:`kind_of`.
 
-The kind is decided when the task is detected (:func:`detect_kind`: ``--task``, a built-in set's
-kind, a schema, or the target column's values) and recorded as ``task_type`` in ``task.json`` and in
-the ``task`` block of ``results.json``. Every later consumer (winner, report, export, serve, track,
+The kind is decided when the task is detected (:func:`adaptladder.kinds.detect.detect_kind`:
+``--task``, a built-in set's kind, a schema, or the target column's values) and recorded as
+``task_type`` in ``task.json`` and in the ``task`` block of ``results.json``. Every later consumer (winner, report, export, serve, track,
 the commands) asks :func:`kind_of` instead of testing fields itself. Run directories written before
 ``task_type`` existed are read here, in one place: a generation run's task summary said
 ``"task": "generation"``; a classification run's said nothing.
@@ -19,7 +19,13 @@ CLASSIFICATION = "classification"
 GENERATION = "generation"
 KINDS: tuple[str, ...] = (CLASSIFICATION, GENERATION)
 
-__all__ = ["CLASSIFICATION", "GENERATION", "KINDS", "config_kind", "detect_kind", "kind_of", "task_type_record"]
+#: the classification metrics (``--metric``); the first is the default
+CLASSIFICATION_METRICS: tuple[str, ...] = ("macro_f1", "accuracy")
+
+#: the splits of every task kind
+SPLITS: tuple[str, ...] = ("train", "validation", "test")
+
+__all__ = ["CLASSIFICATION", "CLASSIFICATION_METRICS", "GENERATION", "KINDS", "SPLITS", "kind_of", "task_type_record"]
 
 
 def task_type_record(kind: str) -> dict[str, str]:
@@ -71,17 +77,3 @@ def _kind_of_dir(run_dir: Path) -> str:
             if found is not None:
                 return found
     return CLASSIFICATION
-
-
-def config_kind(cfg: Any) -> str | None:
-    """The kind when the configuration alone says so (``--task``, a built-in set, a schema), else None."""
-    from adaptladder.generation.loaders import config_task_type
-
-    return config_task_type(cfg)
-
-
-def detect_kind(cfg: Any, log: Any = None) -> str:
-    """The kind of the run's data, decided once (the configuration, else the target column's values)."""
-    from adaptladder.generation.loaders import detect_task
-
-    return detect_task(cfg, log)
