@@ -2,10 +2,10 @@
 
 The kind is decided when the task is detected (:func:`adaptladder.kinds.detect.detect_kind`:
 ``--task``, a built-in set's kind, a schema, or the target column's values) and recorded as
-``task_type`` in ``task.json`` and in the ``task`` block of ``results.json``. Every later consumer (winner, report, export, serve, track,
-the commands) asks :func:`kind_of` instead of testing fields itself. Run directories written before
-``task_type`` existed are read here, in one place: a generation run's task summary said
-``"task": "generation"``; a classification run's said nothing.
+``task_type`` in ``task.json`` and in the ``task`` block of ``results.json``. Every later consumer
+(winner, report, export, serve, track, the commands) asks :func:`kind_of` instead of testing fields
+itself. Run directories written before ``task_type`` existed are read here, in one place: a
+generation run's task summary said ``"task": "generation"``; a classification run's said nothing.
 """
 
 from __future__ import annotations
