@@ -188,6 +188,13 @@ class _Sampler:
         if thread is not None:
             thread.join()
 
+    def observe(self, now: float) -> None:
+        """A reading taken outside the thread (a block's entry or exit) counts for every open block, so
+        an enclosing block's peak is never below a nested one's."""
+        with self._lock:
+            for block in self._active:
+                block.peak_mb = max(block.peak_mb, now)
+
     def threads(self) -> int:
         return int(self._thread is not None)
 
@@ -218,12 +225,13 @@ class PeakMemory:
     def __enter__(self) -> PeakMemory:
         gc.collect()
         self.start_mb = self.peak_mb = rss_mb()
+        _SAMPLER.observe(self.start_mb)
         _SAMPLER.add(self)
         return self
 
     def __exit__(self, *exc: object) -> None:
+        _SAMPLER.observe(rss_mb())  # this block's last reading, for it and every block around it
         _SAMPLER.remove(self)
-        self.peak_mb = max(self.peak_mb, rss_mb())
 
     @property
     def delta_mb(self) -> float:

@@ -303,7 +303,8 @@ def create_app(settings: ServeSettings, *, model: Any = None) -> Any:
     if isinstance(model, GenRung):  # a generation run: the OpenAI chat API (adaptladder.serve_openai)
         from adaptladder.serve_openai import create_openai_app
 
-        return create_openai_app(settings, model, {"rung": model.name, "run_dir": settings.run_dir or None})
+        return create_openai_app(settings, model, {"rung": model.name, "run_dir": settings.run_dir or None},
+                                 parts=(Metrics, Predictor, BodyLimit))
     if from_run:
         model, predict_proba, info = _load_predict_fn(settings, model)
     else:

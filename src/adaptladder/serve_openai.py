@@ -61,15 +61,17 @@ def _render(messages: list[dict[str, Any]]) -> str:
     return render_turns(turns, "\n".join(system).strip() or None)
 
 
-def create_openai_app(settings: Any, model: Any, run_info: dict[str, Any]) -> Any:
-    """The FastAPI app for a generation rung (``model``: loaded and checked by the caller)."""
+def create_openai_app(settings: Any, model: Any, run_info: dict[str, Any], *, parts: tuple[Any, Any, Any]) -> Any:
+    """The FastAPI app for a generation rung (``model``: loaded and checked by the caller; ``parts``: the
+    serving machinery shared with ``/predict``, :class:`adaptladder.serve.Metrics`, ``Predictor`` and
+    ``BodyLimit``, passed in so that this module does not import the one that imports it)."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-    from adaptladder.serve import BodyLimit, Metrics, Predictor
+    Metrics, Predictor, BodyLimit = parts
 
     rung_name = str(run_info.get("rung") or getattr(model, "name", "rung"))
     metrics = Metrics()
